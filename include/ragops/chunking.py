@@ -1,0 +1,150 @@
+"""Token-aware, Markdown-header-aware chunking with langchain-text-splitters.
+
+Sizes are measured in the embedding model's own word pieces. The text that gets embedded is
+``<title > heading path>`` + blank line + body, and it never exceeds the model's maximum
+sequence length: all-MiniLM-L6-v2 silently truncates after 256 word pieces, so a piece that
+would be longer is split again on token boundaries instead of losing its tail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from ragops.config import ChunkingSettings, settings_fingerprint
+from ragops.parsing import ParsedDoc
+
+log = logging.getLogger(__name__)
+HEADER_FORMATS = {"md", "rst", "html"}
+MAX_CONTEXT_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class ChunkPiece:
+    position: int
+    text: str  # what is embedded: context line + body
+    body: str
+    context: str
+    headings: str
+    n_tokens: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def chunk_id(source_id: str, doc_id: str, position: int, text: str, fingerprint: str) -> str:
+    """Stable id: document identity + position + hash(text, chunker and model settings)."""
+    doc_key = hashlib.sha256(f"{source_id}\0{doc_id}".encode()).hexdigest()[:16]
+    content = hashlib.sha256(f"{fingerprint}\0{text}".encode()).hexdigest()[:16]
+    return f"{doc_key}-{position:05d}-{content}"
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Chunker:
+    """Splits parsed documents into chunks that fit the embedding model."""
+
+    def __init__(self, settings: ChunkingSettings, tokenizer: Any, max_tokens: int, model_fingerprint: str) -> None:
+        if max_tokens < 32:
+            raise ValueError(f"max_tokens must be at least 32, got {max_tokens}")
+        self.settings = settings
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.fingerprint = settings_fingerprint(
+            "chunker-v1", settings.chunk_tokens, settings.overlap_tokens, list(settings.markdown_headers),
+            max_tokens, model_fingerprint,
+        )
+        self._splitters: dict[int, Any] = {}
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @cached_property
+    def _header_splitter(self) -> Any:
+        from langchain_text_splitters import MarkdownHeaderTextSplitter
+
+        heads = [(h, f"h{len(h)}") for h in self.settings.markdown_headers]
+        return MarkdownHeaderTextSplitter(headers_to_split_on=heads, strip_headers=True)
+
+    def _splitter(self, size: int) -> Any:
+        if size not in self._splitters:
+            from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+            overlap = min(self.settings.overlap_tokens, max(size // 4, 0))
+            self._splitters[size] = RecursiveCharacterTextSplitter(
+                chunk_size=size, chunk_overlap=overlap, length_function=self.count,
+                separators=["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""], keep_separator="end",
+            )
+        return self._splitters[size]
+
+    def sections(self, doc: ParsedDoc) -> list[tuple[str, str]]:
+        """(heading path, section text) pairs; one section for formats without headings."""
+        if doc.fmt not in HEADER_FORMATS:
+            return [("", doc.text)]
+        out = []
+        for part in self._header_splitter.split_text(doc.text):
+            heads = [part.metadata[k] for k in sorted(part.metadata) if k.startswith("h")]
+            if heads and heads[0] == doc.title:
+                heads = heads[1:]  # the title is already the first element of the context
+            out.append((" > ".join(heads), part.page_content))
+        return out or [("", doc.text)]
+
+    def _context(self, title: str, headings: str) -> str:
+        ctx = " > ".join(p for p in (title.strip(), headings) if p)
+        ids = self.tokenizer(ctx, add_special_tokens=False, return_offsets_mapping=True)
+        if len(ids["input_ids"]) > MAX_CONTEXT_TOKENS:  # context is a hint, the body is never cut
+            ctx = ctx[: ids["offset_mapping"][MAX_CONTEXT_TOKENS - 1][1]] + "…"
+        return ctx
+
+    def hard_split(self, body: str, budget: int) -> list[str]:
+        """Cut on token boundaries into pieces of at most ``budget`` tokens; no character lost."""
+        enc = self.tokenizer(body, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        if len(offsets) <= budget:
+            return [body]
+        pieces, start_tok = [], 0
+        while start_tok < len(offsets):
+            end_tok = min(start_tok + budget, len(offsets))
+            start_char = 0 if start_tok == 0 else offsets[start_tok][0]
+            end_char = len(body) if end_tok == len(offsets) else offsets[end_tok][0]
+            pieces.append(body[start_char:end_char].strip())
+            start_tok = end_tok
+        return [p for p in pieces if p]
+
+    def split(self, doc: ParsedDoc) -> list[ChunkPiece]:
+        pieces: list[ChunkPiece] = []
+        for headings, section in self.sections(doc):
+            context = self._context(doc.title, headings)
+            ctx_tokens = self.count(context) + 1 if context else 0
+            budget = max(self.max_tokens - ctx_tokens, 16)
+            size = min(self.settings.chunk_tokens, budget)
+            for body in self._splitter(size).split_text(section):
+                body = body.strip()
+                if not body:
+                    continue
+                for part in self._fit(context, body, budget):
+                    text = f"{context}\n\n{part}" if context else part
+                    pieces.append(ChunkPiece(
+                        position=len(pieces), text=text, body=part, context=context, headings=headings,
+                        n_tokens=self.count(text),
+                    ))
+        return pieces
+
+    def _fit(self, context: str, body: str, budget: int) -> list[str]:
+        """Pieces of ``body`` whose embedded text fits the model; re-split with a smaller budget
+        where word pieces at a cut merge differently."""
+        def full(part: str) -> str:
+            return f"{context}\n\n{part}" if context else part
+
+        if self.count(full(body)) <= self.max_tokens:
+            return [body]
+        out: list[str] = []
+        for part in self.hard_split(body, budget):
+            if self.count(full(part)) <= self.max_tokens:
+                out.append(part)
+            else:
+                out.extend(self._fit(context, part, max(budget - 8, 8)))
+        return out

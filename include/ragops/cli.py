@@ -1,0 +1,193 @@
+"""The `ragops` command line: the same library calls the DAGs make, for people and scripts.
+
+Exit codes: 0 success, 1 a check failed (self-check), 2 a usage or data error with a message
+that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from ragops import __version__
+from ragops.errors import RagopsError
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from ragops.config import load_settings
+
+    return load_settings(args.config)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from ragops import state
+
+    s = _settings(args)
+    rev = state.upgrade(s.state_db_url)
+    print(f"state store {state.redact_url(s.state_db_url)} is at migration {rev}")
+    return 0
+
+
+def _fmt_counts(c: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in c.items())
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from ragops.indexing import sync
+
+    s = _settings(args)
+    index = args.index or s.ingest.default_index
+    result = sync(s, args.source, index, full_resync=args.full_resync, dry_run=args.dry_run,
+                  allow_mass_delete=args.allow_mass_delete, trigger="cli")
+    if args.json:
+        _print_json(result)
+        return 0
+    if result.get("dry_run"):
+        plan = result["plan"]
+        print(f"dry run: index {plan['index']} from {plan['source_id']} (nothing was written)")
+        print(f"  documents: {_fmt_counts(plan['counts'])}")
+        for kind in ("added", "changed", "deleted", "protected"):
+            if plan["samples"][kind]:
+                print(f"  would be {kind}: {', '.join(plan['samples'][kind])}")
+        for p in plan["problems"]:
+            print(f"  problem: {p['reason']}: {p['detail']}")
+        return 0
+    print(f"synced index {result['index']} ({result['collection']}) from {result['source_id']} in "
+          f"{result['elapsed_s']:.1f}s (commit)")
+    print(f"  documents: {_fmt_counts(result['counts'])}")
+    print(f"  chunks: {_fmt_counts(result['chunks'])}")
+    q = result["quarantine"]
+    if q["documents"]:
+        print(f"  quarantined {q['documents']} document(s): {_fmt_counts(q['reasons'])}")
+        for e in q["entries"]:
+            print(f"    {e['doc_id']}: {e['reason']}: {e['detail']}")
+    sc = result["self_check"]
+    print(f"  self-check: {'OK' if sc['ok'] else 'FAILED'} ({sc['state_chunks']} chunks in state, "
+          f"{sc['chroma_ids']} in Chroma)")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ragops.retrieval import hits_as_dicts, search
+
+    s = _settings(args)
+    hits = search(s, args.text, k=args.k, index=args.index)
+    if args.json:
+        _print_json([{k: v for k, v in h.items() if k != "text"} for h in hits_as_dicts(hits)])
+        return 0
+    if not hits:
+        print("no results")
+    for h in hits:
+        where = f"{h.doc_id}" + (f" › {h.headings}" if h.headings else "")
+        print(f"{h.rank:>2}. {h.score:.3f}  {where}\n    chunk {h.chunk_id}\n    {h.snippet}")
+    return 0
+
+
+def cmd_index_status(args: argparse.Namespace) -> int:
+    from ragops.retrieval import index_status
+
+    s = _settings(args)
+    items = index_status(s, args.index, check=not args.no_check)
+    if args.json:
+        _print_json(items)
+    elif not items:
+        print("no indexes yet: run `ragops ingest SOURCE` (or `make demo`)")
+    for it in items if not args.json else []:
+        print(f"index {it['index']}: live collection {it['collection']} (v{it['version']}), "
+              f"{it['documents']} documents, {it['chunks']} chunks")
+        for src in it["sources"]:
+            print(f"  source {src['source_id']}: {src['documents']} documents, {src['chunks']} chunks")
+        lr = it["last_run"]
+        if lr:
+            print(f"  last sync {lr['run_id']}: {lr['status']} at {lr['finished_at'] or lr['started_at']}, "
+                  f"{lr['quarantined']} quarantined")
+        sc = it.get("self_check")
+        if sc:
+            status = "OK" if sc.get("ok") else ("skipped: " + sc["skipped"] if sc.get("ok") is None else
+                                                f"MISMATCH ({sc['missing']} missing, {sc['extra']} extra)")
+            print(f"  self-check: {status}")
+    bad = [it for it in items if it.get("self_check", {}).get("ok") is False]
+    return 1 if bad else 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from ragops.retrieval import quarantine_entries
+
+    s = _settings(args)
+    rows = quarantine_entries(s, args.index, args.run, args.limit)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no quarantined documents in the latest run")
+    for r in rows:
+        print(f"{r['run_id']}  {r['doc_id']}  {r['stage']}/{r['reason']}\n    {r['detail']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ragops", description="Operate the ragops RAG pipeline from a shell.")
+    p.add_argument("--version", action="version", version=f"ragops {__version__}")
+    p.add_argument("--config", help="settings YAML (default: $RAGOPS_CONFIG or include/config/ragops.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="state store").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="create or migrate the state store (safe to repeat)").set_defaults(fn=cmd_db_upgrade)
+
+    ing = sub.add_parser("ingest", help="sync a source into an index (same steps as the ingest_documents DAG)")
+    ing.add_argument("source", help="directory, .jsonl/.parquet file, or fsspec URL (s3://..., file://...)")
+    ing.add_argument("--index", help="index name (default: ingest.default_index)")
+    ing.add_argument("--full-resync", action="store_true",
+                     help="re-parse and re-chunk every document and reconcile Chroma (embeds only what is missing)")
+    ing.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
+    ing.add_argument("--allow-mass-delete", action="store_true",
+                     help="allow deleting more than quality.max_delete_share of the source's documents")
+    ing.add_argument("--json", action="store_true", help="print the run report as JSON")
+    ing.set_defaults(fn=cmd_ingest)
+
+    se = sub.add_parser("search", help="top-k chunks for a query")
+    se.add_argument("text")
+    se.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    se.add_argument("--index", help="index name (default: ingest.default_index)")
+    se.add_argument("--json", action="store_true")
+    se.set_defaults(fn=cmd_search)
+
+    idx = sub.add_parser("index", help="index information").add_subparsers(dest="index_command", required=True)
+    st = idx.add_parser("status", help="live collection, counts, last sync and self-check")
+    st.add_argument("--index")
+    st.add_argument("--no-check", action="store_true", help="skip the Chroma self-check")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_index_status)
+
+    qu = sub.add_parser("quarantine", help="documents quarantined by the latest (or a given) run")
+    qu.add_argument("--index")
+    qu.add_argument("--run", help="a sync run id")
+    qu.add_argument("--limit", type=int, default=100)
+    qu.add_argument("--json", action="store_true")
+    qu.set_defaults(fn=cmd_quarantine)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("chromadb", "httpx", "sentence_transformers", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.fn(args))
+    except RagopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

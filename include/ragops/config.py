@@ -1,0 +1,278 @@
+"""Settings: defaults here, overridden by a YAML file, overridden by environment variables.
+
+Frozen dataclasses so a settings object can be hashed into chunk ids and passed between
+functions without anyone mutating it. Loading is cheap (YAML only), so DAG files may call it
+at parse time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ragops.errors import ConfigError, UnknownIndexError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+INDEX_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{1,46}[a-z0-9]$")
+
+
+def project_root() -> Path:
+    """The project checkout this package lives in (editable install), else the working dir."""
+    env = os.environ.get("RAGOPS_PROJECT_DIR")
+    if env:
+        return Path(env).resolve()
+    candidate = PACKAGE_DIR.parent.parent  # <root>/include/ragops
+    if (candidate / "include" / "config").is_dir():
+        return candidate
+    return Path.cwd().resolve()
+
+
+@dataclass(frozen=True)
+class ChromaSettings:
+    mode: str = "embedded"  # embedded | server
+    conn_id: str = "chroma_default"
+    url: str | None = None
+    token: str | None = field(default=None, repr=False)
+    upsert_batch_size: int = 1000
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    model: str = "bundled:all-MiniLM-L6-v2"
+    batch_size: int = 64
+    normalize: bool = True
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ChunkingSettings:
+    profile: str = "default"
+    chunk_tokens: int = 200
+    overlap_tokens: int = 30
+    markdown_headers: tuple[str, ...] = ("#", "##", "###")
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    min_chars: int = 20
+    max_chars: int = 2_000_000
+    max_document_bytes: int = 10 * 1024 * 1024
+    max_failed_share: float = 0.2
+    max_duplicate_text_share: float = 0.5
+    max_delete_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    id_field: tuple[str, ...] = ("id", "_id", "doc_id")
+    title_field: tuple[str, ...] = ("title",)
+    text_field: tuple[str, ...] = ("text", "content", "body")
+    metadata_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    schedule: str | None = "@hourly"
+    default_index: str = "docs"
+    default_source: str = "include/corpus"
+    batch_documents: int = 200
+    include: tuple[str, ...] = (
+        "**/*.md", "**/*.markdown", "**/*.txt", "**/*.rst", "**/*.html", "**/*.htm",
+        "**/*.jsonl", "**/*.parquet",
+    )
+    exclude: tuple[str, ...] = ("**/.*", "**/.*/**")
+    records: RecordSettings = RecordSettings()
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    state_db_url: str
+    chroma: ChromaSettings = ChromaSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    quality: QualitySettings = QualitySettings()
+    ingest: IngestSettings = IngestSettings()
+    indexes: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
+    source_file: Path | None = None
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    def resolve_path(self, value: str) -> str:
+        """Resolve a relative local path against the project root; URLs pass through."""
+        if "://" in value:
+            return value
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else (project_root() / p).resolve())
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, naming unknown keys and bad types."""
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = {}
+    defaults = cls()
+    for name, value in raw.items():
+        default = getattr(defaults, name)
+        key = f"{where}.{name}"
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _coerce(type(default), value, key)
+        elif isinstance(default, tuple):
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+            kwargs[name] = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{key}: expected a number, got {value!r}")
+            if value < 0:
+                raise ConfigError(f"{key}: must not be negative, got {value!r}")
+            kwargs[name] = type(default)(value) if isinstance(default, float) else int(value)
+        else:
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{key}: expected a string, got {value!r}")
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _validate(s: Settings) -> None:
+    where = str(s.source_file or "settings")
+    if s.chroma.mode not in ("embedded", "server"):
+        raise ConfigError(f"{where}: chroma.mode must be 'embedded' or 'server', got {s.chroma.mode!r}")
+    c = s.chunking
+    if c.chunk_tokens < 16:
+        raise ConfigError(f"{where}: chunking.chunk_tokens must be at least 16, got {c.chunk_tokens}")
+    if c.overlap_tokens >= c.chunk_tokens:
+        raise ConfigError(
+            f"{where}: chunking.overlap_tokens ({c.overlap_tokens}) must be smaller than "
+            f"chunking.chunk_tokens ({c.chunk_tokens})"
+        )
+    q = s.quality
+    for name in ("max_failed_share", "max_duplicate_text_share", "max_delete_share"):
+        v = getattr(q, name)
+        if not 0 <= v <= 1:
+            raise ConfigError(f"{where}: quality.{name} must be between 0 and 1, got {v}")
+    if s.ingest.batch_documents < 1:
+        raise ConfigError(f"{where}: ingest.batch_documents must be at least 1")
+    if s.embedding.batch_size < 1:
+        raise ConfigError(f"{where}: embedding.batch_size must be at least 1")
+    for name in s.indexes:
+        check_index_name(name)
+
+
+def check_index_name(name: str) -> str:
+    """Index names become Chroma collection names (`<index>__v<N>`), so they are restricted."""
+    if not isinstance(name, str) or not INDEX_NAME_RE.match(name) or "__" in name:
+        raise UnknownIndexError(
+            f"invalid index name {name!r}: use 3-48 characters of a-z, 0-9, '_' or '-', "
+            "starting and ending with a letter or digit, without '__'"
+        )
+    return name
+
+
+def default_config_path() -> Path:
+    return project_root() / "include" / "config" / "ragops.yaml"
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read settings: defaults < YAML file < RAGOPS_* environment variables < ``overrides``."""
+    cfg_path = Path(path or os.environ.get("RAGOPS_CONFIG") or default_config_path())
+    raw: dict[str, Any] = {}
+    if cfg_path.exists():
+        try:
+            text = cfg_path.read_text(encoding="utf-8")
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{cfg_path}{line}: invalid YAML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{cfg_path}: cannot read settings file: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{cfg_path}: expected a mapping at the top level")
+        raw = loaded or {}
+    elif path or os.environ.get("RAGOPS_CONFIG"):
+        raise ConfigError(f"settings file {cfg_path} does not exist (set by RAGOPS_CONFIG or --config)")
+
+    where = str(cfg_path)
+    top = {"data_dir", "state_db_url", "chroma", "embedding", "chunking", "quality", "ingest", "indexes"}
+    unknown = sorted(set(raw) - top)
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(top))}")
+
+    data_dir_raw = os.environ.get("RAGOPS_DATA_DIR") or raw.get("data_dir")
+    data_dir = Path(data_dir_raw).expanduser() if data_dir_raw else project_root() / ".ragops"
+    if not data_dir.is_absolute():
+        data_dir = project_root() / data_dir
+    state_url = os.environ.get("RAGOPS_STATE_DB_URL") or raw.get("state_db_url") or f"sqlite:///{data_dir / 'state.db'}"
+
+    chroma = _coerce(ChromaSettings, raw.get("chroma"), f"{where}: chroma")
+    env_mode = os.environ.get("RAGOPS_CHROMA_MODE")
+    env_url = os.environ.get("RAGOPS_CHROMA_URL")
+    chroma = dataclasses.replace(
+        chroma,
+        mode=env_mode or ("server" if env_url and not raw.get("chroma", {}).get("mode") else chroma.mode),
+        url=env_url or chroma.url,
+        token=os.environ.get("RAGOPS_CHROMA_TOKEN") or chroma.token,
+    )
+    indexes_raw = raw.get("indexes") or {}
+    if not isinstance(indexes_raw, dict):
+        raise ConfigError(f"{where}: indexes must be a mapping of index name to options")
+    settings = Settings(
+        data_dir=data_dir.resolve(),
+        state_db_url=state_url,
+        chroma=chroma,
+        embedding=_coerce(EmbeddingSettings, raw.get("embedding"), f"{where}: embedding"),
+        chunking=_coerce(ChunkingSettings, raw.get("chunking"), f"{where}: chunking"),
+        quality=_coerce(QualitySettings, raw.get("quality"), f"{where}: quality"),
+        ingest=_coerce(IngestSettings, raw.get("ingest"), f"{where}: ingest"),
+        indexes={k: dict(v or {}) for k, v in indexes_raw.items()},
+        source_file=cfg_path if cfg_path.exists() else None,
+    )
+    if overrides:
+        settings = dataclasses.replace(settings, **overrides)
+    _validate(settings)
+    return settings
+
+
+def settings_fingerprint(*parts: Any) -> str:
+    """Stable short hash of settings objects; goes into chunk ids."""
+    def plain(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj):
+            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, (list, tuple)):
+            return [plain(o) for o in obj]
+        return obj
+
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

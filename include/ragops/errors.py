@@ -1,0 +1,47 @@
+"""Exception types of the library.
+
+Every error a person can fix says what is wrong and how to fix it. ``permanent`` tells the
+Airflow layer whether a retry could help (``AirflowFailException``) or not.
+"""
+
+from __future__ import annotations
+
+
+class RagopsError(Exception):
+    """Base class. ``permanent`` errors are not retried by the DAGs."""
+
+    permanent: bool = True
+
+
+class ConfigError(RagopsError):
+    """Settings file or environment variable is invalid."""
+
+
+class SourceError(RagopsError):
+    """A source URI cannot be used (missing, not a directory or record file, bad scheme)."""
+
+
+class UnknownIndexError(RagopsError):
+    """An index name that does not exist (or is not a valid name)."""
+
+
+class DataIncidentError(RagopsError):
+    """Too much of a run failed data-quality checks; nothing was changed in the index."""
+
+
+class MassDeleteError(RagopsError):
+    """A sync would delete more of a source than allowed; nothing was changed."""
+
+
+class SyncMismatchError(RagopsError):
+    """The self-check found the state store and Chroma disagree on chunk ids."""
+
+
+class StateStoreError(RagopsError):
+    """The state store is missing its schema or is at the wrong migration."""
+
+
+class VectorStoreBusyError(RagopsError):
+    """Another writer holds the embedded Chroma lock. Transient: a retry may succeed."""
+
+    permanent = False

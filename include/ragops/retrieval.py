@@ -1,0 +1,156 @@
+"""Search the live collection of an index, and report an index's status.
+
+Readers resolve the index alias at query time, so a swap or rollback takes effect at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ragops import state
+from ragops.config import Settings, check_index_name
+from ragops.embedding import Embedder
+from ragops.errors import RagopsError, UnknownIndexError, VectorStoreBusyError
+from ragops.indexing import _self_check_locked
+from ragops.vectorstore import VectorStore
+
+log = logging.getLogger(__name__)
+MAX_K = 200
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    doc_id: str
+    chunk_id: str
+    score: float
+    title: str
+    headings: str
+    snippet: str
+    text: str
+
+
+def live_collection(settings: Settings, index: str) -> str:
+    check_index_name(index)
+    state.require_schema(settings.state_db_url)
+    with state.session_scope(settings.state_db_url) as s:
+        live = state.live_version(s, index)
+        known = state.known_indexes(s)
+    if live is None:
+        raise UnknownIndexError(
+            f"unknown index {index!r}: known indexes are {', '.join(known) or '(none yet)'}; "
+            f"ingest into it first with `ragops ingest SOURCE --index {index}`"
+        )
+    return live.collection
+
+
+def search(settings: Settings, text: str, k: int = 5, index: str | None = None, *,
+           embedder: Embedder | None = None, store: VectorStore | None = None,
+           unique_docs: bool = False) -> list[Hit]:
+    """Top-k chunks by cosine similarity (score in [-1, 1], higher is closer).
+
+    ``unique_docs`` keeps only each document's best chunk (document-level ranking)."""
+    if not text or not text.strip():
+        raise RagopsError("empty query: pass the text to search for")
+    if not 1 <= k <= MAX_K:
+        raise RagopsError(f"k must be between 1 and {MAX_K}, got {k}")
+    index = index or settings.ingest.default_index
+    collection = live_collection(settings, index)
+    embedder = embedder or Embedder(settings.embedding)
+    store = store or VectorStore(settings)
+    vec = embedder.encode([text.strip()], log_every=1e9)[0]
+    fetch = min(k * 4, MAX_K * 4) if unique_docs else k
+    res = store.query(collection, vec, fetch)
+    hits: list[Hit] = []
+    seen: set[str] = set()
+    for cid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
+                                    strict=True):
+        meta = meta or {}
+        doc_id = str(meta.get("doc_id", ""))
+        if unique_docs and doc_id in seen:
+            continue
+        seen.add(doc_id)
+        body = (doc or "")[int(meta.get("context_chars", 0) or 0):].lstrip()  # without the heading context
+        snippet = " ".join(body.split())
+        hits.append(Hit(rank=len(hits) + 1, doc_id=doc_id, chunk_id=cid, score=round(1.0 - float(dist), 4),
+                        title=str(meta.get("title", "")), headings=str(meta.get("headings", "")),
+                        snippet=snippet[:240] + ("…" if len(snippet) > 240 else ""), text=doc or ""))
+        if len(hits) == k:
+            break
+    return hits
+
+
+def hits_as_dicts(hits: list[Hit]) -> list[dict[str, Any]]:
+    return [asdict(h) for h in hits]
+
+
+def index_status(settings: Settings, index: str | None = None, *, store: VectorStore | None = None,
+                 check: bool = True) -> list[dict[str, Any]]:
+    """Live collection, counts per source, last sync run and a self-check for each index."""
+    state.require_schema(settings.state_db_url)
+    store = store or VectorStore(settings)
+    with state.session_scope(settings.state_db_url) as s:
+        names = state.known_indexes(s)
+        if index is not None:
+            check_index_name(index)
+            if index not in names:
+                raise UnknownIndexError(f"unknown index {index!r}: known indexes are {', '.join(names) or '(none yet)'}; "
+                                        f"ingest into it first with `ragops ingest SOURCE --index {index}`")
+            names = [index]
+        out = []
+        for name in names:
+            live = state.live_version(s, name)
+            sources = s.execute(
+                select(state.Document.source_id, func.count(), func.sum(state.Document.n_chunks))
+                .where(state.Document.index_name == name).group_by(state.Document.source_id)
+            ).all()
+            last = s.execute(select(state.SyncRun).where(state.SyncRun.index_name == name)
+                             .order_by(state.SyncRun.started_at.desc()).limit(1)).scalar_one_or_none()
+            quarantined = s.execute(select(func.count()).select_from(state.Quarantine)
+                                    .where(state.Quarantine.run_id == last.run_id)).scalar() if last else 0
+            out.append({
+                "index": name, "collection": live.collection if live else None,
+                "version": live.version if live else None, "embedding_model": live.embedding_model if live else None,
+                "documents": int(sum(r[1] for r in sources)), "chunks": int(sum(r[2] or 0 for r in sources)),
+                "sources": [{"source_id": r[0], "documents": int(r[1]), "chunks": int(r[2] or 0)} for r in sources],
+                "last_run": None if last is None else {
+                    "run_id": last.run_id, "status": last.status, "trigger": last.trigger,
+                    "started_at": last.started_at.isoformat() if last.started_at else None,
+                    "finished_at": last.finished_at.isoformat() if last.finished_at else None,
+                    "quarantined": int(quarantined or 0)},
+            })
+    if check:
+        for item in out:
+            if not item["collection"]:
+                continue
+            try:
+                store.lock_timeout = 5.0
+                with store.writer():
+                    item["self_check"] = _self_check_locked(settings, store, item["index"], item["collection"])
+            except VectorStoreBusyError:
+                item["self_check"] = {"ok": None, "skipped": "a writer holds the embedded Chroma lock; try again"}
+    return out
+
+
+def quarantine_entries(settings: Settings, index: str | None = None, run_id: str | None = None,
+                       limit: int = 100) -> list[dict[str, Any]]:
+    state.require_schema(settings.state_db_url)
+    with state.session_scope(settings.state_db_url) as s:
+        q = select(state.Quarantine).order_by(state.Quarantine.id.desc()).limit(limit)
+        if index:
+            q = q.where(state.Quarantine.index_name == index)
+        if run_id:
+            q = q.where(state.Quarantine.run_id == run_id)
+        else:  # default: the latest run's entries
+            last = s.execute(select(state.SyncRun.run_id).where(
+                *([state.SyncRun.index_name == index] if index else [])
+            ).order_by(state.SyncRun.started_at.desc()).limit(1)).scalar_one_or_none()
+            if last:
+                q = q.where(state.Quarantine.run_id == last)
+        return [{"run_id": r.run_id, "index": r.index_name, "doc_id": r.doc_id, "stage": r.stage,
+                 "reason": r.reason, "detail": r.detail, "source_id": r.source_id,
+                 "created_at": r.created_at.isoformat()} for r in s.execute(q).scalars()]

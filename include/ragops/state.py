@@ -1,0 +1,260 @@
+"""The state store: SQLAlchemy 2 models, engine set-up and Alembic migrations.
+
+It holds the record manager (documents and chunks with their hashes), index versions and the
+live alias, sync runs, quarantine entries and the append-only audit log. Chroma holds vectors;
+this database is the truth about what *should* be in Chroma, and the self-check compares them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from ragops.errors import StateStoreError
+
+log = logging.getLogger(__name__)
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Document(Base):
+    """One source document as last indexed: its content hash and the settings that chunked it."""
+
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("index_name", "source_id", "doc_id", name="uq_documents_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    source_id: Mapped[str] = mapped_column(String(1024))
+    doc_id: Mapped[str] = mapped_column(String(1024))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    settings_hash: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str | None] = mapped_column(Text)
+    uri: Mapped[str | None] = mapped_column(Text)
+    origin: Mapped[str] = mapped_column(Text)  # the file it came from (records share one)
+    n_chunks: Mapped[int] = mapped_column(Integer, default=0)
+    run_id: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Chunk(Base):
+    """A chunk that must be in the live Chroma collection, with the text it was embedded from."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (Index("ix_chunks_doc", "index_name", "source_id", "doc_id"),)
+
+    index_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chunk_id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(1024))
+    doc_id: Mapped[str] = mapped_column(String(1024))
+    position: Mapped[int] = mapped_column(Integer)
+    text_hash: Mapped[str] = mapped_column(String(64))
+    n_tokens: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class IndexVersion(Base):
+    """A versioned Chroma collection (`<index>__v<N>`) and the settings it was built with."""
+
+    __tablename__ = "index_versions"
+    __table_args__ = (UniqueConstraint("index_name", "version", name="uq_index_versions"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    collection: Mapped[str] = mapped_column(String(128), unique=True)
+    embedding_model: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="live")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IndexAlias(Base):
+    """Which collection serves an index. Moved in one transaction; readers resolve it per query."""
+
+    __tablename__ = "index_aliases"
+
+    index_name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("index_versions.id"))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+
+    run_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    source_id: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(24))
+    trigger: Mapped[str] = mapped_column(String(64), default="cli")
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Quarantine(Base):
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_run", "run_id"), Index("ix_quarantine_index", "index_name"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(128))
+    index_name: Mapped[str] = mapped_column(String(64))
+    source_id: Mapped[str] = mapped_column(String(1024))
+    doc_id: Mapped[str] = mapped_column(String(1024))
+    stage: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEntry(Base):
+    """Append-only log of decisions: who, when, what, why, with the evidence."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(64))
+    index_name: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (mapped tasks) do not block the writer
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str) -> Engine:
+    """One engine per URL and process. SQLite files get WAL mode and a busy timeout."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> str:
+    """Apply Alembic migrations; safe to run any number of times."""
+    from alembic import command
+
+    get_engine(url)  # creates the SQLite parent dir
+    command.upgrade(alembic_config(url), revision)
+    return current_revision(url) or ""
+
+
+def current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with get_engine(url).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() or ""
+
+
+def require_schema(url: str) -> None:
+    """Fail with the fix when the state store has not been migrated to this code's schema."""
+    engine = get_engine(url)
+    if not inspect(engine).has_table("documents"):
+        raise StateStoreError(
+            f"the state store at {redact_url(url)} has no ragops schema: run `ragops db upgrade` "
+            "(or `make demo`) first"
+        )
+    cur, head = current_revision(url), head_revision()
+    if cur != head:
+        raise StateStoreError(
+            f"the state store at {redact_url(url)} is at migration {cur}, this code needs {head}: "
+            "run `ragops db upgrade`"
+        )
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a database URL before it reaches a log or an error."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown without its credentials part
+        return url.split("@")[-1]
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A transaction: commit on success, roll back on any error."""
+    factory = sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def audit(session: Session, actor: str, action: str, index_name: str | None, **detail: Any) -> None:
+    session.add(AuditEntry(actor=actor, action=action, index_name=index_name,
+                           detail=json.loads(json.dumps(detail, default=str))))
+
+
+def live_version(session: Session, index_name: str) -> IndexVersion | None:
+    row = session.execute(
+        select(IndexVersion).join(IndexAlias, IndexAlias.version_id == IndexVersion.id)
+        .where(IndexAlias.index_name == index_name)
+    ).scalar_one_or_none()
+    return row
+
+
+def known_indexes(session: Session) -> list[str]:
+    return sorted(session.execute(select(IndexAlias.index_name)).scalars())
