@@ -136,10 +136,6 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
             .where(state.Document.index_name == index, state.Document.source_id == disc.source_id)
         ).all()
         live = state.live_version(s, index)
-        prior = s.get(state.SyncRun, run_id)
-        prior_status = prior.status if prior else None
-    if prior_status in ("committed",):
-        log.info("run %s was already committed; nothing to plan again", run_id)
 
     indexed = {r.doc_id: r for r in rows}
     added, changed, unchanged = [], [], []
@@ -185,13 +181,14 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
         "problems": [p.__dict__ for p in disc.problems[:SAMPLE]],
     }
     log.info("plan %s: %s", run_id, summary["counts"])
-    if dry_run:
-        summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
-        return summary
-
     _prune_runs(settings)
     rd = run_dir(settings, run_id)
     rd.mkdir(parents=True, exist_ok=True)
+    if dry_run:  # the plan is kept so the commit step can report it; nothing else is written
+        summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
+        _write_json(rd / "plan.json", summary)
+        return summary
+
     for b in batches:
         items = [d.to_json() for d in to_process[b * batch_size:(b + 1) * batch_size]]
         _write_json(rd / f"batch-{b:05d}.in.json", items)
@@ -208,8 +205,9 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
         if run is None:
             s.add(state.SyncRun(run_id=run_id, index_name=index, source_id=disc.source_id, status="planned",
                                 trigger=trigger, stats=summary["counts"]))
-        elif run.status != "committed":
-            run.status, run.stats = "planned", summary["counts"]
+        else:  # a re-planned run is a new attempt: its commit must run (and self-check) again
+            run.status, run.stats, run.finished_at = "planned", summary["counts"], None
+    (rd / "report.json").unlink(missing_ok=True)
     summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return summary
 
@@ -382,6 +380,8 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
     if not (rd / "plan.json").exists():
         raise RagopsError(f"run {run_id} has no plan at {rd}; run the plan step first")
     plan = _read_json(rd / "plan.json")
+    if plan.get("dry_run"):
+        return {"dry_run": True, "plan": plan}
     index, source_id = plan["index"], plan["source_id"]
     store = store or VectorStore(settings)
 
@@ -608,8 +608,6 @@ def sync(settings: Settings, source: str, index: str, *, run_id: str | None = No
     plan = plan_sync(settings, source, index, run_id, full_resync=full_resync, dry_run=dry_run,
                      allow_mass_delete=allow_mass_delete, allow_create=allow_create, trigger=trigger, fs=fs,
                      storage_options=storage_options, embedder=embedder, store=store)
-    if dry_run:
-        return {"dry_run": True, "plan": plan}
     for b in plan["batches"]:
         process_batch(settings, run_id, b, embedder=embedder, fs=fs, storage_options=storage_options)
     return commit_sync(settings, run_id, store=store, actor=trigger)

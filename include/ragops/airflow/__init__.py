@@ -1,0 +1,1 @@
+"""The only place Airflow is imported: assets, hooks, callbacks, shared default_args, task glue."""

@@ -1,0 +1,45 @@
+"""Shared DAG arguments and the wrapper every task body goes through."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from ragops.config import Settings, load_settings
+from ragops.errors import RagopsError
+
+WRITER_POOL = "ragops_chroma_writer"
+T = TypeVar("T")
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "ragops",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+def task_settings() -> Settings:
+    """Settings inside a running task; in server mode the Chroma URL/token come from the Connection."""
+    settings = load_settings()
+    if settings.chroma.mode == "server" and not settings.chroma.url:
+        from ragops.airflow.hooks import ChromaHook
+
+        chroma = ChromaHook(settings.chroma.conn_id).settings_for(settings.chroma)
+        settings = dataclasses.replace(settings, chroma=chroma)
+    return settings
+
+
+def run_library(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call the library; errors a retry cannot fix fail the task at once (no retries)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        return fn(*args, **kwargs)
+    except RagopsError as exc:
+        if exc.permanent:
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        raise

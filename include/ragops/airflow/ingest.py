@@ -1,0 +1,48 @@
+"""Task glue for the ingest_documents DAG: Params and run id in, one library call, small XCom out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from ragops.airflow.common import run_library, task_settings
+
+log = logging.getLogger(__name__)
+
+
+def plan(params: dict[str, Any], run_id: str, run_type: str = "manual") -> list[dict[str, Any]]:
+    """Returns the batches to map over; the full plan is staged for the other tasks."""
+    from ragops.indexing import plan_sync
+
+    settings = task_settings()
+    summary = run_library(
+        plan_sync, settings, params["source"], params["index"], run_id,
+        full_resync=bool(params.get("full_resync")), dry_run=bool(params.get("dry_run")),
+        allow_mass_delete=bool(params.get("allow_mass_delete")),
+        allow_create=params["index"] in settings.indexes, trigger=f"airflow:{run_type}",
+    )
+    log.info("plan: %s", json.dumps({k: summary[k] for k in ("index", "source_id", "counts", "samples")}))
+    return [{"run_id": run_id, "batch_no": b} for b in summary["batches"]]
+
+
+def process(batch: dict[str, Any]) -> dict[str, Any]:
+    from ragops.indexing import process_batch
+
+    return run_library(process_batch, task_settings(), batch["run_id"], batch["batch_no"])
+
+
+def commit(run_id: str, outlet_events: Any) -> dict[str, Any]:
+    from ragops.airflow.assets import INDEX_UPDATES, index_asset
+    from ragops.indexing import commit_sync
+
+    report = run_library(commit_sync, task_settings(), run_id, actor="airflow")
+    if report.get("dry_run"):
+        log.info("dry run, nothing written: %s", json.dumps(report["plan"]["counts"]))
+        return report
+    changed = report["chunks"]["upserted"] or report["chunks"]["deleted"] or report["chunks"]["repaired_orphans"]
+    if changed:  # downstream DAGs (rebuild, eval) run only when the index really changed
+        outlet_events[INDEX_UPDATES].add(index_asset(report["index"]),
+                                         extra={"run_id": report["run_id"], "collection": report["collection"],
+                                                "chunks": report["chunks"]})
+    return report
