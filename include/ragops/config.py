@@ -241,7 +241,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     env_url = os.environ.get("RAGOPS_CHROMA_URL")
     chroma = dataclasses.replace(
         chroma,
-        mode=env_mode or ("server" if env_url and not raw.get("chroma", {}).get("mode") else chroma.mode),
+        mode=env_mode or ("server" if env_url else chroma.mode),  # a server URL in the env means server mode
         url=env_url or chroma.url,
         token=os.environ.get("RAGOPS_CHROMA_TOKEN") or chroma.token,
     )

@@ -94,29 +94,42 @@ def parse_rst(text: str, name: str) -> tuple[str, str]:
     return parse_markdown(md, name)
 
 
+BLOCK_TAGS = ("p", "div", "section", "article", "main", "header", "footer", "aside", "nav", "blockquote", "pre",
+              "ul", "ol", "dl", "dt", "dd", "table", "figure", "figcaption", "form", "address", "body")
+
+
 def parse_html(text: str, name: str) -> tuple[str, str]:
-    """Visible text with headings as Markdown; scripts, styles and event handlers are gone."""
-    from bs4 import BeautifulSoup
+    """Visible text with headings as Markdown; scripts, styles and event handlers are gone.
+
+    HTML whitespace rules apply (a newline in a paragraph is a space); block elements, list
+    items and table rows become lines."""
+    from bs4 import BeautifulSoup, NavigableString
 
     soup = BeautifulSoup(text, "html.parser")
     title_tag = soup.find("title")
-    title = title_tag.get_text(" ", strip=True) if title_tag else ""
+    title = " ".join(title_tag.get_text(" ").split()) if title_tag else ""
     for tag in soup(list(DROP_TAGS)):
         tag.decompose()
+    for node in soup.find_all(string=True):
+        if isinstance(node, NavigableString) and not node.find_parent("pre"):
+            node.replace_with(re.sub(r"\s+", " ", str(node)))
     for level in range(1, 7):
         for h in soup.find_all(f"h{level}"):
-            h.replace_with(f"\n\n{'#' * level} {h.get_text(' ', strip=True)}\n\n")
-    for li in soup.find_all("li"):
-        li.insert(0, "- ")
+            h.replace_with(f"\n\n{'#' * level} {' '.join(h.get_text(' ').split())}\n\n")
     for tr in soup.find_all("tr"):
-        cells = [c.get_text(" ", strip=True) for c in tr.find_all(["td", "th"])]
+        cells = [" ".join(c.get_text(" ").split()) for c in tr.find_all(["td", "th"])]
         tr.replace_with("\n" + " | ".join(cells) + "\n")
+    for li in soup.find_all("li"):
+        li.insert(0, "\n- ")
+        li.append("\n")
     for br in soup.find_all("br"):
         br.replace_with("\n")
-    body = soup.get_text("\n")
-    body = re.sub(r"[ \t]+", " ", body)
-    body = re.sub(r"\n\s*\n\s*(\n\s*)+", "\n\n", body)
-    body = "\n".join(ln.strip() for ln in body.split("\n")).strip()
+    for block in soup.find_all(BLOCK_TAGS):
+        block.insert_before("\n\n")
+        block.insert_after("\n\n")
+    body = soup.get_text("")
+    body = "\n".join(" ".join(ln.split()) if not ln.startswith("    ") else ln.rstrip() for ln in body.split("\n"))
+    body = re.sub(r"\n{3,}", "\n\n", body).strip()
     if not title:
         m = re.search(r"^#\s+(.+)$", body, flags=re.M)
         title = m.group(1).strip() if m else _stem_title(name)

@@ -1,0 +1,17 @@
+# The README's commands. Each target is a script under scripts/ that you can also run directly.
+.PHONY: demo test ui lint bench clean
+
+demo:  ## install, migrate, run the ingest_documents DAG on the demo corpus, print a summary
+	bash scripts/demo.sh
+
+test:  ## install the pinned requirements plus test tools and run the whole test suite
+	bash scripts/test.sh
+
+ui:  ## Airflow UI (standalone) on this project; Ctrl-C stops it cleanly
+	bash scripts/ui.sh
+
+bench:  ## SciFact ingest benchmark (needs ../shared/datasets/scifact); figures in bench/results/
+	bash scripts/setup.sh && . scripts/env.sh && python bench/ingest_scifact.py
+
+clean:  ## remove local state (venv, Airflow home, data dir)
+	rm -rf .venv .airflow .ragops

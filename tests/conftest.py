@@ -1,0 +1,171 @@
+"""Shared fixtures. Airflow's environment is set here, before anything imports Airflow, so the
+tests use a throw-away AIRFLOW_HOME with this project's dags/ and plugins/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ragops-test-airflow-"))
+os.environ.update({
+    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "RAGOPS_PROJECT_DIR": str(ROOT),
+    "RAGOPS_DATA_DIR": str(_AIRFLOW_HOME / "ragops-default-data"),
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "ANONYMIZED_TELEMETRY": "False",
+})
+for var in ("RAGOPS_CONFIG", "RAGOPS_STATE_DB_URL", "RAGOPS_CHROMA_MODE", "RAGOPS_CHROMA_URL", "RAGOPS_CHROMA_TOKEN"):
+    os.environ.pop(var, None)
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "data"
+    monkeypatch.setenv("RAGOPS_DATA_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def settings(data_dir: Path):
+    from ragops import state
+    from ragops.config import load_settings
+
+    s = load_settings()
+    state.upgrade(s.state_db_url)
+    return s
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from ragops.config import EmbeddingSettings
+    from ragops.embedding import Embedder
+
+    return Embedder(EmbeddingSettings())
+
+
+def write(root: Path, rel: str, content: str | bytes) -> Path:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        p.write_bytes(content)
+    else:
+        p.write_text(content, encoding="utf-8")
+    return p
+
+
+PARA = ("Retrieval augmented generation pipelines need fresh indexes. {topic} is described here in enough "
+        "detail that the chunker has real sentences to work with, and the embedding model sees varied text. ")
+
+
+def doc(title: str, topic: str, sections: int = 2, paras: int = 2) -> str:
+    out = [f"# {title}", ""]
+    for s in range(sections):
+        out += [f"## {topic} part {s + 1}", ""]
+        out += [PARA.format(topic=f"{topic} ({s}.{p})") for p in range(paras)] + [""]
+    return "\n".join(out)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    write(root, "alpha.md", doc("Alpha guide", "Alpha scheduling"))
+    write(root, "beta.md", doc("Beta guide", "Beta retries"))
+    write(root, "sub/gamma.txt", "Gamma notes\n\n" + PARA.format(topic="Gamma pools") * 3)
+    write(root, "sub/delta.html", "<html><head><title>Delta page</title><script>alert('x')</script>"
+          "<style>p{color:red}</style></head><body><h1>Delta page</h1><p>" + PARA.format(topic="Delta assets") * 2
+          + "</p><h2>Details</h2><ul><li>first point about delta</li><li>second point</li></ul></body></html>")
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `chroma run` server on loopback."""
+    exe = BIN / "chroma"
+    if not exe.exists():
+        pytest.skip("the chroma CLI is not installed in this environment")
+    path = tmp_path_factory.mktemp("chroma-server")
+    port = free_port()
+    log = open(path / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(exe), "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"chroma run exited: {(path / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("chroma run did not answer within 60s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL server (skipped when none is reachable)."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    base = os.environ.get("RAGOPS_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+    dsn = base.replace("postgresql+psycopg2://", "postgresql://")
+    try:
+        conn = psycopg2.connect(dsn, connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {dsn}: {exc}")
+    conn.autocommit = True
+    name = f"ragops_test_{uuid.uuid4().hex[:10]}"
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = base.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    from ragops.state import get_engine
+
+    get_engine(url).dispose()
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Airflow's metadata DB migrated once per session (SQLite in the throw-away AIRFLOW_HOME)."""
+    airflow = str(BIN / "airflow")
+    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, timeout=600)
+    subprocess.run([airflow, "pools", "set", "ragops_chroma_writer", "1", "ragops writer"], check=True,
+                   capture_output=True, timeout=120)
+    return _AIRFLOW_HOME
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
