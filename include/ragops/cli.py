@@ -56,6 +56,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         for kind in ("added", "changed", "deleted", "protected"):
             if plan["samples"][kind]:
                 print(f"  would be {kind}: {', '.join(plan['samples'][kind])}")
+        if plan.get("mass_delete_blocked"):
+            print("  warning: a real run would refuse these deletions (quality.max_delete_share); "
+                  "add --allow-mass-delete if they are intended")
         for p in plan["problems"]:
             print(f"  problem: {p['reason']}: {p['detail']}")
         return 0

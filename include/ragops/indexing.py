@@ -157,7 +157,8 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
             protected.append(doc_id)  # cannot be read now: keep the last good version
         else:
             deleted.append(doc_id)
-    if indexed and not allow_mass_delete and len(deleted) / len(indexed) > settings.quality.max_delete_share:
+    blocked = bool(indexed) and not allow_mass_delete and len(deleted) / len(indexed) > settings.quality.max_delete_share
+    if blocked and not dry_run:
         raise MassDeleteError(
             f"this sync would delete {len(deleted)} of {len(indexed)} indexed documents "
             f"({len(deleted) / len(indexed):.0%}) of source {disc.source_id}, above quality.max_delete_share="
@@ -179,6 +180,7 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
         "samples": {"added": [d.doc_id for d in added[:SAMPLE]], "changed": [d.doc_id for d in changed[:SAMPLE]],
                     "deleted": deleted[:SAMPLE], "protected": protected[:SAMPLE]},
         "problems": [p.__dict__ for p in disc.problems[:SAMPLE]],
+        "mass_delete_blocked": blocked,  # a real run would refuse without allow_mass_delete
     }
     log.info("plan %s: %s", run_id, summary["counts"])
     _prune_runs(settings)

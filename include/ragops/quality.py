@@ -44,7 +44,7 @@ def _context() -> Any:
 
 
 def _suite(kind: str, q: QualitySettings, max_tokens: int) -> tuple[Any, dict[str, tuple[str, str]]]:
-    """Build the expectation suite and a map expectation-id -> (reason code, human text)."""
+    """Build the expectation suite and a map (type, column) -> (reason code, human text)."""
     import great_expectations as gx
 
     E = gx.expectations
@@ -76,9 +76,13 @@ def _suite(kind: str, q: QualitySettings, max_tokens: int) -> tuple[Any, dict[st
     suite = gx.ExpectationSuite(name=f"ragops_{kind}")
     reasons: dict[str, tuple[str, str]] = {}
     for exp, code, text in items:
-        added = suite.add_expectation(exp)
-        reasons[str(added.id)] = (code, text)
+        suite.add_expectation(exp)
+        reasons[_key(exp.expectation_type, exp.column)] = (code, text)
     return suite, reasons
+
+
+def _key(expectation_type: str, column: str | None) -> str:
+    return f"{expectation_type}:{column}"  # unique within each suite
 
 
 def validate(kind: str, rows: list[dict[str, Any]], q: QualitySettings, max_tokens: int = 254) -> QualityResult:
@@ -100,8 +104,9 @@ def validate(kind: str, rows: list[dict[str, Any]], q: QualitySettings, max_toke
     finally:
         ds.delete_asset(name)
     for r in res.results:
-        code, text = reasons.get(str(r.expectation_config.id), (r.expectation_config.type, r.expectation_config.type))
-        result.checks[code + ":" + str(r.expectation_config.kwargs.get("column"))] = bool(r.success)
+        cfg = r.expectation_config
+        code, text = reasons[_key(cfg.type, cfg.kwargs.get("column"))]
+        result.checks[_key(code, cfg.kwargs.get("column"))] = bool(r.success)
         if r.success:
             continue
         if r.exception_info and r.exception_info.get("raised_exception"):
