@@ -19,4 +19,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   "$VENV/bin/python" -m pip install -q -r "$want" -c constraints.txt
   "$VENV/bin/python" -m pip install -q --no-deps -e .
   echo "$digest" > "$stamp"
+  if [ "$want" = "requirements-dev.txt" ]; then  # the dev set includes the runtime set
+    cat requirements.txt requirements.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16 \
+      > "$VENV/.ragops-installed-requirements"
+  fi
 fi

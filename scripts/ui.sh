@@ -12,7 +12,10 @@ port="${RAGOPS_UI_PORT:-8080}"
 export AIRFLOW__API__PORT="$port"
 export AIRFLOW__API__BASE_URL="${AIRFLOW__API__BASE_URL:-http://localhost:$port}"
 pwfile="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
-setsid airflow standalone > "$RAGOPS_DATA_DIR/logs/standalone.log" 2>&1 &
+# a background job of a script starts with SIGINT ignored; restore it so standalone can be
+# stopped the way it expects (SIGINT: it then stops its own children)
+setsid python -c 'import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp("airflow", ["airflow", "standalone"])' \
+  > "$RAGOPS_DATA_DIR/logs/standalone.log" 2>&1 &
 pid=$!
 stop() {
   trap - INT TERM

@@ -102,7 +102,7 @@ class VectorStore:
         return len(ids)
 
     def delete(self, name: str, ids: Sequence[str]) -> int:
-        if not ids:
+        if not ids or not self.has_collection(name):
             return 0
         col = self.collection(name)
         step = self._batch()
@@ -111,7 +111,10 @@ class VectorStore:
         return len(ids)
 
     def ids(self, name: str, where: dict[str, Any] | None = None) -> set[str]:
-        """Every id in a collection (paged), optionally filtered by metadata."""
+        """Every id in a collection (paged), optionally filtered by metadata. A collection that
+        does not exist (e.g. a new, empty Chroma server) has no ids."""
+        if not self.has_collection(name):
+            return set()
         col = self.collection(name)
         out: set[str] = set()
         offset = 0

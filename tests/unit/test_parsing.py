@@ -16,7 +16,7 @@ def test_html_drops_scripts_styles_and_keeps_headings() -> None:
 
 
 def test_markdown_title_and_text() -> None:
-    d = parse_file("guide.md", "intro\n\n# The Guide\n\nbody\r\n".encode(), "md")
+    d = parse_file("guide.md", b"intro\n\n# The Guide\n\nbody\r\n", "md")
     assert d.title == "The Guide" and "\r" not in d.text
 
 

@@ -251,3 +251,15 @@ def test_retried_commit_does_not_duplicate_quarantine(settings, corpus: Path, em
         rows = s.execute(select(func.count()).select_from(state.Quarantine)
                          .where(state.Quarantine.run_id == run_id)).scalar()
     assert rows == 1
+
+
+def test_full_resync_rebuilds_a_lost_collection(settings, corpus: Path, embedder) -> None:
+    sync(settings, str(corpus), "docs", embedder=embedder)
+    chunks = state_chunks(settings)
+    with state.session_scope(settings.state_db_url) as s:
+        coll = state.live_version(s, "docs").collection
+    VectorStore(settings).drop(coll)  # e.g. pointed at a new, empty Chroma server
+    assert self_check(settings, "docs")["missing"] == len(chunks)
+    r = sync(settings, str(corpus), "docs", embedder=embedder, full_resync=True)
+    assert r["chunks"]["embedded"] == len(chunks) and r["self_check"]["ok"]
+    assert chroma_ids(settings) == set(chunks)
