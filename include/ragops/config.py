@@ -47,7 +47,7 @@ class ChromaSettings:
 @dataclass(frozen=True)
 class EmbeddingSettings:
     model: str = "bundled:all-MiniLM-L6-v2"
-    batch_size: int = 64
+    batch_size: int = 32
     normalize: bool = True
     device: str = "cpu"
 

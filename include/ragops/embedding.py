@@ -100,9 +100,8 @@ class Embedder:
     def encode(self, texts: list[str], log_every: float = 10.0) -> np.ndarray:
         """Embed texts in length-sorted slices, logging count, rate and ETA as it goes."""
         if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
+            return np.zeros((0, self.dimension), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")[::-1]
-        out = np.empty((len(texts), 0), dtype=np.float32)
         slice_size = max(self.settings.batch_size * 8, 256)
         parts: list[np.ndarray] = []
         t0 = last = time.perf_counter()

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 
 from ragops import state
 from ragops.chunking import Chunker, chunk_id, text_hash
@@ -171,7 +171,7 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
     batches = list(range((len(to_process) + batch_size - 1) // batch_size))
     summary: dict[str, Any] = {
         "run_id": run_id, "index": index, "source": source, "source_id": disc.source_id,
-        "settings_hash": fp, "full_resync": full_resync, "dry_run": dry_run, "trigger": trigger,
+        "settings_hash": fp, "embedding_model": embedder.fingerprint, "full_resync": full_resync, "dry_run": dry_run, "trigger": trigger,
         "collection": live.collection if live else None,
         "counts": {"discovered": len(disc.docs), "added": len(added), "changed": len(changed),
                    "unchanged": len(unchanged), "deleted": len(deleted), "protected": len(protected),
@@ -391,7 +391,7 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
     quarantine = [{"doc_id": p["doc_id"], "stage": p["stage"], "reason": p["reason"], "detail": p["detail"],
                    "origin": p["origin"]} for p in plan["problems"]]
     incidents: list[str] = []
-    batch_summaries = []
+    batch_summaries: list[dict[str, Any]] = []
     for b in plan["batches"]:
         f = rd / f"batch-{b:05d}.docs.json"
         if not f.exists():
@@ -402,6 +402,7 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
         incidents += data["summary"]["incidents"]
         batch_summaries.append(data["summary"])
 
+    incidents += _run_level_checks(settings, rd, plan["batches"])
     q_docs = {q["doc_id"] for q in quarantine}
     share = len(q_docs) / max(plan["discovered_total"], 1)
     reasons = Counter(q["reason"] for q in quarantine)
@@ -418,7 +419,7 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
         )
 
     with store.writer():
-        collection, new_version = _ensure_collection(settings, store, index)
+        collection, new_version = _ensure_collection(settings, store, index, plan["embedding_model"])
         upserted, copied = _upsert_batches(store, collection, rd, plan["batches"])
         with state.session_scope(settings.state_db_url) as s:
             if new_version is not None:
@@ -484,7 +485,17 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
     return report
 
 
-def _ensure_collection(settings: Settings, store: VectorStore, index: str) -> tuple[str, state.IndexVersion | None]:
+def _run_level_checks(settings: Settings, rd: Path, batches: list[int]) -> list[str]:
+    """Dataset-level expectations over all new chunks of the run (independent of batching)."""
+    import pyarrow.parquet as pq
+
+    hashes = [h for b in batches for h in pq.read_table(rd / f"batch-{b:05d}.out.parquet",
+                                                          columns=["text_hash"]).column(0).to_pylist()]
+    return validate("chunk_set", [{"text_hash": h} for h in hashes], settings.quality).incidents
+
+
+def _ensure_collection(settings: Settings, store: VectorStore, index: str,
+                       embedding_model: str) -> tuple[str, state.IndexVersion | None]:
     with state.session_scope(settings.state_db_url) as s:
         live = state.live_version(s, index)
         if live is not None:
@@ -493,9 +504,8 @@ def _ensure_collection(settings: Settings, store: VectorStore, index: str) -> tu
                              .where(state.IndexVersion.index_name == index)).scalar() or 0) + 1
     name = collection_name(index, version)
     store.collection(name, create=True)
-    embedder_fp = Embedder(settings.embedding).fingerprint
     return name, state.IndexVersion(index_name=index, version=version, collection=name,
-                                    embedding_model=embedder_fp, status="live", created_at=state.utcnow())
+                                    embedding_model=embedding_model, status="live", created_at=state.utcnow())
 
 
 def _upsert_batches(store: VectorStore, collection: str, rd: Path, batches: list[int]) -> tuple[int, int]:
@@ -531,15 +541,16 @@ def _insert_chunks(s: Any, rd: Path, plan: dict[str, Any], index: str, source_id
     import pyarrow.parquet as pq
 
     ids: set[str] = set()
-    for b in plan["batches"]:
-        for r in pq.read_table(rd / f"batch-{b:05d}.out.parquet",
-                               columns=["chunk_id", "doc_id", "position", "text", "text_hash", "n_tokens",
-                                        "meta", "context_chars"]).to_pylist():
-            meta = json.loads(r["meta"])
-            s.add(state.Chunk(index_name=index, chunk_id=r["chunk_id"], source_id=source_id, doc_id=r["doc_id"],
-                              position=r["position"], text_hash=r["text_hash"], n_tokens=r["n_tokens"],
-                              text=r["text"], meta=meta))
-            ids.add(r["chunk_id"])
+    for b in plan["batches"]:  # one bulk INSERT per batch keeps memory flat for large runs
+        rows = [{"index_name": index, "chunk_id": r["chunk_id"], "source_id": source_id, "doc_id": r["doc_id"],
+                 "position": r["position"], "text_hash": r["text_hash"], "n_tokens": r["n_tokens"],
+                 "text": r["text"], "meta": json.loads(r["meta"])}
+                for r in pq.read_table(rd / f"batch-{b:05d}.out.parquet",
+                                       columns=["chunk_id", "doc_id", "position", "text", "text_hash", "n_tokens",
+                                                "meta"]).to_pylist()]
+        if rows:
+            s.execute(insert(state.Chunk), rows)
+        ids.update(r["chunk_id"] for r in rows)
     return ids
 
 

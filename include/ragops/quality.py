@@ -32,6 +32,7 @@ def _context() -> Any:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     try:
         from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -60,7 +61,7 @@ def _suite(kind: str, q: QualitySettings, max_tokens: int) -> tuple[Any, dict[st
             (E.ExpectColumnValuesToNotMatchRegex(column="text", regex=CONTROL_PATTERN), "invalid_characters",
              "text contains control characters or U+FFFD replacement characters (broken encoding)"),
         ]
-    else:
+    elif kind == "chunks":
         items = [
             (E.ExpectColumnValuesToNotBeNull(column="chunk_id"), "missing_id", "chunk id is missing"),
             (E.ExpectColumnValuesToBeUnique(column="chunk_id"), "duplicate_id", "chunk id is not unique"),
@@ -68,11 +69,16 @@ def _suite(kind: str, q: QualitySettings, max_tokens: int) -> tuple[Any, dict[st
             (E.ExpectColumnValueLengthsToBeBetween(column="body", min_value=1), "empty_chunk", "empty chunk"),
             (E.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=1, max_value=max_tokens),
              "chunk_too_long", f"chunk longer than the model's {max_tokens} word pieces"),
+        ]
+    elif kind == "chunk_set":  # dataset-level, over every new chunk of a run (not per batch)
+        items = [
             (E.ExpectColumnProportionOfUniqueValuesToBeBetween(
                 column="text_hash", min_value=1.0 - q.max_duplicate_text_share, max_value=1.0),
              "duplicate_text_share", f"more than {q.max_duplicate_text_share:.0%} of chunks repeat another chunk's "
              "text (quality.max_duplicate_text_share)"),
         ]
+    else:
+        raise ValueError(f"unknown suite {kind!r}")
     suite = gx.ExpectationSuite(name=f"ragops_{kind}")
     reasons: dict[str, tuple[str, str]] = {}
     for exp, code, text in items:

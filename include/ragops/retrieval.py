@@ -63,8 +63,14 @@ def search(settings: Settings, text: str, k: int = 5, index: str | None = None, 
     embedder = embedder or Embedder(settings.embedding)
     store = store or VectorStore(settings)
     vec = embedder.encode([text.strip()], log_every=1e9)[0]
-    fetch = min(k * 4, MAX_K * 4) if unique_docs else k
-    res = store.query(collection, vec, fetch)
+    fetch = k * 4 if unique_docs else k
+    while True:  # with unique_docs, widen the chunk window until k documents are found
+        res = store.query(collection, vec, fetch)
+        n = len(res["ids"][0])
+        if not unique_docs or n < fetch or fetch >= MAX_K * 20 or \
+                len({(m or {}).get("doc_id") for m in res["metadatas"][0]}) >= k:
+            break
+        fetch *= 4
     hits: list[Hit] = []
     seen: set[str] = set()
     for cid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],

@@ -26,7 +26,10 @@ def test_duplicate_ids_and_duplicate_text_share() -> None:
             for i in range(6)]
     res = validate("chunks", rows, QualitySettings(max_duplicate_text_share=0.5), max_tokens=254)
     assert all(any(r.startswith("duplicate_id") for r in reasons) for reasons in res.failed_rows.values())
-    assert len(res.incidents) == 1 and "repeat" in res.incidents[0]
+    run = validate("chunk_set", [{"text_hash": r["text_hash"]} for r in rows], QualitySettings(max_duplicate_text_share=0.5))
+    assert len(run.incidents) == 1 and "repeat" in run.incidents[0]
+    ok = validate("chunk_set", [{"text_hash": h} for h in "aabcd"], QualitySettings(max_duplicate_text_share=0.5))
+    assert ok.incidents == []
 
 
 def test_chunk_token_bound() -> None:

@@ -263,3 +263,17 @@ def test_full_resync_rebuilds_a_lost_collection(settings, corpus: Path, embedder
     r = sync(settings, str(corpus), "docs", embedder=embedder, full_resync=True)
     assert r["chunks"]["embedded"] == len(chunks) and r["self_check"]["ok"]
     assert chroma_ids(settings) == set(chunks)
+
+
+def test_duplicate_text_share_is_checked_over_the_whole_run(data_dir, tmp_path: Path, embedder) -> None:
+    # one document per batch: a per-batch check could never see the duplicates
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("ingest:\n  batch_documents: 1\nquality:\n  max_duplicate_text_share: 0.5\nindexes:\n  docs: {}\n")
+    s = load_settings(cfg)
+    state.upgrade(s.state_db_url)
+    records = [json.dumps({"id": f"copy{i}", "title": "Same", "text": PARA.format(topic="copied")}) for i in range(4)]
+    (tmp_path / "dups.jsonl").write_text("\n".join(records))
+    with pytest.raises(DataIncidentError, match="repeat another chunk"):
+        sync(s, str(tmp_path / "dups.jsonl"), "docs", embedder=embedder)
+    with state.session_scope(s.state_db_url) as sess:
+        assert sess.execute(select(func.count()).select_from(state.Chunk)).scalar() == 0
