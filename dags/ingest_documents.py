@@ -13,8 +13,9 @@ Tasks: `plan` (discover, hash, compare with the state store, stage batches) →
 chunks only) → `commit` (the single writer, pool `ragops_chroma_writer`: upsert, one state-store
 transaction, delete stale vectors, self-check). Every task is safe to retry.
 
-**Connections**: `chroma_default` when `chroma.mode` is `server` (host, port, password = token).
-**Params**: `source`, `index`, `full_resync`, `dry_run`, `allow_mass_delete`.
+**Connections**: `chroma_default` when `chroma.mode` is `server` (host, port, password = token);
+the one named in the `source_conn_id` Param for a remote source.
+**Params**: `source`, `source_conn_id`, `index`, `full_resync`, `dry_run`, `allow_mass_delete`.
 Settings: `include/config/ragops.yaml` (`ingest.*`, `chunking.*`, `quality.*`).
 """
 
@@ -46,6 +47,9 @@ INDEXES = sorted(SETTINGS.indexes) or [SETTINGS.ingest.default_index]
         "source": Param(SETTINGS.ingest.default_source, type="string", minLength=1, title="Source",
                         description="Directory, .jsonl/.parquet file or fsspec URL (s3://, gs://, file://). "
                                     "Relative paths are relative to the project root."),
+        "source_conn_id": Param(None, type=["null", "string"], title="Source connection",
+                                description="Airflow Connection for a remote source URL (s3://, gs://, abfs://), "
+                                            "used through ObjectStoragePath. Empty: local path or fsspec defaults."),
         "index": Param(SETTINGS.ingest.default_index, type="string", enum=INDEXES, title="Index",
                        description="Index to sync into (declared under `indexes:` in the settings file)."),
         "full_resync": Param(False, type="boolean", title="Full resync",

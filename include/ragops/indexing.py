@@ -88,6 +88,13 @@ def run_dir(settings: Settings, run_id: str) -> Path:
     return settings.runs_dir / safe_run_id(run_id)
 
 
+def read_plan(settings: Settings, run_id: str) -> dict[str, Any]:
+    path = run_dir(settings, run_id) / "plan.json"
+    if not path.exists():
+        raise RagopsError(f"run {run_id} has no plan at {path}; run the plan step first")
+    return _read_json(path)
+
+
 def _prune_runs(settings: Settings) -> None:
     if not settings.runs_dir.exists():
         return
@@ -284,7 +291,8 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
                   settings.quality, max_tokens=embedder.max_tokens)
     bad_docs = {chunk_rows[i]["_doc"]: reasons for i, reasons in cq.failed_rows.items()}
     for di, reasons in bad_docs.items():
-        q(prepared[di].doc, "quality", "chunk_" + reasons[0].split(":")[0], "; ".join(reasons))
+        code = reasons[0].split(":")[0]
+        q(prepared[di].doc, "quality", code if code.startswith("chunk_") else f"chunk_{code}", "; ".join(reasons))
     chunk_rows = [r for r in chunk_rows if r["_doc"] not in bad_docs]
 
     existing, reusable = _existing_vectors(settings, plan, rd, [prepared[i].doc["doc_id"] for i in range(len(prepared))

@@ -85,5 +85,5 @@ def test_ingest_documents_shape(dagbag) -> None:
     assert set(dag.task_ids) == {"plan", "process_batch", "commit"}
     assert dag.get_task("commit").pool == "ragops_chroma_writer"
     assert dag.get_task("commit").outlets, "commit emits the index asset"
-    assert set(dag.params) == {"source", "index", "full_resync", "dry_run", "allow_mass_delete"}
+    assert set(dag.params) == {"source", "source_conn_id", "index", "full_resync", "dry_run", "allow_mass_delete"}
     assert dag.params.get_param("index").schema["enum"]

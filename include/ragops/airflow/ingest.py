@@ -16,20 +16,35 @@ def plan(params: dict[str, Any], run_id: str, run_type: str = "manual") -> list[
     from ragops.indexing import plan_sync
 
     settings = task_settings()
+    conn_id = params.get("source_conn_id") or None
     summary = run_library(
-        plan_sync, settings, params["source"], params["index"], run_id,
+        plan_sync, settings, params["source"], params["index"], run_id, fs=source_fs(params["source"], conn_id),
         full_resync=bool(params.get("full_resync")), dry_run=bool(params.get("dry_run")),
         allow_mass_delete=bool(params.get("allow_mass_delete")),
         allow_create=params["index"] in settings.indexes, trigger=f"airflow:{run_type}",
     )
     log.info("plan: %s", json.dumps({k: summary[k] for k in ("index", "source_id", "counts", "samples")}))
-    return [{"run_id": run_id, "batch_no": b} for b in summary["batches"]]
+    return [{"run_id": run_id, "batch_no": b, "source_conn_id": conn_id} for b in summary["batches"]]
+
+
+def source_fs(source: str, conn_id: str | None) -> Any:
+    """The filesystem of a remote source with credentials from an Airflow Connection
+    (ObjectStoragePath), or None to let fsspec resolve the URL on its own."""
+    if not conn_id:
+        return None
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(source, conn_id=conn_id).fs
 
 
 def process(batch: dict[str, Any]) -> dict[str, Any]:
     from ragops.indexing import process_batch
 
-    return run_library(process_batch, task_settings(), batch["run_id"], batch["batch_no"])
+    settings = task_settings()
+    from ragops.indexing import read_plan
+
+    fs = source_fs(read_plan(settings, batch["run_id"])["source"], batch.get("source_conn_id"))
+    return run_library(process_batch, settings, batch["run_id"], batch["batch_no"], fs=fs)
 
 
 def commit(run_id: str, outlet_events: Any) -> dict[str, Any]:
