@@ -13,7 +13,10 @@ Tasks: `plan` (discover, hash, compare with the state store, stage batches) →
 chunks only) → `commit` (the single writer, pool `ragops_chroma_writer`: upsert, one state-store
 transaction, delete stale vectors, self-check). Every task is safe to retry.
 
-**Connections**: `chroma_default` when `chroma.mode` is `server` (host, port, password = token);
+Failures send one e-mail per run through `smtp_default` (recipients in `alerts.recipients`);
+quarantined documents send a `quality` e-mail.
+
+**Connections**: `smtp_default` (alert e-mail); `chroma_default` when `chroma.mode` is `server` (host, port, password = token);
 the one named in the `source_conn_id` Param for a remote source.
 **Params**: `source`, `source_conn_id`, `index`, `full_resync`, `dry_run`, `allow_mass_delete`.
 Settings: `include/config/ragops.yaml` (`ingest.*`, `chunking.*`, `quality.*`).
@@ -24,6 +27,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from ragops.airflow.alerting import RagopsSmtpNotifier
 from ragops.airflow.assets import INDEX_UPDATES
 from ragops.airflow.callbacks import record_failure
 from ragops.airflow.common import DEFAULT_ARGS, WRITER_POOL
@@ -42,7 +46,7 @@ INDEXES = sorted(SETTINGS.indexes) or [SETTINGS.ingest.default_index]
     tags=["ragops", "ingest"],
     default_args=DEFAULT_ARGS,
     doc_md=__doc__,
-    on_failure_callback=record_failure,
+    on_failure_callback=[record_failure, RagopsSmtpNotifier()],
     params={
         "source": Param(SETTINGS.ingest.default_source, type="string", minLength=1, title="Source",
                         description="Directory, .jsonl/.parquet file or fsspec URL (s3://, gs://, file://). "

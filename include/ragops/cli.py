@@ -129,7 +129,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         _print_json(rows)
         return 0
     if not rows:
-        print("no quarantined documents in the latest run")
+        print(f"no quarantined documents in run {args.run}" if args.run else "no quarantined documents in the latest run")
     for r in rows:
         print(f"{r['run_id']}  {r['doc_id']}  {r['stage']}/{r['reason']}\n    {r['detail']}")
     return 0

@@ -92,6 +92,27 @@ class IngestSettings:
     records: RecordSettings = RecordSettings()
 
 
+EVENT_TYPES = ("failure", "gate", "prompt", "index", "drift", "quality")
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Who gets which e-mail. ``recipients`` maps an event type (or ``default``) to addresses."""
+
+    smtp_conn_id: str = "smtp_default"
+    from_email: str = "ragops@localhost"
+    base_url: str | None = None  # Airflow UI base URL for links; None = [api] base_url or localhost:8080
+    dedupe_window_minutes: int = 60
+    send_attempts: int = 4
+    retry_backoff_seconds: float = 2.0
+    log_lines: int = 30
+    recipients: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"default": ("ragops-oncall@localhost",)},
+                                                    hash=False)
+
+    def recipients_for(self, event: str) -> tuple[str, ...]:
+        return tuple(self.recipients.get(event) or self.recipients.get("default") or ())
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -101,6 +122,7 @@ class Settings:
     chunking: ChunkingSettings = ChunkingSettings()
     quality: QualitySettings = QualitySettings()
     ingest: IngestSettings = IngestSettings()
+    alerts: AlertSettings = AlertSettings()
     indexes: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
     source_file: Path | None = None
 
@@ -142,6 +164,18 @@ def _coerce(cls: type, raw: Any, where: str) -> Any:
         key = f"{where}.{name}"
         if dataclasses.is_dataclass(default):
             kwargs[name] = _coerce(type(default), value, key)
+        elif isinstance(default, dict):  # event type -> list of e-mail addresses
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of event type to a list of addresses")
+            out: dict[str, tuple[str, ...]] = {}
+            for event, addrs in value.items():
+                if event not in (*EVENT_TYPES, "default"):
+                    raise ConfigError(f"{key}.{event}: unknown event type; use one of default, {', '.join(EVENT_TYPES)}")
+                addrs = [addrs] if isinstance(addrs, str) else (addrs or [])
+                if not isinstance(addrs, list) or not all(isinstance(a, str) and "@" in a for a in addrs):
+                    raise ConfigError(f"{key}.{event}: expected a list of e-mail addresses, got {addrs!r}")
+                out[event] = tuple(addrs)
+            kwargs[name] = out
         elif isinstance(default, tuple):
             if isinstance(value, str):
                 value = [value]
@@ -225,7 +259,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         raise ConfigError(f"settings file {cfg_path} does not exist (set by RAGOPS_CONFIG or --config)")
 
     where = str(cfg_path)
-    top = {"data_dir", "state_db_url", "chroma", "embedding", "chunking", "quality", "ingest", "indexes"}
+    top = {"data_dir", "state_db_url", "chroma", "embedding", "chunking", "quality", "ingest", "alerts", "indexes"}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(top))}")
@@ -256,6 +290,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         chunking=_coerce(ChunkingSettings, raw.get("chunking"), f"{where}: chunking"),
         quality=_coerce(QualitySettings, raw.get("quality"), f"{where}: quality"),
         ingest=_coerce(IngestSettings, raw.get("ingest"), f"{where}: ingest"),
+        alerts=_coerce(AlertSettings, raw.get("alerts"), f"{where}: alerts"),
         indexes={k: dict(v or {}) for k, v in indexes_raw.items()},
         source_file=cfg_path if cfg_path.exists() else None,
     )

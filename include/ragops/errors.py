@@ -21,6 +21,12 @@ class SourceError(RagopsError):
     """A source URI cannot be used (missing, not a directory or record file, bad scheme)."""
 
 
+class SourceUnreachableError(SourceError):
+    """The storage behind a source did not answer (network, credentials service). Transient."""
+
+    permanent = False
+
+
 class UnknownIndexError(RagopsError):
     """An index name that does not exist (or is not a valid name)."""
 

@@ -178,7 +178,8 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
     batches = list(range((len(to_process) + batch_size - 1) // batch_size))
     summary: dict[str, Any] = {
         "run_id": run_id, "index": index, "source": source, "source_id": disc.source_id,
-        "settings_hash": fp, "embedding_model": embedder.fingerprint, "full_resync": full_resync, "dry_run": dry_run, "trigger": trigger,
+        "settings_hash": fp, "embedding_model": embedder.fingerprint, "full_resync": full_resync,
+        "dry_run": dry_run, "trigger": trigger,
         "collection": live.collection if live else None,
         "counts": {"discovered": len(disc.docs), "added": len(added), "changed": len(changed),
                    "unchanged": len(unchanged), "deleted": len(deleted), "protected": len(protected),
@@ -193,6 +194,8 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
     _prune_runs(settings)
     rd = run_dir(settings, run_id)
     rd.mkdir(parents=True, exist_ok=True)
+    for stale in rd.glob("batch-*"):  # a re-planned run starts from a clean slate
+        stale.unlink()
     if dry_run:  # the plan is kept so the commit step can report it; nothing else is written
         summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
         _write_json(rd / "plan.json", summary)
@@ -230,6 +233,7 @@ class _Prepared:
     doc: dict[str, Any]
     title: str
     pieces: list[Any]
+    record_meta: dict[str, Any]
 
 
 def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: Embedder | None = None,
@@ -282,14 +286,16 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
         if not pieces:
             q(item, "chunk", "empty", f"{doc.doc_id} produced no chunks")
             continue
-        prepared.append(_Prepared(item, doc.title, pieces))
+        prepared.append(_Prepared(item, doc.title, pieces, dict(doc.metadata)))
         for p in pieces:
             chunk_rows.append({"chunk_id": chunk_id(plan["source_id"], doc.doc_id, p.position, p.text, fp),
                                "doc_id": doc.doc_id, "body": p.body, "n_tokens": p.n_tokens,
                                "text_hash": text_hash(p.text), "_doc": len(prepared) - 1, "_piece": p})
     cq = validate("chunks", [{k: v for k, v in r.items() if not k.startswith("_")} for r in chunk_rows],
                   settings.quality, max_tokens=embedder.max_tokens)
-    bad_docs = {chunk_rows[i]["_doc"]: reasons for i, reasons in cq.failed_rows.items()}
+    bad_docs: dict[int, list[str]] = {}
+    for i, reasons in sorted(cq.failed_rows.items()):
+        bad_docs.setdefault(chunk_rows[i]["_doc"], reasons)  # the first failing chunk explains it
     for di, reasons in bad_docs.items():
         code = reasons[0].split(":")[0]
         q(prepared[di].doc, "quality", code if code.startswith("chunk_") else f"chunk_{code}", "; ".join(reasons))
@@ -309,6 +315,7 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
         meta = {"doc_id": r["doc_id"], "source_id": plan["source_id"], "title": prep.title[:500],
                 "uri": prep.doc["uri"], "position": p.position, "headings": p.headings[:500],
                 "n_tokens": p.n_tokens, "format": prep.doc["fmt"], "context_chars": len(p.context)}
+        meta.update({k: v for k, v in prep.record_meta.items() if k not in meta})  # record fields
         copy_from = None
         if r["chunk_id"] not in existing and r["chunk_id"] not in vec_of:
             copy_from = reusable[r["doc_id"]][_suffix(r["chunk_id"])]
@@ -430,6 +437,12 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
         collection, new_version = _ensure_collection(settings, store, index, plan["embedding_model"])
         upserted, copied = _upsert_batches(store, collection, rd, plan["batches"])
         with state.session_scope(settings.state_db_url) as s:
+            if new_version is None:
+                live = state.live_version(s, index)
+                if live is not None and live.embedding_model != plan["embedding_model"]:
+                    state.audit(s, actor, "embedding_model_changed", index, collection=collection,
+                                old=live.embedding_model, new=plan["embedding_model"], run_id=run_id)
+                    live.embedding_model = plan["embedding_model"]
             if new_version is not None:
                 s.add(new_version)
                 s.flush()
@@ -525,7 +538,9 @@ def _upsert_batches(store: VectorStore, collection: str, rd: Path, batches: list
         rows = table.to_pylist()
         fresh = [r for r in rows if r["embedding"] is not None]
         copies = [r for r in rows if r["copy_from"] is not None]
-        if copies:
+        if copies:  # a retried commit may already have copied some (and deleted their sources)
+            done = set(store.get_embeddings(collection, [r["chunk_id"] for r in copies]))
+            copies = [r for r in copies if r["chunk_id"] not in done]
             old = store.get_embeddings(collection, [r["copy_from"] for r in copies])
             missing = [r["copy_from"] for r in copies if r["copy_from"] not in old]
             if missing:

@@ -66,7 +66,7 @@ def _suite(kind: str, q: QualitySettings, max_tokens: int) -> tuple[Any, dict[st
             (E.ExpectColumnValuesToNotBeNull(column="chunk_id"), "missing_id", "chunk id is missing"),
             (E.ExpectColumnValuesToBeUnique(column="chunk_id"), "duplicate_id", "chunk id is not unique"),
             (E.ExpectColumnValuesToNotBeNull(column="doc_id"), "missing_metadata", "chunk without document id"),
-            (E.ExpectColumnValueLengthsToBeBetween(column="body", min_value=1), "empty_chunk", "empty chunk"),
+            (E.ExpectColumnValueLengthsToBeBetween(column="body", min_value=1), "chunk_empty", "empty chunk"),
             (E.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=1, max_value=max_tokens),
              "chunk_too_long", f"chunk longer than the model's {max_tokens} word pieces"),
         ]

@@ -24,7 +24,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ragops.config import RecordSettings, Settings
-from ragops.errors import SourceError
+from ragops.errors import SourceError, SourceUnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,14 @@ def resolve_source(uri: str, settings: Settings, fs: fsspec.AbstractFileSystem |
         except (ImportError, ValueError) as exc:
             raise SourceError(
                 f"cannot open source {uri!r}: {exc}. Install the fsspec implementation for this "
-                "scheme (e.g. s3fs, gcsfs) or use an Airflow ObjectStoragePath with a Connection"
+                "scheme (e.g. s3fs, gcsfs); in the DAG, name its Airflow Connection in the source_conn_id Param"
             ) from exc
     else:
         path = fs._strip_protocol(uri)  # noqa: SLF001 - fsspec's own normaliser
     try:
         exists = fs.exists(path)
     except OSError as exc:
-        raise SourceError(f"cannot reach source {uri!r}: {exc}") from exc
+        raise SourceUnreachableError(f"cannot reach source {uri!r}: {exc}; retrying may help") from exc
     if not exists:
         raise SourceError(
             f"source {uri!r} does not exist (resolved to {path!r}); check the path, the mount or "

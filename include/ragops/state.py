@@ -44,7 +44,7 @@ def utcnow() -> dt.datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
 
 
 class Document(Base):
@@ -148,6 +148,30 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     index_name: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AlertRecord(Base):
+    """The alert outbox: every alert is recorded before it is sent, so none is lost silently.
+
+    ``status``: pending (not yet delivered), sent, folded (an identical alert was sent inside the
+    dedupe window; it is listed in the next one), failed (delivery gave up; retried later),
+    undeliverable (no recipients configured)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_fingerprint", "fingerprint", "status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(Text)
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    folded_into: Mapped[int | None] = mapped_column(Integer)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

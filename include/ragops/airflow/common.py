@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from ragops.airflow.alerting import remember_task_failure
 from ragops.config import Settings, load_settings
 from ragops.errors import RagopsError
 
@@ -15,6 +16,8 @@ T = TypeVar("T")
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "ragops",
+    # keeps each failed task's exception for the run's single failure e-mail (no mail per task)
+    "on_failure_callback": remember_task_failure,
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,

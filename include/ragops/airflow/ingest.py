@@ -21,7 +21,8 @@ def plan(params: dict[str, Any], run_id: str, run_type: str = "manual") -> list[
         plan_sync, settings, params["source"], params["index"], run_id, fs=source_fs(params["source"], conn_id),
         full_resync=bool(params.get("full_resync")), dry_run=bool(params.get("dry_run")),
         allow_mass_delete=bool(params.get("allow_mass_delete")),
-        allow_create=params["index"] in settings.indexes, trigger=f"airflow:{run_type}",
+        allow_create=params["index"] in (set(settings.indexes) or {settings.ingest.default_index}),
+        trigger=f"airflow:{run_type}",
     )
     log.info("plan: %s", json.dumps({k: summary[k] for k in ("index", "source_id", "counts", "samples")}))
     return [{"run_id": run_id, "batch_no": b, "source_conn_id": conn_id} for b in summary["batches"]]
@@ -55,9 +56,32 @@ def commit(run_id: str, outlet_events: Any) -> dict[str, Any]:
     if report.get("dry_run"):
         log.info("dry run, nothing written: %s", json.dumps(report["plan"]["counts"]))
         return report
+    if report["quarantine"]["documents"]:
+        from ragops.airflow.alerting import send_event
+
+        send_event(quarantine_alert(report))
     changed = report["chunks"]["upserted"] or report["chunks"]["deleted"] or report["chunks"]["repaired_orphans"]
     if changed:  # downstream DAGs (rebuild, eval) run only when the index really changed
         outlet_events[INDEX_UPDATES].add(index_asset(report["index"]),
                                          extra={"run_id": report["run_id"], "collection": report["collection"],
                                                 "chunks": report["chunks"]})
     return report
+
+
+def quarantine_alert(report: dict[str, Any]) -> Any:
+    """A data-quality e-mail for documents quarantined by an otherwise successful sync."""
+    from ragops.airflow.alerting import run_link
+    from ragops.alerts import Alert
+
+    q = report["quarantine"]
+    n = q["documents"]
+    return Alert(
+        event="quality", status="QUARANTINED", where="ingest_documents.commit", severity="warning",
+        headline=f"{n} document(s) quarantined in index {report['index']}",
+        summary="These documents were not indexed (a previously indexed version, if any, keeps serving). "
+                "Fix them at the source; the next sync picks them up. `ragops quarantine --run RUN` lists all.",
+        facts=[("index", report["index"]), ("source", report["source_id"]), ("run", report["run_id"]),
+               ("reasons", ", ".join(f"{k}: {v}" for k, v in q["reasons"].items()))],
+        items=[{"title": e["doc_id"], "detail": f"{e['reason']}: {e['detail']}"} for e in q["entries"]],
+        links=[("Open the run in Airflow", run_link("ingest_documents", report["run_id"]))],
+    )
