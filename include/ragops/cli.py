@@ -135,6 +135,36 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts_list(args: argparse.Namespace) -> int:
+    from ragops import state
+    from ragops.alerts import outbox
+
+    s = _settings(args)
+    state.require_schema(s.state_db_url)
+    rows = outbox(s, args.limit, args.status)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("the alert outbox is empty")
+    for r in rows:
+        extra = f" ({r['error']})" if r["error"] else ""
+        print(f"#{r['id']:<5} {r['status']:<13} {r['created_at'][:19]}  {r['subject']}{extra}")
+    return 0
+
+
+def cmd_alerts_flush(args: argparse.Namespace) -> int:
+    """Re-send undelivered alerts through the Airflow SMTP Connection (needs Airflow installed)."""
+    from ragops import alerts, state
+    from ragops.airflow.alerting import smtp_sender
+
+    s = _settings(args)
+    state.require_schema(s.state_db_url)
+    result = alerts.flush(s, smtp_sender(s.alerts.smtp_conn_id))
+    print(f"re-sent {result['sent']} of {result['retried']} undelivered alert(s)")
+    return 0 if result["failed"] == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragops", description="Operate the ragops RAG pipeline from a shell.")
     p.add_argument("--version", action="version", version=f"ragops {__version__}")
@@ -176,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--limit", type=int, default=100)
     qu.add_argument("--json", action="store_true")
     qu.set_defaults(fn=cmd_quarantine)
+    al = sub.add_parser("alerts", help="the alert e-mail outbox").add_subparsers(dest="alerts_command", required=True)
+    ls = al.add_parser("list", help="recent alerts and their delivery status")
+    ls.add_argument("--status", choices=["pending", "sent", "folded", "failed", "undeliverable"])
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(fn=cmd_alerts_list)
+    al.add_parser("flush", help="re-send pending and failed alerts (SMTP Connection smtp_default)").set_defaults(
+        fn=cmd_alerts_flush)
     return p
 
 

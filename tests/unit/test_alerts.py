@@ -126,3 +126,25 @@ def test_bad_alert_config_is_rejected(tmp_path: Path) -> None:
     cfg.write_text("alerts:\n  recipients:\n    gate: [not-an-address]\n")
     with pytest.raises(ConfigError, match="list of e-mail addresses"):
         load_settings(cfg)
+
+
+def test_cli_lists_and_flushes_the_outbox(alert_settings, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    port = free_port()
+    alerts.send(alert_settings, gate_alert(), smtplib_sender(port), sleep=lambda _: None)  # server down
+    ragops = str(Path(sys.executable).parent / "ragops")
+    env = dict(os.environ, RAGOPS_CONFIG=str(alert_settings.source_file), RAGOPS_DATA_DIR=str(alert_settings.data_dir))
+    listed = subprocess.run([ragops, "alerts", "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert listed.returncode == 0 and "failed" in listed.stdout and "GATE FAILED" in listed.stdout
+    server = SmtpServer(port).start()
+    try:
+        env["AIRFLOW_CONN_SMTP_DEFAULT"] = server.connection_json()
+        flushed = subprocess.run([ragops, "alerts", "flush"], capture_output=True, text=True, env=env, timeout=300)
+        assert flushed.returncode == 0, flushed.stderr[-2000:]
+        assert "re-sent 1 of 1" in flushed.stdout
+        assert [m["Subject"] for m in server.messages] == [alerts.subject(gate_alert())]
+    finally:
+        server.stop()
