@@ -443,7 +443,7 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
                     state.audit(s, actor, "embedding_model_changed", index, collection=collection,
                                 old=live.embedding_model, new=plan["embedding_model"], run_id=run_id)
                     live.embedding_model = plan["embedding_model"]
-            if new_version is not None:
+            else:
                 s.add(new_version)
                 s.flush()
                 s.merge(state.IndexAlias(index_name=index, version_id=new_version.id))

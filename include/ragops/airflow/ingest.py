@@ -39,11 +39,9 @@ def source_fs(source: str, conn_id: str | None) -> Any:
 
 
 def process(batch: dict[str, Any]) -> dict[str, Any]:
-    from ragops.indexing import process_batch
+    from ragops.indexing import process_batch, read_plan
 
     settings = task_settings()
-    from ragops.indexing import read_plan
-
     fs = source_fs(read_plan(settings, batch["run_id"])["source"], batch.get("source_conn_id"))
     return run_library(process_batch, settings, batch["run_id"], batch["batch_no"], fs=fs)
 
