@@ -47,7 +47,7 @@ class ChromaSettings:
 @dataclass(frozen=True)
 class EmbeddingSettings:
     model: str = "bundled:all-MiniLM-L6-v2"
-    batch_size: int = 32
+    batch_size: int = 8
     normalize: bool = True
     device: str = "cpu"
 
