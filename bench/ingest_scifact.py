@@ -94,15 +94,20 @@ def maxrss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
-def proc_status_kib(field: str) -> int | None:
-    """A ``/proc/self/status`` figure in KiB (VmHWM: peak RSS of the current address space)."""
+def proc_kib(path: str, field: str) -> int | None:
+    """A figure in KiB from a /proc file (``/proc/self/status`` VmHWM: peak RSS of the current
+    address space; ``/proc/meminfo``: machine memory)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
     return None
+
+
+def proc_status_kib(field: str) -> int | None:
+    return proc_kib("/proc/self/status", field)
 
 
 def iter_lines(path: Path, limit: int | None = None) -> Iterator[str]:
@@ -580,13 +585,7 @@ def machine_facts(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
 
 
 def proc_meminfo_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+    return proc_kib("/proc/meminfo", field)
 
 
 def fmt(value: Any) -> str:

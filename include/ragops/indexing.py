@@ -327,7 +327,7 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
     ok_docs = [{"doc_id": prep.doc["doc_id"], "content_hash": prep.doc["content_hash"], "title": prep.title,
                 "uri": prep.doc["uri"], "origin": prep.doc["origin"], "n_chunks": len(prep.pieces)}
                for i, prep in enumerate(prepared) if i not in bad_docs]
-    _write_parquet(rd / f"batch-{batch_no:05d}.out.parquet", out_rows, embedder)
+    _write_parquet(rd / f"batch-{batch_no:05d}.out.parquet", out_rows)
     result = {"batch": batch_no, "documents": len(items), "documents_ok": len(ok_docs),
               "quarantined": len(quarantine), "chunks": len(out_rows), "embedded": len(to_embed),
               "reused": sum(1 for r in out_rows if r["embedding"] is None and r["copy_from"] is None),
@@ -366,7 +366,7 @@ def _existing_vectors(settings: Settings, plan: dict[str, Any], rd: Path,
     return existing, reusable
 
 
-def _write_parquet(path: Path, rows: list[dict[str, Any]], embedder: Embedder) -> None:
+def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
