@@ -165,6 +165,89 @@ def cmd_alerts_flush(args: argparse.Namespace) -> int:
     return 0 if result["failed"] == 0 else 1
 
 
+def cmd_eval_import_beir(args: argparse.Namespace) -> int:
+    from ragops.evaluation.datasets import import_beir
+
+    r = import_beir(args.folder, args.split, args.output, doc_prefix=args.doc_prefix)
+    print(f"wrote {r['questions']} questions to {r['output']}")
+    if r["relevant_ids_not_in_corpus"]:
+        print(f"  warning: {r['relevant_ids_not_in_corpus']} relevant id(s) are not in corpus.jsonl")
+    return 0
+
+
+def cmd_eval_validate(args: argparse.Namespace) -> int:
+    from ragops.evaluation.datasets import load_dataset
+    from ragops.evaluation.runner import index_doc_ids
+
+    known = None
+    if args.index:
+        from ragops import state
+
+        s = _settings(args)
+        state.require_schema(s.state_db_url)
+        known = index_doc_ids(s, args.index)
+    ds = load_dataset(args.dataset, known)
+    una = sum(1 for q in ds.questions if not q.answerable)
+    print(f"{args.dataset}: {len(ds)} questions ({len(ds) - una} answerable, {una} unanswerable), "
+          f"sha256 {ds.sha256[:12]}" + (f"; every relevant document is in index {args.index}" if args.index else ""))
+    return 0
+
+
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    from ragops.evaluation.runner import run_eval
+
+    s = _settings(args)
+    summary = run_eval(s, args.dataset, args.prompt, args.index, output_dir=args.output, sample_size=args.sample,
+                       trigger="cli", purpose="nightly" if args.baseline else "adhoc")
+    if args.json:
+        _print_json(summary)
+        return 0
+    c = summary["counts"]
+    print(f"eval {summary['run_id']}: {summary['status']}, {c['questions']} questions "
+          f"({c['refused']} refused, {c['errors']} errors), prompt {summary['prompt']['name']}@"
+          f"{summary['prompt']['version']}, index {summary['index']} v{summary['index_version']}")
+    for k, v in summary["metrics"].items():
+        if k not in ("tokens_in", "tokens_out"):
+            print(f"  {k:<24} {v:.4f}")
+    ops = summary["operations"]
+    print(f"  latency p50 {ops['latency_ms_p50']:.0f} ms, p95 {ops['latency_ms_p95']:.0f} ms; tokens in "
+          f"{ops['tokens_in']}, out {ops['tokens_out']}; cost per 1k questions "
+          f"{ops.get('cost_per_1k_questions_usd', ops.get('cost_note'))}")
+    print(f"  report: {summary['output_dir']}/report.html")
+    return 0
+
+
+def cmd_eval_runs(args: argparse.Namespace) -> int:
+    from ragops.evaluation.runner import list_runs
+
+    rows = list_runs(_settings(args), args.index, args.limit)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no eval runs yet: `ragops eval run`")
+    for r in rows:
+        m = r["metrics"]
+        print(f"{r['run_id']}  {r['status']:<8} {r['started_at'][:19]}  {r['prompt']:<16} {r['index']} "
+              f"v{r['index_version']}  hit_rate@5 {m.get('hit_rate@5', float('nan')):.3f}  "
+              f"faithfulness {m.get('faithfulness', float('nan')):.3f}")
+    return 0
+
+
+def cmd_eval_check(args: argparse.Namespace) -> int:
+    from ragops.gates import check_regression
+
+    r = check_regression(_settings(args), args.run_id)
+    if args.json:
+        _print_json(r)
+    else:
+        print(f"{args.run_id}: {r['verdict']} against {len(r['baseline_runs'])} baseline run(s)")
+        for c in r["checks"]:
+            print(f"  {c['metric']:<20} {c['current']:.4f} vs {c['baseline']:.4f}  diff {c['difference']:+.4f} "
+                  f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]{'  REGRESSED' if c['regressed'] else ''}")
+    return 1 if r["verdict"] == "regression" else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragops", description="Operate the ragops RAG pipeline from a shell.")
     p.add_argument("--version", action="version", version=f"ragops {__version__}")
@@ -214,6 +297,39 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_alerts_list)
     al.add_parser("flush", help="re-send pending and failed alerts (SMTP Connection smtp_default)").set_defaults(
         fn=cmd_alerts_flush)
+
+    ev = sub.add_parser("eval", help="evaluation runs and golden datasets").add_subparsers(dest="eval_command",
+                                                                                          required=True)
+    ib = ev.add_parser("import-beir", help="turn a BEIR folder into a golden JSONL set")
+    ib.add_argument("folder", help="BEIR folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
+    ib.add_argument("--split", default="test")
+    ib.add_argument("-o", "--output", required=True, help="golden JSONL file to write")
+    ib.add_argument("--doc-prefix", default="",
+                    help="prefix of index doc ids (records read from a directory source get '<file>#')")
+    ib.set_defaults(fn=cmd_eval_import_beir)
+    va = ev.add_parser("validate", help="check a golden JSONL set (and its doc ids against an index)")
+    va.add_argument("dataset")
+    va.add_argument("--index", help="also check that every relevant doc id is in this index")
+    va.set_defaults(fn=cmd_eval_validate)
+    er = ev.add_parser("run", help="evaluate a prompt on an index with a golden set")
+    er.add_argument("--dataset", help="golden JSONL (default: eval.default_dataset)")
+    er.add_argument("--prompt", help="NAME@VERSION or NAME@ALIAS (default: eval.default_prompt)")
+    er.add_argument("--index", help="index name (default: ingest.default_index)")
+    er.add_argument("--output", help="output folder (default: <data_dir>/eval/<run_id>)")
+    er.add_argument("--sample", type=int, help="evaluate a seeded random sample of this many questions")
+    er.add_argument("--baseline", action="store_true",
+                    help="count this run in nightly_eval's baseline (like a nightly run)")
+    er.add_argument("--json", action="store_true", help="print metrics.json")
+    er.set_defaults(fn=cmd_eval_run)
+    rs = ev.add_parser("runs", help="recent eval runs")
+    rs.add_argument("--index")
+    rs.add_argument("--limit", type=int, default=20)
+    rs.add_argument("--json", action="store_true")
+    rs.set_defaults(fn=cmd_eval_runs)
+    ck = ev.add_parser("check", help="compare a run with the nightly baseline (exit 1 on a regression)")
+    ck.add_argument("run_id")
+    ck.add_argument("--json", action="store_true")
+    ck.set_defaults(fn=cmd_eval_check)
     return p
 
 

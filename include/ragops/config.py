@@ -92,7 +92,7 @@ class IngestSettings:
     records: RecordSettings = RecordSettings()
 
 
-EVENT_TYPES = ("failure", "gate", "prompt", "index", "drift", "quality")
+EVENT_TYPES = ("failure", "gate", "prompt", "index", "drift", "quality", "eval")
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,41 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class EvalSettings:
+    """Evaluation runs: datasets, metric cut-offs, the regression check, the LLM connection."""
+
+    schedule: str | None = "0 2 * * *"  # nightly_eval cron (also runs when an index Asset is updated)
+    timezone: str = "UTC"
+    default_dataset: str = "include/eval/golden/docs.jsonl"
+    default_prompt: str = "rag_answer@production"
+    output_dir: str | None = None  # None = <data_dir>/eval
+    ks: tuple[int, ...] = (1, 3, 5, 10)  # cut-offs of the retrieval metrics
+    sample_size: int = 0  # 0 = every question
+    seed: int = 13
+    support_threshold: float = 0.7  # cosine at which a context sentence supports an answer sentence
+    blocklist: tuple[str, ...] = ()  # words or phrases that must never appear in an answer
+    baseline_runs: int = 7  # nightly_eval compares with the mean of this many previous runs
+    regression_margin: float = 0.02  # a drop smaller than this is never a regression
+    confidence: float = 0.95  # of the paired bootstrap interval on each metric's difference
+    bootstrap_samples: int = 2000
+    watch_metrics: tuple[str, ...] = ("hit_rate@5", "ndcg@10", "faithfulness", "answer_f1",
+                                      "answer_similarity", "refusal_accuracy")
+    max_consecutive_errors: int = 5  # the generator failed this often in a row = stop the run
+    llm_conn_id: str = "llm_default"
+    llm_timeout_seconds: float = 60.0
+    llm_max_retries: int = 3
+    judge: bool = True  # LLM-as-judge when an LLM connection is configured
+    judge_model: str | None = None  # None = the connection's default model
+    judge_runs: int = 3
+    prices: dict[str, dict[str, float]] = field(default_factory=dict, hash=False)  # model -> per 1M tokens
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    dir: str = "include/prompts"  # relative paths resolve against the project root
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     state_db_url: str
@@ -123,6 +158,8 @@ class Settings:
     quality: QualitySettings = QualitySettings()
     ingest: IngestSettings = IngestSettings()
     alerts: AlertSettings = AlertSettings()
+    eval: EvalSettings = EvalSettings()
+    prompts: PromptSettings = PromptSettings()
     indexes: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
     source_file: Path | None = None
 
@@ -133,6 +170,14 @@ class Settings:
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+    @property
+    def eval_dir(self) -> Path:
+        return Path(self.resolve_path(self.eval.output_dir)) if self.eval.output_dir else self.data_dir / "eval"
+
+    @property
+    def prompts_dir(self) -> Path:
+        return Path(self.resolve_path(os.environ.get("RAGOPS_PROMPTS_DIR") or self.prompts.dir))
 
     def resolve_path(self, value: str) -> str:
         """Resolve a relative local path against the project root; URLs pass through."""
@@ -164,6 +209,8 @@ def _coerce(cls: type, raw: Any, where: str) -> Any:
         key = f"{where}.{name}"
         if dataclasses.is_dataclass(default):
             kwargs[name] = _coerce(type(default), value, key)
+        elif name == "prices":  # model -> {input_per_1m, output_per_1m}
+            kwargs[name] = _prices(value, key)
         elif isinstance(default, dict):  # event type -> list of e-mail addresses
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a mapping of event type to a list of addresses")
@@ -177,10 +224,11 @@ def _coerce(cls: type, raw: Any, where: str) -> Any:
                 out[event] = tuple(addrs)
             kwargs[name] = out
         elif isinstance(default, tuple):
-            if isinstance(value, str):
+            kind = type(default[0]) if default else str
+            if isinstance(value, (str, int)) and not isinstance(value, bool):
                 value = [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+            if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"{key}: expected a list of {'numbers' if kind is int else 'strings'}, got {value!r}")
             kwargs[name] = tuple(value)
         elif isinstance(default, bool):
             if not isinstance(value, bool):
@@ -197,6 +245,22 @@ def _coerce(cls: type, raw: Any, where: str) -> Any:
                 raise ConfigError(f"{key}: expected a string, got {value!r}")
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def _prices(value: Any, key: str) -> dict[str, dict[str, float]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of model name to {{input_per_1m: ..., output_per_1m: ...}}")
+    out: dict[str, dict[str, float]] = {}
+    for model, p in value.items():
+        if not isinstance(p, dict) or set(p) - {"input_per_1m", "output_per_1m"}:
+            raise ConfigError(f"{key}.{model}: expected input_per_1m and output_per_1m (price per million tokens)")
+        for k, v in p.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"{key}.{model}.{k}: expected a non-negative number, got {v!r}")
+        out[str(model)] = {k: float(p.get(k, 0.0)) for k in ("input_per_1m", "output_per_1m")}
+    return out
 
 
 def _validate(s: Settings) -> None:
@@ -222,6 +286,17 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"{where}: embedding.batch_size must be at least 1")
     for name in s.indexes:
         check_index_name(name)
+    e = s.eval
+    if not e.ks or any(k < 1 or k > 100 for k in e.ks):
+        raise ConfigError(f"{where}: eval.ks must be cut-offs between 1 and 100, got {list(e.ks)}")
+    for name in ("support_threshold", "regression_margin"):
+        if not 0 <= getattr(e, name) <= 1:
+            raise ConfigError(f"{where}: eval.{name} must be between 0 and 1, got {getattr(e, name)}")
+    if not 0.5 <= e.confidence < 1:
+        raise ConfigError(f"{where}: eval.confidence must be in [0.5, 1), got {e.confidence}")
+    if e.judge_runs < 1 or e.baseline_runs < 1 or e.bootstrap_samples < 100:
+        raise ConfigError(f"{where}: eval.judge_runs and eval.baseline_runs must be at least 1, "
+                          "eval.bootstrap_samples at least 100")
 
 
 def check_index_name(name: str) -> str:
@@ -259,7 +334,8 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         raise ConfigError(f"settings file {cfg_path} does not exist (set by RAGOPS_CONFIG or --config)")
 
     where = str(cfg_path)
-    top = {"data_dir", "state_db_url", "chroma", "embedding", "chunking", "quality", "ingest", "alerts", "indexes"}
+    top = {"data_dir", "state_db_url", "chroma", "embedding", "chunking", "quality", "ingest", "alerts", "eval",
+           "prompts", "indexes"}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(top))}")
@@ -291,6 +367,8 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         quality=_coerce(QualitySettings, raw.get("quality"), f"{where}: quality"),
         ingest=_coerce(IngestSettings, raw.get("ingest"), f"{where}: ingest"),
         alerts=_coerce(AlertSettings, raw.get("alerts"), f"{where}: alerts"),
+        eval=_coerce(EvalSettings, raw.get("eval"), f"{where}: eval"),
+        prompts=_coerce(PromptSettings, raw.get("prompts"), f"{where}: prompts"),
         indexes={k: dict(v or {}) for k, v in indexes_raw.items()},
         source_file=cfg_path if cfg_path.exists() else None,
     )

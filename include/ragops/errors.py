@@ -51,3 +51,21 @@ class VectorStoreBusyError(RagopsError):
     """Another writer holds the embedded Chroma lock. Transient: a retry may succeed."""
 
     permanent = False
+
+
+class PromptError(RagopsError):
+    """A prompt file or reference is invalid (bad YAML, template, variable, unknown version)."""
+
+
+class DatasetError(RagopsError):
+    """A golden question set is invalid; the message names the file, line and field."""
+
+
+class LlmError(RagopsError):
+    """The chat endpoint failed or answered something unusable. Transient unless marked otherwise."""
+
+    permanent = False
+
+
+class EvalError(RagopsError):
+    """An evaluation run cannot start or could not finish; completed results are kept."""

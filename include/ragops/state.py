@@ -174,6 +174,55 @@ class AlertRecord(Base):
     folded_into: Mapped[int | None] = mapped_column(Integer)
 
 
+class EvalRun(Base):
+    """One evaluation run: what was evaluated (prompt, index version, dataset) and its aggregates."""
+
+    __tablename__ = "eval_runs"
+    __table_args__ = (Index("ix_eval_runs_index", "index_name", "started_at"),)
+
+    run_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # running | success | partial | failed
+    trigger: Mapped[str] = mapped_column(String(64), default="cli")
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    index_name: Mapped[str] = mapped_column(String(64))
+    index_version: Mapped[int | None] = mapped_column(Integer)
+    collection: Mapped[str | None] = mapped_column(String(128))
+    prompt_name: Mapped[str] = mapped_column(String(128))
+    prompt_version: Mapped[int] = mapped_column(Integer)
+    prompt_hash: Mapped[str] = mapped_column(String(64))
+    dataset_path: Mapped[str] = mapped_column(Text)
+    dataset_hash: Mapped[str] = mapped_column(String(64))
+    n_questions: Mapped[int] = mapped_column(Integer, default=0)
+    generator: Mapped[str] = mapped_column(String(256))
+    output_dir: Mapped[str | None] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class EvalResult(Base):
+    """Per-question outcome of an eval run (retrieved ids, answer, every metric, or the error)."""
+
+    __tablename__ = "eval_results"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.run_id", ondelete="CASCADE"), primary_key=True)
+    question_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    ok: Mapped[int] = mapped_column(Integer, default=1)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LlmCacheEntry(Base):
+    """Responses of a chat endpoint keyed by model, rendered messages and parameters."""
+
+    __tablename__ = "llm_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(256))
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers (mapped tasks) do not block the writer

@@ -1,0 +1,1 @@
+"""Evaluation: golden datasets, metrics, the generators' runner, reports and regression checks."""

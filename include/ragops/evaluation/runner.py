@@ -1,0 +1,346 @@
+"""Run an evaluation: every question of a golden set through retrieval and a generator.
+
+Writes ``results.jsonl`` (one line per question, appended as each finishes, so a stopped run
+keeps what it did), ``metrics.json`` and ``report.html`` into the run's output folder, and the
+run with its per-question results into the state store. Re-running a run id replaces it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from ragops import state
+from ragops.config import Settings
+from ragops.embedding import Embedder
+from ragops.errors import EvalError, LlmError, RagopsError, UnknownIndexError
+from ragops.evaluation import metrics as M
+from ragops.evaluation.datasets import Dataset, Question, check_doc_ids, load_dataset
+from ragops.llm import (
+    ChatClient,
+    ChatGenerator,
+    Context,
+    ExtractiveGenerator,
+    Generation,
+    Generator,
+    Judge,
+    LlmSettings,
+    SentenceEncoder,
+)
+from ragops.prompts import Prompt, load_prompt
+from ragops.vectorstore import VectorStore
+
+log = logging.getLogger(__name__)
+MAX_FETCH = 200
+
+
+def new_run_id(prefix: str = "eval") -> str:
+    return f"{prefix}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def index_doc_ids(settings: Settings, index: str) -> set[str]:
+    with state.session_scope(settings.state_db_url) as s:
+        return set(s.execute(select(state.Document.doc_id).where(state.Document.index_name == index)).scalars())
+
+
+class Retriever:
+    """Dense retrieval on the live collection: the chunks for the prompt and the document ranking."""
+
+    def __init__(self, store: VectorStore, encoder: SentenceEncoder, collection: str) -> None:
+        self.store, self.encoder, self.collection = store, encoder, collection
+
+    def __call__(self, question: str, n_docs: int, n_chunks: int) -> tuple[list[tuple[str, float]], list[Context]]:
+        vec = self.encoder([question])[0]
+        fetch = min(MAX_FETCH, max(n_docs, n_chunks) * 2)
+        while True:  # widen until n_docs distinct documents are in the window (or the index is exhausted)
+            res = self.store.query(self.collection, vec, fetch)
+            docs: dict[str, float] = {}
+            for meta, dist in zip(res["metadatas"][0], res["distances"][0], strict=True):
+                docs.setdefault(str((meta or {}).get("doc_id", "")), round(1.0 - float(dist), 6))
+            if len(docs) >= n_docs or len(res["ids"][0]) < fetch or fetch >= MAX_FETCH:
+                break
+            fetch = min(MAX_FETCH, fetch * 2)
+        contexts = []
+        for i, (cid, text, meta, dist) in enumerate(zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
+                                                         res["distances"][0], strict=True)):
+            if i == n_chunks:
+                break
+            meta = meta or {}
+            body = (text or "")[int(meta.get("context_chars", 0) or 0):].strip()
+            contexts.append(Context(n=i + 1, chunk_id=cid, doc_id=str(meta.get("doc_id", "")),
+                                    score=round(1.0 - float(dist), 6), title=str(meta.get("title", "")),
+                                    headings=str(meta.get("headings", "")), text=body))
+        return list(docs.items())[:n_docs], contexts
+
+
+def make_generator(prompt: Prompt, encoder: SentenceEncoder, client: ChatClient | None) -> Generator:
+    if prompt.model.provider == "extractive":
+        return ExtractiveGenerator(encoder)
+    if client is None:
+        raise EvalError(f"prompt {prompt.ref} uses model provider {prompt.model.provider!r} but no LLM endpoint is "
+                        "configured: add the Airflow Connection llm_default (host = base URL, password = API key), "
+                        "or set RAGOPS_LLM_BASE_URL for the command line")
+    return ChatGenerator(client)
+
+
+def score_question(q: Question, docs: list[tuple[str, float]], contexts: list[Context], gen: Generation,
+                   encoder: SentenceEncoder, settings: Settings, judge: Judge | None) -> dict[str, Any]:
+    """Every metric of one question; metrics that do not apply are absent (not zero)."""
+    ks = settings.eval.ks
+    m: dict[str, Any] = {}
+    if q.relevant:
+        m.update(M.retrieval_metrics([d for d, _ in docs], q.relevant, ks))
+        m.update(M.context_precision([c.doc_id in q.relevant for c in contexts], ks))
+    threshold = settings.eval.support_threshold
+    context_sents = [M.split_sentences(c.text) for c in contexts]
+    if q.answerable:
+        m["false_refusal"] = float(gen.refused)
+    else:
+        m["refusal_accuracy"] = float(gen.refused)
+    detail: dict[str, Any] = {}
+    if not gen.refused:
+        sents = M.split_sentences(gen.answer) or [gen.answer]
+        faith, unsupported = M.faithfulness(sents, [s for cs in context_sents for s in cs], encoder, threshold)
+        if faith is not None:
+            m["faithfulness"] = faith
+        detail["unsupported_sentences"] = unsupported
+        rel = M.cosine(q.question, M.strip_citations(gen.answer), encoder)
+        if rel is not None:
+            m["answer_relevance"] = rel
+        validity = M.citation_validity(sents, context_sents, encoder, threshold)
+        if validity is not None:
+            m["citation_validity"] = validity
+        if judge is not None:
+            m.update({k: v for k, v in judge.score(q.question, gen.answer, contexts).items()
+                      if not k.endswith(("_samples", "_unparsed"))})
+    if q.answerable and q.reference_answer:
+        if gen.refused:
+            m["answer_f1"] = m["answer_em"] = m["answer_similarity"] = 0.0
+        else:
+            answer = M.strip_citations(gen.answer)
+            m["answer_f1"] = M.token_f1(answer, q.reference_answer)
+            m["answer_em"] = M.exact_match(answer, q.reference_answer)
+            m["answer_similarity"] = M.cosine(answer, q.reference_answer, encoder) or 0.0
+    pii = M.pii_findings(gen.answer)
+    blocked = M.blocklist_hits(gen.answer, settings.eval.blocklist)
+    m["pii_rate"] = float(bool(pii))
+    m["blocklist_rate"] = float(bool(blocked))
+    if pii:
+        detail["pii"] = pii
+    if blocked:
+        detail["blocklist"] = blocked
+    m["tokens_in"] = gen.tokens_in
+    m["tokens_out"] = gen.tokens_out
+    return {"metrics": m, "detail": detail}
+
+
+def _cost(settings: Settings, model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    price = settings.eval.prices.get(model)
+    ok = [r for r in rows if not r.get("error")]
+    tin = sum(r["tokens_in"] for r in ok)
+    tout = sum(r["tokens_out"] for r in ok)
+    billed_in = sum(r["tokens_in"] for r in ok if not r.get("cached"))
+    billed_out = sum(r["tokens_out"] for r in ok if not r.get("cached"))
+    out: dict[str, Any] = {"tokens_in": tin, "tokens_out": tout, "cached_answers": sum(1 for r in ok if r.get("cached"))}
+    if price is None:
+        out["cost_note"] = f"no price for model {model!r} in eval.prices"
+        return out
+    def usd(a: int, b: int) -> float:
+        return (a * price["input_per_1m"] + b * price["output_per_1m"]) / 1e6
+    out["cost_per_1k_questions_usd"] = round(usd(tin, tout) / max(len(ok), 1) * 1000, 6)
+    out["cost_this_run_usd"] = round(usd(billed_in, billed_out), 6)  # cache hits cost nothing
+    return out
+
+
+def summarise(rows: list[dict[str, Any]], settings: Settings, model: str) -> dict[str, Any]:
+    ok = [r for r in rows if not r.get("error")]
+    agg = M.aggregate(ok)
+    lat = [r["latency_ms"] for r in ok]
+    tags: dict[str, list[dict[str, Any]]] = {}
+    for r in ok:
+        for t in r.get("tags") or ["(untagged)"]:
+            tags.setdefault(t, []).append(r)
+    return {
+        "counts": {"questions": len(rows), "ok": len(ok), "errors": len(rows) - len(ok),
+                   "answerable": sum(1 for r in ok if r["answerable"]),
+                   "unanswerable": sum(1 for r in ok if not r["answerable"]),
+                   "refused": sum(1 for r in ok if r["refused"])},
+        "metrics": {k: round(v["mean"], 6) for k, v in agg.items()},
+        "metric_counts": {k: v["n"] for k, v in agg.items()},
+        "operations": {"latency_ms_p50": M.percentile(lat, 50), "latency_ms_p95": M.percentile(lat, 95),
+                       "retrieval_ms_p50": M.percentile([r["retrieval_ms"] for r in ok], 50),
+                       "generation_ms_p50": M.percentile([r["generation_ms"] for r in ok], 50),
+                       **_cost(settings, model, rows)},
+        "by_tag": {t: {"n": len(rs), **{k: round(v["mean"], 6) for k, v in M.aggregate(rs).items()
+                                        if k in settings.eval.watch_metrics}} for t, rs in sorted(tags.items())},
+    }
+
+
+def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str | Prompt | None = None,
+             index: str | None = None, *, output_dir: str | Path | None = None, sample_size: int | None = None,
+             run_id: str | None = None, trigger: str = "cli", purpose: str = "adhoc",
+             question_ids: list[str] | None = None, embedder: Embedder | None = None,
+             store: VectorStore | None = None, llm: LlmSettings | None = None) -> dict[str, Any]:
+    """Evaluate ``prompt`` on the live version of ``index`` with ``dataset``; returns the summary.
+
+    ``purpose``: ``nightly`` runs form the baseline nightly_eval compares with; ``adhoc`` and
+    ``candidate`` runs never do."""
+    state.require_schema(settings.state_db_url)
+    index = index or settings.ingest.default_index
+    prompt_obj = prompt if isinstance(prompt, Prompt) else load_prompt(settings, prompt or settings.eval.default_prompt)
+    with state.session_scope(settings.state_db_url) as s:
+        live = state.live_version(s, index)
+        known = state.known_indexes(s)
+    if live is None:
+        raise UnknownIndexError(f"unknown index {index!r}: known indexes are {', '.join(known) or '(none yet)'}; "
+                                f"ingest into it first with `ragops ingest SOURCE --index {index}`")
+    ds_path = Path(settings.resolve_path(str(dataset or settings.eval.default_dataset)))
+    ds: Dataset = load_dataset(ds_path)
+    check_doc_ids(ds.questions, index_doc_ids(settings, index), ds_path,
+                  {q.id: n for n, q in enumerate(ds.questions, start=1)})
+    if question_ids:
+        wanted = set(question_ids)
+        ds = Dataset(ds.path, tuple(q for q in ds.questions if q.id in wanted), ds.sha256)
+        if not ds.questions:
+            raise EvalError(f"none of the question ids {sorted(wanted)[:5]} is in {ds_path}")
+    n_sample = settings.eval.sample_size if sample_size is None else sample_size
+    if n_sample < 0:
+        raise EvalError(f"sample size must be 0 (all questions) or positive, got {n_sample}")
+    ds = ds.sample(n_sample, settings.eval.seed)
+
+    llm = llm or LlmSettings.from_env(settings)
+    embedder = embedder or Embedder(settings.embedding)
+    encoder = SentenceEncoder(embedder)
+    client = ChatClient(llm, settings) if llm is not None else None
+    generator = make_generator(prompt_obj, encoder, client)
+    judge = None
+    if client is not None and settings.eval.judge:
+        judge = Judge(client, settings.eval.judge_model or llm.model or prompt_obj.model.name,  # type: ignore[union-attr]
+                      settings.eval.judge_runs)
+    store = store or VectorStore(settings)
+    retriever = Retriever(store, encoder, live.collection)
+    run_id = run_id or new_run_id()
+    out = Path(output_dir) if output_dir else settings.eval_dir / run_id
+    out.mkdir(parents=True, exist_ok=True)
+    model_name = prompt_obj.model.name if prompt_obj.model.provider != "extractive" else "extractive"
+    config = {"purpose": purpose, "prompt": prompt_obj.summary(), "ks": list(settings.eval.ks),
+              "sample_size": n_sample, "seed": settings.eval.seed, "support_threshold": settings.eval.support_threshold,
+              "embedding_model": settings.embedding.model, "judge": None if judge is None else
+              {"model": judge.model, "runs": judge.runs}, "llm_base_url": llm.base_url if llm else None,
+              "question_ids": sorted(question_ids) if question_ids else None}
+    with state.session_scope(settings.state_db_url) as s:
+        s.execute(delete(state.EvalResult).where(state.EvalResult.run_id == run_id))  # a retry replaces the run
+        old = s.get(state.EvalRun, run_id)
+        if old is not None:
+            s.delete(old)
+            s.flush()
+        s.add(state.EvalRun(run_id=run_id, status="running", trigger=trigger, index_name=index,
+                            index_version=live.version, collection=live.collection, prompt_name=prompt_obj.name,
+                            prompt_version=prompt_obj.version, prompt_hash=prompt_obj.content_hash,
+                            dataset_path=str(ds_path), dataset_hash=ds.sha256, n_questions=len(ds),
+                            generator=f"{generator.name}:{model_name}", output_dir=str(out), config=config,
+                            metrics={}))
+    log.info("eval %s: %d questions, prompt %s, index %s (%s), generator %s, output %s", run_id, len(ds),
+             prompt_obj.ref, index, live.collection, generator.name, out)
+
+    started_at = dt.datetime.now(dt.UTC)
+    rows: list[dict[str, Any]] = []
+    n_docs = max(settings.eval.ks)
+    consecutive = 0
+    abort: RagopsError | None = None
+    t_start = last_log = time.perf_counter()
+    results_path = out / "results.jsonl"
+    with results_path.open("w", encoding="utf-8") as fh:
+        for i, q in enumerate(ds.questions, start=1):
+            row: dict[str, Any] = {"id": q.id, "question": q.question, "tags": list(q.tags),
+                                   "answerable": q.answerable, "reference_answer": q.reference_answer,
+                                   "relevant_doc_ids": q.relevant_doc_ids}
+            t0 = time.perf_counter()
+            docs, contexts = retriever(q.question, n_docs, prompt_obj.top_k)
+            t1 = time.perf_counter()
+            row["retrieved_docs"] = [{"rank": r, "doc_id": d, "score": sc} for r, (d, sc) in enumerate(docs, 1)]
+            row["contexts"] = [{"n": c.n, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "score": c.score,
+                                "title": c.title, "headings": c.headings, "text": c.text} for c in contexts]
+            try:
+                gen = generator.generate(prompt_obj, q.question, contexts)
+                t2 = time.perf_counter()
+                scored = score_question(q, docs, contexts, gen, encoder, settings, judge)
+                consecutive = 0
+                row.update({"answer": gen.answer, "refused": gen.refused, "citations": gen.citations,
+                            "model": gen.model, "cached": gen.cached, "tokens_in": gen.tokens_in,
+                            "tokens_out": gen.tokens_out, "retrieval_ms": round((t1 - t0) * 1000, 2),
+                            "generation_ms": round((t2 - t1) * 1000, 2), "latency_ms": round((t2 - t0) * 1000, 2),
+                            "metrics": {k: (round(v, 6) if isinstance(v, float) else v)
+                                        for k, v in scored["metrics"].items()}, "detail": scored["detail"],
+                            "error": None})
+            except LlmError as exc:
+                consecutive += 1
+                row.update({"error": str(exc), "metrics": {}})
+                log.warning("question %s: %s", q.id, exc)
+                if exc.permanent or consecutive >= settings.eval.max_consecutive_errors:
+                    abort = exc
+            rows.append(row)
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+            with state.session_scope(settings.state_db_url) as s:
+                s.add(state.EvalResult(run_id=run_id, question_id=q.id, ok=0 if row["error"] else 1,
+                                       payload={k: v for k, v in row.items() if k != "contexts"}
+                                       | {"contexts": [{k: v for k, v in c.items() if k != "text"}
+                                                       for c in row["contexts"]]}))
+            now = time.perf_counter()
+            if now - last_log >= 10 or i == len(ds):
+                rate = i / max(now - t_start, 1e-9)
+                log.info("evaluated %d/%d questions (%.1f/s, ETA %.0fs)", i, len(ds), rate, (len(ds) - i) / rate)
+                last_log = now
+            if abort is not None:
+                break
+
+    summary = summarise(rows, settings, model_name)
+    status = "failed" if abort is not None else ("partial" if summary["counts"]["errors"] else "success")
+    error = None if abort is None else (
+        f"stopped after {len(rows)} of {len(ds)} questions: {abort}" if not abort.permanent
+        else f"stopped: {abort}")
+    summary.update({"run_id": run_id, "status": status, "error": error, "index": index,
+                    "index_version": live.version, "collection": live.collection, "prompt": prompt_obj.summary(),
+                    "dataset": {"path": str(ds_path), "sha256": ds.sha256, "questions": len(ds)},
+                    "generator": f"{generator.name}:{model_name}", "llm_calls": client.calls if client else 0,
+                    "wall_seconds": round(time.perf_counter() - t_start, 2), "output_dir": str(out),
+                    "started_at": started_at.isoformat(), "trigger": trigger, "purpose": purpose})
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    with state.session_scope(settings.state_db_url) as s:
+        run = s.get(state.EvalRun, run_id)
+        run.status, run.finished_at, run.metrics, run.error = status, state.utcnow(), summary, error  # type: ignore[union-attr]
+    from ragops.evaluation.reports import write_report
+
+    write_report(settings, run_id, out / "report.html", rows)
+    log.info("eval %s %s: %s", run_id, status, {k: summary["metrics"].get(k) for k in settings.eval.watch_metrics})
+    if abort is not None:
+        exc = EvalError(f"eval run {run_id} {error}; the {len(rows)} completed results are kept in {out}")
+        exc.permanent = abort.permanent
+        raise exc from abort
+    return summary
+
+
+def list_runs(settings: Settings, index: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    state.require_schema(settings.state_db_url)
+    with state.session_scope(settings.state_db_url) as s:
+        q = select(state.EvalRun).order_by(state.EvalRun.started_at.desc()).limit(limit)
+        if index:
+            q = q.where(state.EvalRun.index_name == index)
+        return [run_row(r) for r in s.execute(q).scalars()]
+
+
+def run_row(r: state.EvalRun) -> dict[str, Any]:
+    return {"run_id": r.run_id, "status": r.status, "trigger": r.trigger,
+            "purpose": (r.config or {}).get("purpose"), "started_at": r.started_at.isoformat(),
+            "index": r.index_name, "index_version": r.index_version,
+            "prompt": f"{r.prompt_name}@{r.prompt_version}", "dataset": r.dataset_path,
+            "questions": r.n_questions, "metrics": (r.metrics or {}).get("metrics", {}),
+            "output_dir": r.output_dir, "error": r.error}

@@ -1,0 +1,138 @@
+"""Statistics for decisions: paired bootstrap intervals and the nightly regression check.
+
+A regression is a drop that is both *significant* (the whole confidence interval of the mean
+per-question difference lies below zero) and *material* (the mean drop is larger than the
+allowed margin). Pairing per question removes the between-question variance, which is far
+larger than the change being measured.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from ragops import state
+from ragops.config import Settings
+from ragops.errors import EvalError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float
+    high: float
+    n: int
+
+
+def paired_bootstrap(diffs: list[float] | np.ndarray, samples: int = 2000, confidence: float = 0.95,
+                     seed: int = 13) -> Interval:
+    """Percentile bootstrap interval of the mean of paired differences (candidate - baseline)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.size == 0:
+        raise EvalError("no paired questions to compare")
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(samples, d.size))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return Interval(float(d.mean()), float(lo), float(hi), int(d.size))
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    metric: str
+    current: float
+    baseline: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    n: int
+    regressed: bool
+
+
+def compare_metric(metric: str, current: dict[str, float], baseline: dict[str, float], margin: float,
+                   samples: int, confidence: float, seed: int, higher_is_better: bool = True) -> MetricCheck | None:
+    """Paired check of one metric over the questions both sides have (difference = current - baseline)."""
+    common = sorted(set(current) & set(baseline))
+    if len(common) < 5:
+        return None
+    iv = paired_bootstrap([current[q] - baseline[q] for q in common], samples, confidence, seed)
+    if higher_is_better:
+        regressed = iv.high < 0 and -iv.mean > margin
+    else:
+        regressed = iv.low > 0 and iv.mean > margin
+    return MetricCheck(metric, float(np.mean([current[q] for q in common])),
+                       float(np.mean([baseline[q] for q in common])), iv.mean, iv.low, iv.high, iv.n, regressed)
+
+
+def _per_question(session: Any, run_id: str) -> dict[str, dict[str, float]]:
+    rows = session.execute(select(state.EvalResult.question_id, state.EvalResult.payload)
+                           .where(state.EvalResult.run_id == run_id, state.EvalResult.ok == 1)).all()
+    return {qid: {k: float(v) for k, v in (payload.get("metrics") or {}).items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)} for qid, payload in rows}
+
+
+LOWER_IS_BETTER = {"false_refusal", "pii_rate", "blocklist_rate", "tokens_in", "tokens_out"}
+
+
+def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
+    """Compare a run with the per-question mean of the previous ``eval.baseline_runs`` nightly runs
+    on the same index and dataset. Returns the checks, the verdict and the worst questions."""
+    e = settings.eval
+    with state.session_scope(settings.state_db_url) as s:
+        run = s.get(state.EvalRun, run_id)
+        if run is None:
+            raise EvalError(f"unknown eval run {run_id!r}; see `ragops eval runs`")
+        prev = s.execute(
+            select(state.EvalRun.run_id).where(
+                state.EvalRun.index_name == run.index_name, state.EvalRun.dataset_hash == run.dataset_hash,
+                state.EvalRun.status.in_(("success", "partial")), state.EvalRun.run_id != run_id,
+                state.EvalRun.started_at < run.started_at)
+            .order_by(state.EvalRun.started_at.desc())).scalars().all()
+        baseline_ids = [r for r in prev if (s.get(state.EvalRun, r).config or {}).get("purpose") == "nightly"]
+        baseline_ids = baseline_ids[:e.baseline_runs]
+        current = _per_question(s, run_id)
+        base_rows = [_per_question(s, b) for b in baseline_ids]
+        questions = {qid: p.get("question", "") for qid, p in s.execute(
+            select(state.EvalResult.question_id, state.EvalResult.payload)
+            .where(state.EvalResult.run_id == run_id)).all()}
+        answers = {qid: p.get("answer", "") for qid, p in s.execute(
+            select(state.EvalResult.question_id, state.EvalResult.payload)
+            .where(state.EvalResult.run_id == run_id)).all()}
+    result: dict[str, Any] = {"run_id": run_id, "baseline_runs": baseline_ids, "checks": [], "regressed": [],
+                              "worst_questions": [], "verdict": "no baseline"}
+    if not baseline_ids:
+        log.info("no earlier nightly runs on this index and dataset: nothing to compare with yet")
+        return result
+    checks: list[MetricCheck] = []
+    for metric in e.watch_metrics:
+        base: dict[str, list[float]] = {}
+        for rows in base_rows:
+            for qid, ms in rows.items():
+                if metric in ms:
+                    base.setdefault(qid, []).append(ms[metric])
+        cur = {qid: ms[metric] for qid, ms in current.items() if metric in ms}
+        c = compare_metric(metric, cur, {q: float(np.mean(v)) for q, v in base.items()}, e.regression_margin,
+                           e.bootstrap_samples, e.confidence, e.seed, metric not in LOWER_IS_BETTER)
+        if c is not None:
+            checks.append(c)
+    regressed = [c for c in checks if c.regressed]
+    drops: dict[str, float] = {}
+    for c in regressed:
+        for qid, ms in current.items():
+            vals = [r[qid][c.metric] for r in base_rows if qid in r and c.metric in r[qid]]
+            if c.metric in ms and vals:
+                drops[qid] = drops.get(qid, 0.0) + float(np.mean(vals)) - ms[c.metric]
+    worst = sorted(drops.items(), key=lambda kv: -kv[1])[:5]
+    result.update({
+        "checks": [asdict(c) for c in checks], "regressed": [c.metric for c in regressed],
+        "verdict": "regression" if regressed else "ok",
+        "worst_questions": [{"id": q, "question": questions.get(q, ""), "answer": answers.get(q, ""),
+                             "drop": round(d, 4)} for q, d in worst if d > 0],
+    })
+    return result

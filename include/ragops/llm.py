@@ -1,0 +1,299 @@
+"""Generators: the "model" of the RAG application, and the LLM judge.
+
+- ``ExtractiveGenerator`` (offline default, no API key): builds the answer from the retrieved
+  chunks' sentences most similar to the question, cites the chunks it took them from, and
+  refuses when the best chunk's score is below the prompt's refusal threshold. Deterministic.
+  It is a baseline and a pipeline check, not a language model: it cannot paraphrase, combine
+  facts or say "no".
+- ``ChatGenerator``: any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp
+  server) through the official ``openai`` client, with a timeout, retries with backoff, token
+  usage from the response, and a response cache in the state store keyed by model, rendered
+  messages and parameters, so a rerun costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ragops import state
+from ragops.config import Settings
+from ragops.embedding import Embedder
+from ragops.errors import LlmError
+from ragops.evaluation.metrics import citations, normalize_answer, split_sentences
+from ragops.prompts import Prompt
+
+log = logging.getLogger(__name__)
+REFUSAL_PATTERNS = re.compile(r"^\s*(i (do not|don't|cannot|can't) (know|answer|find)|"
+                              r"(the )?(provided |given )?context does not|not enough information)", re.I)
+
+
+@dataclass(frozen=True)
+class Context:
+    n: int  # 1-based number the answer cites as [n]
+    chunk_id: str
+    doc_id: str
+    score: float
+    title: str
+    headings: str
+    text: str  # the chunk body, without the heading context
+
+    def render(self) -> str:
+        head = " › ".join(p for p in (self.title, self.headings) if p)
+        return f"[{self.n}] {head}\n{self.text}" if head else f"[{self.n}] {self.text}"
+
+
+@dataclass
+class Generation:
+    answer: str
+    refused: bool
+    citations: list[int]
+    tokens_in: int
+    tokens_out: int
+    latency_ms: float
+    model: str
+    cached: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Generator(Protocol):
+    name: str
+
+    def generate(self, prompt: Prompt, question: str, contexts: list[Context]) -> Generation: ...
+
+
+class SentenceEncoder:
+    """Normalised sentence vectors with an LRU cache (contexts repeat across questions)."""
+
+    def __init__(self, embedder: Embedder, cache_size: int = 20000) -> None:
+        self.embedder = embedder
+        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.cache_size = cache_size
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if missing:
+            vecs = self.embedder.model.encode(missing, batch_size=self.embedder.settings.batch_size,
+                                              normalize_embeddings=True, convert_to_numpy=True,
+                                              show_progress_bar=False)
+            for t, v in zip(missing, vecs, strict=True):
+                self.cache[t] = np.asarray(v, dtype=np.float32)
+                if len(self.cache) > self.cache_size:
+                    self.cache.popitem(last=False)
+        out = np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
+        for t in texts:
+            self.cache.move_to_end(t)
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.embedder.tokenizer.encode(text, add_special_tokens=False))
+
+
+def render_messages(prompt: Prompt, question: str, contexts: list[Context]) -> list[dict[str, str]]:
+    user = prompt.render(question=question, context="\n\n".join(c.render() for c in contexts) or "(no passages)")
+    msgs = [{"role": "system", "content": prompt.system}] if prompt.system else []
+    return [*msgs, {"role": "user", "content": user}]
+
+
+def is_refusal(answer: str, refusal_message: str) -> bool:
+    norm, ref = normalize_answer(answer), normalize_answer(refusal_message)
+    return bool(not norm or (ref and ref in norm) or REFUSAL_PATTERNS.match(answer))
+
+
+class ExtractiveGenerator:
+    """Answer = the ``max_sentences`` retrieved sentences closest to the question, with citations."""
+
+    name = "extractive"
+
+    def __init__(self, encoder: SentenceEncoder) -> None:
+        self.encoder = encoder
+
+    def generate(self, prompt: Prompt, question: str, contexts: list[Context]) -> Generation:
+        t0 = time.perf_counter()
+        rendered = "\n".join(m["content"] for m in render_messages(prompt, question, contexts))
+        tokens_in = self.encoder.count_tokens(rendered)
+        best = max((c.score for c in contexts), default=-1.0)
+        if best < prompt.refusal_threshold:
+            answer = prompt.refusal_message
+            return Generation(answer, True, [], tokens_in, self.encoder.count_tokens(answer),
+                              (time.perf_counter() - t0) * 1000, "extractive",
+                              detail={"reason": f"best retrieval score {best:.3f} < threshold "
+                                                f"{prompt.refusal_threshold}"})
+        max_sentences = int(prompt.model.params.get("max_sentences", 2))
+        min_sim = float(prompt.model.params.get("min_similarity", 0.0))
+        cands: list[tuple[int, int, str]] = []  # (context n, position, sentence)
+        for c in contexts:
+            for pos, s in enumerate(split_sentences(c.text)):
+                if len(s) <= 400:  # a table or code block is not an answer sentence
+                    cands.append((c.n, pos, s))
+        if not cands:
+            answer = prompt.refusal_message
+            return Generation(answer, True, [], tokens_in, self.encoder.count_tokens(answer),
+                              (time.perf_counter() - t0) * 1000, "extractive", detail={"reason": "no sentences"})
+        vecs = self.encoder([question, *(s for _, _, s in cands)])
+        sims = vecs[1:] @ vecs[0]
+        if float(sims.max()) < min_sim:
+            answer = prompt.refusal_message
+            return Generation(answer, True, [], tokens_in, self.encoder.count_tokens(answer),
+                              (time.perf_counter() - t0) * 1000, "extractive",
+                              detail={"reason": f"best sentence similarity {float(sims.max()):.3f} < "
+                                                f"min_similarity {min_sim}"})
+        chosen: list[int] = []
+        for i in np.argsort(-sims, kind="stable"):
+            if sims[i] < min_sim or len(chosen) == max_sentences:
+                break
+            if any(float(vecs[1 + i] @ vecs[1 + j]) > 0.95 for j in chosen):
+                continue  # the overlap between chunks repeats sentences
+            chosen.append(int(i))
+        chosen.sort(key=lambda i: (cands[i][0], cands[i][1]))
+        answer = " ".join(f"{cands[i][2]} [{cands[i][0]}]" for i in chosen)
+        return Generation(answer, False, citations(answer), tokens_in, self.encoder.count_tokens(answer),
+                          (time.perf_counter() - t0) * 1000, "extractive",
+                          detail={"sentence_scores": [round(float(sims[i]), 4) for i in chosen]})
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    """Where the chat endpoint is. From the Airflow Connection ``llm_default`` (host = base URL,
+    password = API key, extra ``model``) or, outside Airflow, RAGOPS_LLM_BASE_URL,
+    RAGOPS_LLM_API_KEY and RAGOPS_LLM_MODEL."""
+
+    base_url: str
+    api_key: str = field(default="", repr=False)
+    model: str | None = None
+    timeout: float = 60.0
+    max_retries: int = 3
+
+    @classmethod
+    def from_env(cls, settings: Settings) -> LlmSettings | None:
+        url = os.environ.get("RAGOPS_LLM_BASE_URL")
+        if not url:
+            return None
+        return cls(base_url=url, api_key=os.environ.get("RAGOPS_LLM_API_KEY", ""),
+                   model=os.environ.get("RAGOPS_LLM_MODEL") or None, timeout=settings.eval.llm_timeout_seconds,
+                   max_retries=settings.eval.llm_max_retries)
+
+
+class ChatClient:
+    """One OpenAI-compatible endpoint with the state-store response cache."""
+
+    def __init__(self, llm: LlmSettings, settings: Settings) -> None:
+        import openai
+
+        self.llm = llm
+        self.settings = settings
+        self.client = openai.OpenAI(base_url=llm.base_url, api_key=llm.api_key or "not-needed",
+                                    timeout=llm.timeout, max_retries=llm.max_retries)
+        self.calls = 0  # requests that reached the endpoint (cache misses)
+
+    def chat(self, model: str, messages: list[dict[str, str]], params: dict[str, Any],
+             salt: str = "") -> tuple[dict[str, Any], bool]:
+        """(response summary, cached?). ``salt`` separates repeated samples of one request."""
+        import openai
+
+        key = hashlib.sha256(json.dumps({"base_url": self.llm.base_url, "model": model, "messages": messages,
+                                         "params": params, "salt": salt}, sort_keys=True).encode()).hexdigest()
+        with state.session_scope(self.settings.state_db_url) as s:
+            hit = s.get(state.LlmCacheEntry, key)
+            if hit is not None:
+                return dict(hit.response), True
+        self.calls += 1
+        try:
+            resp = self.client.chat.completions.create(model=model, messages=messages, **params)  # type: ignore[arg-type]
+        except openai.APIConnectionError as exc:  # includes timeouts, after the client's retries
+            raise LlmError(f"LLM endpoint {self.llm.base_url} unreachable after {self.llm.max_retries} retries: "
+                           f"{exc}; check the {self.settings.eval.llm_conn_id} Connection's host") from exc
+        except openai.AuthenticationError as exc:
+            err = LlmError(f"LLM endpoint {self.llm.base_url} refused the API key (401); set the password of the "
+                           f"{self.settings.eval.llm_conn_id} Connection")
+            err.permanent = True
+            raise err from exc
+        except openai.APIStatusError as exc:
+            raise LlmError(f"LLM endpoint {self.llm.base_url} answered HTTP {exc.status_code}: "
+                           f"{str(exc.message)[:300]}") from exc
+        except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as exc:
+            raise LlmError(f"LLM endpoint {self.llm.base_url} returned something that is not a chat completion: "
+                           f"{str(exc)[:300]}") from exc
+        try:
+            content = resp.choices[0].message.content
+            if not isinstance(content, str):
+                raise TypeError("message.content is not text")
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise LlmError(f"LLM endpoint {self.llm.base_url} returned a completion without an answer text "
+                           f"({exc}); is it an OpenAI-compatible chat endpoint?") from exc
+        usage = getattr(resp, "usage", None)
+        out = {"content": content, "model": getattr(resp, "model", model) or model,
+               "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+               "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}
+        with state.session_scope(self.settings.state_db_url) as s:
+            if s.get(state.LlmCacheEntry, key) is None:
+                s.add(state.LlmCacheEntry(key=key, model=model, response=out))
+        return out, False
+
+
+class ChatGenerator:
+    name = "openai"
+
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
+
+    def generate(self, prompt: Prompt, question: str, contexts: list[Context]) -> Generation:
+        t0 = time.perf_counter()
+        model = prompt.model.name or self.client.llm.model
+        params = {k: v for k, v in prompt.model.params.items()
+                  if k in ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty")}
+        out, cached = self.client.chat(model, render_messages(prompt, question, contexts), params)
+        answer = out["content"].strip()
+        refused = is_refusal(answer, prompt.refusal_message)
+        return Generation(answer, refused, [] if refused else citations(answer), out["prompt_tokens"],
+                          out["completion_tokens"], (time.perf_counter() - t0) * 1000, out["model"], cached)
+
+
+JUDGE_SYSTEM = ("You grade answers of a retrieval-augmented assistant. Reply with one JSON object "
+                '{"score": N, "reason": "..."} where N is an integer from 1 (worst) to 5 (best). Nothing else.')
+JUDGE_TASKS = {
+    "faithfulness": "Is every statement of the ANSWER supported by the CONTEXT? 5 = fully supported, "
+                    "1 = mostly unsupported or contradicted.",
+    "relevance": "Does the ANSWER address the QUESTION directly and completely? 5 = fully, 1 = not at all.",
+}
+_SCORE_RE = re.compile(r'"?score"?\s*[:=]\s*([1-5])')
+
+
+class Judge:
+    """LLM-as-judge: faithfulness and relevance on a 1-5 scale mapped to [0, 1], asked n times."""
+
+    def __init__(self, client: ChatClient, model: str, runs: int, temperature: float = 0.7) -> None:
+        self.client, self.model, self.runs, self.temperature = client, model, runs, temperature
+
+    def score(self, question: str, answer: str, contexts: list[Context]) -> dict[str, Any]:
+        ctx = "\n\n".join(c.render() for c in contexts)
+        out: dict[str, Any] = {}
+        for task, instruction in JUDGE_TASKS.items():
+            user = f"{instruction}\n\nQUESTION:\n{question}\n\nCONTEXT:\n{ctx}\n\nANSWER:\n{answer}"
+            scores: list[float] = []
+            failures = 0
+            for i in range(self.runs):
+                resp, _ = self.client.chat(self.model, [{"role": "system", "content": JUDGE_SYSTEM},
+                                                        {"role": "user", "content": user}],
+                                           {"temperature": self.temperature}, salt=f"judge-{task}-{i}")
+                m = _SCORE_RE.search(resp["content"])
+                if m:
+                    scores.append((int(m.group(1)) - 1) / 4)
+                else:
+                    failures += 1
+            if scores:
+                out[f"judge_{task}"] = float(np.mean(scores))
+                out[f"judge_{task}_spread"] = float(np.std(scores))
+            out[f"judge_{task}_samples"] = scores
+            if failures:
+                out[f"judge_{task}_unparsed"] = failures
+        return out

@@ -1,0 +1,223 @@
+"""Prompt versions: files under ``<prompts dir>/<name>/v<N>.yaml``, validated when loaded.
+
+A prompt version is everything that decides an answer besides the index: the template and its
+declared variables, the model and its parameters, the retrieval parameters (top-k) and the
+refusal threshold. Every eval run records the version and the file's content hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ragops.config import Settings
+from ragops.errors import PromptError
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+FILE_RE = re.compile(r"^v([1-9][0-9]{0,5})\.ya?ml$")
+PROVIDERS = ("extractive", "openai")
+RETRIEVAL_MODES = ("dense",)
+TOP_KEYS = {"name", "version", "author", "message", "variables", "system", "template", "model", "retrieval",
+            "refusal", "created"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    provider: str = "extractive"  # extractive (offline, no key) | openai (any OpenAI-compatible endpoint)
+    name: str = "extractive"
+    params: dict[str, Any] = field(default_factory=dict, hash=False)  # temperature, max_tokens, ...
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    version: int
+    template: str
+    variables: tuple[str, ...]
+    system: str = ""
+    model: ModelSpec = ModelSpec()
+    top_k: int = 5
+    retrieval_mode: str = "dense"
+    refusal_threshold: float = 0.3
+    refusal_message: str = "I don't know: the documentation I can search does not answer this."
+    author: str = ""
+    message: str = ""
+    path: str = ""
+    content_hash: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def render(self, **values: str) -> str:
+        missing = [v for v in self.variables if v not in values]
+        if missing:
+            raise PromptError(f"prompt {self.ref}: no value for variable(s) {', '.join(missing)}")
+        return self.template.format(**{v: values[v] for v in self.variables})
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "hash": self.content_hash, "path": self.path,
+                "model": {"provider": self.model.provider, "name": self.model.name, **self.model.params},
+                "top_k": self.top_k, "retrieval_mode": self.retrieval_mode,
+                "refusal_threshold": self.refusal_threshold}
+
+
+def template_fields(template: str, where: str) -> list[str]:
+    """Placeholders of a ``str.format`` template; attribute/index access and format specs are refused."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise PromptError(f"{where}: template has bad syntax ({exc}); write literal braces as {{{{ and }}}}") from exc
+    names: list[str] = []
+    for _text, fname, spec, conv in parsed:
+        if fname is None:
+            continue
+        if not fname or not fname.isidentifier():
+            raise PromptError(f"{where}: template placeholder {{{fname}}} is not a plain variable name "
+                              "(no positional, attribute or index placeholders)")
+        if spec or conv:
+            raise PromptError(f"{where}: template placeholder {{{fname}}} has a format spec or conversion; "
+                              "use a plain {name}")
+        if fname not in names:
+            names.append(fname)
+    return names
+
+
+def parse_prompt(raw: Any, path: Path, text_hash: str) -> Prompt:
+    where = str(path)
+    if not isinstance(raw, dict):
+        raise PromptError(f"{where}: expected a mapping with name, version, variables, template, model, retrieval")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise PromptError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    m = FILE_RE.match(path.name)
+    if not m:
+        raise PromptError(f"{where}: prompt files are named v<N>.yaml (e.g. v3.yaml)")
+    name, version = raw.get("name", path.parent.name), raw.get("version", int(m.group(1)))
+    if name != path.parent.name:
+        raise PromptError(f"{where}: field 'name' is {name!r} but the folder is {path.parent.name!r}; they must match")
+    if version != int(m.group(1)):
+        raise PromptError(f"{where}: field 'version' is {version!r} but the file is v{m.group(1)}; they must match")
+    template = raw.get("template")
+    if not isinstance(template, str) or not template.strip():
+        raise PromptError(f"{where}: field 'template' is missing or empty")
+    variables = raw.get("variables")
+    if not isinstance(variables, list) or not all(isinstance(v, str) and v.isidentifier() for v in variables):
+        raise PromptError(f"{where}: field 'variables' must list the template's variable names, e.g. "
+                          "[question, context]")
+    used = template_fields(template, f"{where}: field 'template'")
+    undeclared = [v for v in used if v not in variables]
+    if undeclared:
+        raise PromptError(f"{where}: field 'template' uses undeclared variable(s) {', '.join(undeclared)}; "
+                          "add them to 'variables' or remove them from the template")
+    unused = [v for v in variables if v not in used]
+    if unused:
+        raise PromptError(f"{where}: field 'variables' declares {', '.join(unused)} but the template never uses "
+                          "them; the template is missing a variable")
+    for needed in ("question", "context"):
+        if needed not in variables:
+            raise PromptError(f"{where}: a RAG answer prompt must use the variable {{{needed}}}")
+    system = raw.get("system") or ""
+    if not isinstance(system, str):
+        raise PromptError(f"{where}: field 'system' must be a string")
+    if template_fields(system, f"{where}: field 'system'"):
+        raise PromptError(f"{where}: field 'system' must not contain placeholders; put variables in 'template'")
+
+    model_raw = raw.get("model") or {}
+    if not isinstance(model_raw, dict):
+        raise PromptError(f"{where}: field 'model' must be a mapping (provider, name, parameters)")
+    provider = model_raw.get("provider", "extractive")
+    if provider not in PROVIDERS:
+        raise PromptError(f"{where}: field 'model.provider' must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    model_name = model_raw.get("name", "extractive" if provider == "extractive" else None)
+    if not isinstance(model_name, str) or not model_name:
+        raise PromptError(f"{where}: field 'model.name' is required for provider {provider!r}")
+    params = {k: v for k, v in model_raw.items() if k not in ("provider", "name")}
+    for k, v in params.items():
+        if not isinstance(v, (int, float, str, bool)) and v is not None:
+            raise PromptError(f"{where}: field 'model.{k}' must be a scalar, got {type(v).__name__}")
+    if "max_sentences" in params and (not isinstance(params["max_sentences"], int) or params["max_sentences"] < 1):
+        raise PromptError(f"{where}: field 'model.max_sentences' must be a positive integer")
+
+    retrieval = raw.get("retrieval") or {}
+    if not isinstance(retrieval, dict) or set(retrieval) - {"top_k", "mode"}:
+        raise PromptError(f"{where}: field 'retrieval' takes top_k and mode")
+    top_k = retrieval.get("top_k", 5)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
+        raise PromptError(f"{where}: field 'retrieval.top_k' must be an integer between 1 and 50, got {top_k!r}")
+    mode = retrieval.get("mode", "dense")
+    if mode not in RETRIEVAL_MODES:
+        raise PromptError(f"{where}: field 'retrieval.mode' must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
+    refusal = raw.get("refusal") or {}
+    if not isinstance(refusal, dict) or set(refusal) - {"threshold", "message"}:
+        raise PromptError(f"{where}: field 'refusal' takes threshold and message")
+    threshold = refusal.get("threshold", 0.3)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
+        raise PromptError(f"{where}: field 'refusal.threshold' must be a cosine score in [-1, 1], got {threshold!r}")
+    defaults = Prompt(name="", version=1, template="", variables=())
+    message = refusal.get("message", defaults.refusal_message)
+    if not isinstance(message, str) or not message.strip():
+        raise PromptError(f"{where}: field 'refusal.message' must be a non-empty string")
+    return Prompt(name=name, version=version, template=template, variables=tuple(variables), system=system.strip(),
+                  model=ModelSpec(provider=provider, name=model_name, params=params), top_k=top_k,
+                  retrieval_mode=mode, refusal_threshold=float(threshold), refusal_message=message.strip(),
+                  author=str(raw.get("author") or ""), message=str(raw.get("message") or ""),
+                  path=str(path), content_hash=text_hash)
+
+
+def load_prompt_file(path: Path) -> Prompt:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PromptError(f"{path}: cannot read prompt file: {exc}") from exc
+    try:
+        raw = yaml.safe_load(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PromptError(f"{path}: prompt files must be UTF-8 ({exc})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise PromptError(f"{path}{line}: invalid YAML: {exc}") from exc
+    return parse_prompt(raw, path, hashlib.sha256(data).hexdigest())
+
+
+def versions(settings: Settings, name: str) -> list[Path]:
+    if not NAME_RE.match(name):
+        raise PromptError(f"invalid prompt name {name!r}: use a-z, 0-9, '_' and '-'")
+    folder = settings.prompts_dir / name
+    if not folder.is_dir():
+        known = sorted(p.name for p in settings.prompts_dir.glob("*") if p.is_dir()) if settings.prompts_dir.is_dir() \
+            else []
+        raise PromptError(f"unknown prompt {name!r}: no folder {folder}; known prompts: {', '.join(known) or '(none)'}")
+    files = [p for p in folder.iterdir() if FILE_RE.match(p.name)]
+    return sorted(files, key=lambda p: int(FILE_RE.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def load_prompt(settings: Settings, ref: str) -> Prompt:
+    """Load ``NAME@VERSION`` (``rag_answer@2`` or ``@v2``), ``NAME@ALIAS`` or ``NAME`` (= production).
+
+    Until the registry keeps aliases in the state store, ``production`` (and a bare name) means
+    the newest version on disk; any other alias is refused."""
+    name, _, which = ref.partition("@")
+    which = which or "production"
+    files = versions(settings, name)
+    if not files:
+        raise PromptError(f"prompt {name!r} has no versions: add {settings.prompts_dir / name}/v1.yaml")
+    m = re.fullmatch(r"v?([0-9]+)", which)
+    if m:
+        wanted = int(m.group(1))
+        for p in files:
+            if int(FILE_RE.match(p.name).group(1)) == wanted:  # type: ignore[union-attr]
+                return load_prompt_file(p)
+        have = ", ".join(p.stem for p in files)
+        raise PromptError(f"prompt {name!r} has no version {wanted}; versions: {have}")
+    if which in ("production", "latest"):
+        return load_prompt_file(files[-1])
+    raise PromptError(f"unknown alias {which!r} for prompt {name!r}: use a version number (e.g. {name}@1), "
+                      "'production' or 'latest'")
