@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.llm_server import llm_server  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ragops-test-airflow-"))
 os.environ.update({

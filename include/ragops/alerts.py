@@ -65,6 +65,7 @@ class Alert:
     items: list[dict[str, Any]] = field(default_factory=list)  # {"title", "detail", "log": [..], "link"}
     facts: list[tuple[str, str]] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)
+    figure_headers: list[str] | None = None  # None = FIGURE_HEADERS (candidate vs production)
 
     def fingerprint(self) -> str:
         """Same event, place and kind of error = same alert (numbers and ids do not count)."""
@@ -154,7 +155,7 @@ def render_text(alert: Alert, folded: int = 0, folded_since: str | None = None) 
     if alert.facts:
         out.append("")
     if alert.figures:
-        rows = [FIGURE_HEADERS] + [_figure_cells(f) for f in alert.figures]
+        rows = [alert.figure_headers or FIGURE_HEADERS] + [_figure_cells(f) for f in alert.figures]
         widths = [max(len(r[i]) for r in rows) for i in range(len(FIGURE_HEADERS))]
         for r in rows:
             out.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -200,7 +201,7 @@ def render_html(alert: Alert, folded: int = 0, folded_since: str | None = None) 
     if alert.figures:
         cell = 'style="border:1px solid #d0d5dd;padding:4px 8px;text-align:right"'
         parts.append('<table style="border-collapse:collapse;margin-bottom:12px"><tr>')
-        parts += [f"<th {cell}>{e(h)}</th>" for h in FIGURE_HEADERS] + ["</tr>"]
+        parts += [f"<th {cell}>{e(h)}</th>" for h in alert.figure_headers or FIGURE_HEADERS] + ["</tr>"]
         for f in alert.figures:
             bad = f.passed is False
             row = "".join(f"<td {cell}>{e(c)}</td>" for c in _figure_cells(f))

@@ -209,7 +209,12 @@ class ChatClient:
         self.calls += 1
         try:
             resp = self.client.chat.completions.create(model=model, messages=messages, **params)  # type: ignore[arg-type]
-        except openai.APIConnectionError as exc:  # includes timeouts, after the client's retries
+        except openai.APITimeoutError as exc:  # reachable but slow: the host is not the problem
+            raise LlmError(f"LLM endpoint {self.llm.base_url} did not answer within {self.llm.timeout}s "
+                           f"(after {self.llm.max_retries} retries); raise the timeout (extra 'timeout' of the "
+                           f"{self.settings.eval.llm_conn_id} Connection, or eval.llm_timeout_seconds) or check "
+                           "the endpoint's load") from exc
+        except openai.APIConnectionError as exc:  # after the client's retries
             raise LlmError(f"LLM endpoint {self.llm.base_url} unreachable after {self.llm.max_retries} retries: "
                            f"{exc}; check the {self.settings.eval.llm_conn_id} Connection's host") from exc
         except openai.AuthenticationError as exc:

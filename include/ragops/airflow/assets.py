@@ -10,7 +10,18 @@ from __future__ import annotations
 from airflow.sdk import Asset, AssetAlias
 
 INDEX_UPDATES = AssetAlias("ragops_index_updates")
+EVAL_REPORTS = AssetAlias("ragops_eval_reports")
 
 
 def index_asset(index: str) -> Asset:
     return Asset(name=f"ragops_index_{index}", uri=f"ragops://index/{index}", group="ragops")
+
+
+def eval_asset(index: str) -> Asset:
+    """Updated by nightly_eval with each report (extra: run id, status, key metrics, report path)."""
+    return Asset(name=f"ragops_eval_{index}", uri=f"ragops://eval/{index}", group="ragops")
+
+
+def index_from_uri(uri: str) -> str | None:
+    prefix = "ragops://index/"
+    return uri[len(prefix):] if uri.startswith(prefix) else None

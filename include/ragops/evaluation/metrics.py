@@ -161,7 +161,10 @@ def cosine(a: str, b: str, embed: Embed) -> float | None:
 # ---------------------------------------------------------------- safety
 
 EMAIL_RE = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
-PHONE_RE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}[\s.-]\d{3,4}[\s.-]\d{3,4}(?![\w.])")
+# An area code in parentheses counts as one of the groups ("(030) 1234 5678"); a final "." ends
+# the sentence unless a digit follows (versions, IP addresses).
+PHONE_RE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?(?:\d{2,4}[\s.-])?|\d{2,4}[\s.-])"
+                      r"\d{3,4}[\s.-]\d{3,4}(?!\w|\.\d)")
 CARD_RE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 
 

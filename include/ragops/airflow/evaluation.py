@@ -1,0 +1,90 @@
+"""Glue of the nightly_eval DAG: one library call per task, plus the regression e-mail."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from ragops.airflow.assets import EVAL_REPORTS, eval_asset, index_from_uri
+from ragops.airflow.common import run_library, task_settings
+
+log = logging.getLogger(__name__)
+
+
+def _index_from_events(events: Any) -> str | None:
+    """The index whose Asset update triggered this run (None for cron or manual runs)."""
+    if not events:
+        return None
+    for asset in events:
+        uri = getattr(asset, "uri", None) or str(asset)
+        name = index_from_uri(uri)
+        if name:
+            return name
+    return None
+
+
+def evaluate(params: dict[str, Any], run_id: str, run_type: str, triggering_asset_events: Any,
+             outlet_events: Any) -> dict[str, Any]:
+    from ragops.airflow.hooks import LlmHook
+    from ragops.evaluation.runner import run_eval
+
+    settings = task_settings()
+    index = _index_from_events(triggering_asset_events) or params.get("index") or settings.ingest.default_index
+    prompt = params.get("prompt") or settings.eval.default_prompt
+    sample = int(params.get("sample_size") or 0)
+    # only runs of the production prompt on every question form the baseline
+    nightly = prompt == settings.eval.default_prompt and sample == 0 and not params.get("question_ids")
+    eval_run_id = "nightly_eval__" + re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+    summary = run_library(run_eval, settings, params.get("dataset") or None, prompt, index,
+                          sample_size=sample, run_id=eval_run_id, trigger=f"airflow:{run_type}",
+                          purpose="nightly" if nightly else "adhoc", question_ids=params.get("question_ids") or None,
+                          llm=LlmHook.optional(settings.eval.llm_conn_id))
+    key = {k: summary["metrics"].get(k) for k in settings.eval.watch_metrics}
+    if outlet_events is not None:
+        outlet_events[EVAL_REPORTS].add(eval_asset(index), extra={
+            "eval_run_id": eval_run_id, "status": summary["status"], "report": f"{summary['output_dir']}/report.html",
+            "metrics": key})
+    return {"eval_run_id": eval_run_id, "index": index, "status": summary["status"], "metrics": key,
+            "questions": summary["counts"]["questions"], "report": f"{summary['output_dir']}/report.html"}
+
+
+def compare(result: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
+    """Compare with the rolling baseline; e-mail on a significant regression. A regression is a
+    finding, not a task failure."""
+    from ragops.airflow.alerting import run_link, send_event
+    from ragops.alerts import Alert, Figure
+    from ragops.gates import check_regression
+
+    settings = task_settings()
+    verdict = run_library(check_regression, settings, result["eval_run_id"])
+    out = {"verdict": verdict["verdict"], "regressed": verdict["regressed"],
+           "baseline_runs": len(verdict["baseline_runs"])}
+    if verdict["verdict"] != "regression":
+        log.info("no significant regression (%s) against %d baseline run(s)", verdict["verdict"],
+                 len(verdict["baseline_runs"]))
+        return out
+    pct = int(round(settings.eval.confidence * 100))
+    figures = [Figure(metric=c["metric"], value=round(c["current"], 4), production=round(c["baseline"], 4),
+                      difference=round(c["difference"], 4), ci=f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
+                      threshold=f"drop > {settings.eval.regression_margin}", passed=not c["regressed"])
+               for c in verdict["checks"]]
+    worst = ", ".join(f"{c['metric']} {c['difference']:+.3f}" for c in verdict["checks"] if c["regressed"])
+    alert = Alert(
+        event="eval", status="REGRESSION", where=f"nightly_eval · index {result['index']}",
+        headline=f"significant drop in {worst}", severity="warning",
+        summary=(f"Eval run {result['eval_run_id']} scored lower than the per-question mean of the last "
+                 f"{len(verdict['baseline_runs'])} nightly run(s) on the same questions. A metric regresses when "
+                 f"the whole {pct}% paired bootstrap interval of the difference is below zero and the drop is "
+                 f"larger than {settings.eval.regression_margin}."),
+        figures=figures,
+        figure_headers=["metric", "rule", "this run", "baseline", "difference", f"{pct}% CI", ""],
+        facts=[("eval run", result["eval_run_id"]), ("index", result["index"]),
+               ("questions", str(result["questions"])), ("report", result["report"]),
+               ("baseline runs", ", ".join(verdict["baseline_runs"]))],
+        items=[{"title": f"{w['id']}: {w['question']}", "detail": f"drop {w['drop']:.3f} · answer: {w['answer'][:300]}"}
+               for w in verdict["worst_questions"]],
+        links=[("Airflow run", run_link(dag_id, run_id))],
+    )
+    out["alert"] = send_event(alert)
+    return out

@@ -1,0 +1,149 @@
+"""Whole runs of the real nightly_eval DAG with dag.test(): the demo corpus in embedded Chroma,
+the bundled golden set, the offline generator, the SQL state store, and the regression e-mail
+captured by an SMTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from ragops import state
+from ragops.config import load_settings
+from ragops.indexing import sync
+from tests.conftest import SmtpServer, parts
+from tests.e2e.test_ingest_dag import asset_events
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "nightly_eval.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags["nightly_eval"]
+
+
+@pytest.fixture
+def eval_env(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, embedder):
+    prompts = tmp_path / "prompts"
+    shutil.copytree(ROOT / "include" / "prompts", prompts)
+    v1 = (prompts / "rag_answer" / "v1.yaml").read_text()
+    # a clearly worse version: one chunk of context and a refusal threshold that refuses most questions
+    v2 = (v1.replace("version: 1", "version: 2").replace("top_k: 5", "top_k: 1")
+          .replace("threshold: 0.35", "threshold: 0.62"))
+    (prompts / "rag_answer" / "v2.yaml").write_text(v2)
+    monkeypatch.setenv("RAGOPS_PROMPTS_DIR", str(prompts))
+    cfg = tmp_path / "ragops.yaml"
+    cfg.write_text("""
+alerts:
+  from_email: ragops@test.local
+  base_url: http://airflow.example:8080
+  send_attempts: 2
+  retry_backoff_seconds: 0.1
+  recipients:
+    default: [oncall@test.local]
+    eval: [ml-team@test.local]
+eval:
+  default_prompt: rag_answer@1
+  baseline_runs: 3
+  bootstrap_samples: 1000
+indexes:
+  docs: {}
+""")
+    monkeypatch.setenv("RAGOPS_CONFIG", str(cfg))
+    s = load_settings()
+    state.upgrade(s.state_db_url)
+    sync(s, str(ROOT / "include" / "corpus"), "docs", trigger="test", embedder=embedder)
+    return s
+
+
+def run(dag, **conf):
+    full = {"dataset": "include/eval/golden/docs.jsonl", "prompt": "rag_answer@1", "index": "docs",
+            "sample_size": 0, "question_ids": [], **conf}
+    return dag.test(run_conf=full)
+
+
+def xcom(dr, task_id: str):
+    ti = next(t for t in dr.get_task_instances() if t.task_id == task_id)
+    return ti.xcom_pull(task_ids=task_id)
+
+
+def eval_runs(settings) -> list[state.EvalRun]:
+    with state.session_scope(settings.state_db_url) as s:
+        return list(s.execute(select(state.EvalRun).order_by(state.EvalRun.started_at)).scalars())
+
+
+def test_schedule_is_nightly_and_on_index_updates(dag) -> None:
+    assert dag.timetable.timetable.expression == "0 2 * * *"
+    assert "ragops://index/docs" in repr(dag.timetable.asset_condition)
+    assert set(dag.params) == {"dataset", "prompt", "index", "sample_size", "question_ids"}
+    for name in dag.params:
+        assert dag.params.get_param(name).schema.get("title"), f"Param {name} has no title"
+
+
+def test_nightly_baseline_then_regression_email(dag, eval_env, smtp_server: SmtpServer, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp_server.connection_json())
+    events0 = asset_events("ragops://eval/docs")
+
+    # 1. first nightly run: evaluated, stored, reported; nothing to compare with yet
+    dr = run(dag)
+    assert dr.state == "success"
+    first = eval_runs(eval_env)
+    assert [r.status for r in first] == ["success"]
+    r1 = first[0]
+    assert (r1.prompt_name, r1.prompt_version, r1.index_version, r1.n_questions) == ("rag_answer", 1, 1, 50)
+    assert r1.config["purpose"] == "nightly"
+    out = Path(r1.output_dir)
+    metrics = json.loads((out / "metrics.json").read_text())
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 50 and metrics["counts"]["questions"] == 50
+    row = json.loads(lines[0])
+    assert {"retrieved_docs", "contexts", "answer", "citations", "metrics", "tokens_in", "latency_ms"} <= set(row)
+    assert metrics["metrics"]["hit_rate@5"] >= 0.8  # the golden set's documents are found
+    report = (out / "report.html").read_text()
+    assert "Worst questions" in report and "<svg" in report and "<script" not in report
+    assert xcom(dr, "compare")["verdict"] == "no baseline"
+    assert asset_events("ragops://eval/docs") == events0 + 1
+
+    # 2. same prompt again: identical answers, no regression, no e-mail
+    dr = run(dag)
+    assert dr.state == "success"
+    assert xcom(dr, "compare")["verdict"] == "ok"
+    assert smtp_server.messages == []
+
+    # 3. a worse prompt: a significant drop -> one eval e-mail with the figures and worst questions
+    dr = run(dag, prompt="rag_answer@2")
+    assert dr.state == "success"  # a regression is a finding, not a failed task
+    verdict = xcom(dr, "compare")
+    assert verdict["verdict"] == "regression" and verdict["baseline_runs"] == 2
+    runs = eval_runs(eval_env)
+    assert runs[-1].prompt_version == 2 and runs[-1].config["purpose"] == "adhoc"  # never joins the baseline
+    assert len(smtp_server.inbox.messages) == 1
+    _, rcpt, msg = smtp_server.inbox.messages[0]
+    assert rcpt == ["ml-team@test.local"]
+    assert "[ragops][REGRESSION] nightly_eval" in msg["Subject"]
+    text, html = parts(msg)
+    for m in verdict["regressed"]:
+        assert m in text
+    assert "baseline" in text and "95% CI" in text
+    assert "drop " in text  # the worst questions, with their drop
+    assert "<table" in html
+
+    # 4. a rerun of the same Airflow run replaces its eval run instead of adding a duplicate
+    n = len(eval_runs(eval_env))
+    from ragops.evaluation.runner import run_eval
+
+    again = run_eval(eval_env, None, "rag_answer@1", "docs", run_id=runs[0].run_id, purpose="nightly")
+    assert again["counts"]["questions"] == 50 and len(eval_runs(eval_env)) == n
+    with state.session_scope(eval_env.state_db_url) as s:
+        from sqlalchemy import func
+
+        assert s.scalar(select(func.count()).select_from(state.EvalResult)
+                        .where(state.EvalResult.run_id == runs[0].run_id)) == 50

@@ -1,0 +1,213 @@
+"""A real OpenAI-compatible chat server on loopback for the tests (standard library only).
+
+``POST /v1/chat/completions`` answers deterministically:
+
+- a judge request (system message starting with "You grade answers") gets
+  ``{"score": N, "reason": "..."}`` with N cycling through ``judge_scores`` (4, 5, 4, ...), so
+  repeated samples differ;
+- a user message with numbered passages ("[1] heading\\ntext\\n\\n[2] ...") gets the first
+  sentence of passage [1]'s text followed by " [1]";
+- a user message with "(no passages)" (or without passages) gets the refusal "I don't know.".
+
+Usage: prompt_tokens = whitespace tokens of all messages, completion_tokens = those of the answer.
+
+``mode`` switches the behaviour at runtime: ``ok``, ``garbage`` (HTTP 200, HTML body), ``bad_json``
+(HTTP 200, JSON content type, body that is not JSON), ``no_choices`` (valid JSON without choices),
+``error500`` (always HTTP 500), ``flaky`` (the first ``flaky_failures`` requests after the mode was
+set get HTTP 500, then ok), ``slow`` (sleeps ``slow_seconds`` before answering) and ``auth`` (HTTP
+401 with an OpenAI-style error body that echoes the API key it received, as a leak trap).
+
+Every request is recorded: ``requests`` (parsed JSON bodies), ``headers``, ``responses`` (the JSON
+bodies sent back with HTTP 200).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+MODES = ("ok", "garbage", "bad_json", "no_choices", "error500", "flaky", "slow", "auth")
+JUDGE_PREFIX = "You grade answers"
+REFUSAL = "I don't know."
+_PASSAGE_RE = re.compile(r"(?ms)^\[1\] (.*?)(?:\n\n|\Z)")
+_SENTENCE_RE = re.compile(r"\S.*?[.!?](?=\s|$)", re.S)
+
+
+def tokens(text: str) -> int:
+    return len(text.split())
+
+
+def first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    m = _SENTENCE_RE.match(text)
+    return m.group(0) if m else text
+
+
+def answer_for(messages: list[dict[str, Any]]) -> str:
+    """The deterministic answer to a (non-judge) chat request."""
+    user = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+    m = _PASSAGE_RE.search(user)
+    if m:
+        block = m.group(1).split("\n", 1)
+        body = block[1] if len(block) > 1 and block[1].strip() else block[0]  # line 1 is the heading
+        return f"{first_sentence(body)} [1]"
+    return REFUSAL
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HttpServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, obj: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(obj).encode(), headers=headers)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's hook name
+        self._json(404, {"error": {"message": f"no route GET {self.path}", "type": "invalid_request_error"}})
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self._json(404, {"error": {"message": f"no route POST {self.path}", "type": "invalid_request_error"}})
+            return
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        self.server.owner._handle(self, body)
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    owner: LlmServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (timeout test) closes the socket before the answer is written
+
+
+class LlmServer:
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+        self.headers: list[dict[str, str]] = []
+        self.responses: list[dict[str, Any]] = []
+        self.flaky_failures = 2
+        self.slow_seconds = 5.0
+        self.judge_scores: tuple[int, ...] = (4, 5)
+        self.response_model: str | None = None  # None = echo the requested model
+        self.retry_after_ms: int | None = None  # sent with HTTP 500 when set (shortens the client's backoff)
+        self._mode = "ok"
+        self._mode_requests = 0
+        self._judge_requests = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd = _HttpServer(("127.0.0.1", 0), _Handler)
+        self._httpd.owner = self
+        self.port = int(self._httpd.server_address[1])
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"llm-server-{self.port}", daemon=True)
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"unknown mode {value!r}; one of {', '.join(MODES)}")
+        with self._lock:
+            self._mode, self._mode_requests = value, 0
+
+    @property
+    def count(self) -> int:
+        return len(self.requests)
+
+    def start(self) -> LlmServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes handlers sleeping in "slow" mode
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    # ------------------------------------------------------------------ request handling
+
+    def _handle(self, h: _Handler, body: Any) -> None:
+        with self._lock:
+            self.requests.append(body)
+            self.headers.append({k.lower(): v for k, v in h.headers.items()})
+            self._mode_requests += 1
+            mode, nth = self._mode, self._mode_requests
+        if mode == "garbage":
+            h._send(200, b"<html>oops</html>", content_type="text/html")
+        elif mode == "bad_json":
+            h._send(200, b"<html>oops</html>")
+        elif mode == "no_choices":
+            h._json(200, {"id": "chatcmpl-x", "object": "chat.completion", "created": int(time.time()),
+                          "model": "broken"})
+        elif mode == "error500" or (mode == "flaky" and nth <= self.flaky_failures):
+            extra = {"retry-after-ms": str(self.retry_after_ms)} if self.retry_after_ms is not None else None
+            h._json(500, {"error": {"message": "The server had an error while processing your request.",
+                                    "type": "server_error", "param": None, "code": None}}, headers=extra)
+        elif mode == "auth":
+            key = h.headers.get("Authorization", "").removeprefix("Bearer ")
+            h._json(401, {"error": {"message": f"Incorrect API key provided: {key}.",
+                                    "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+        elif not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            h._json(400, {"error": {"message": "request body must be a JSON object with messages",
+                                    "type": "invalid_request_error", "param": "messages", "code": None}})
+        else:
+            if mode == "slow":
+                self._stopping.wait(self.slow_seconds)
+            h._json(200, self._completion(body))
+
+    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages = body["messages"]
+        system = next((str(m.get("content") or "") for m in messages if m.get("role") == "system"), "")
+        if system.startswith(JUDGE_PREFIX):
+            with self._lock:
+                score = self.judge_scores[self._judge_requests % len(self.judge_scores)]
+                self._judge_requests += 1
+            content = json.dumps({"score": score, "reason": f"deterministic test score {score}"})
+        else:
+            content = answer_for(messages)
+        prompt_tokens = sum(tokens(str(m.get("content") or "")) for m in messages)
+        completion_tokens = tokens(content)
+        out = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
+               "model": self.response_model or body.get("model") or "test-model",
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                            "finish_reason": "stop", "logprobs": None}],
+               "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                         "total_tokens": prompt_tokens + completion_tokens}}
+        with self._lock:
+            self.responses.append(out)
+        return out
+
+
+@pytest.fixture
+def llm_server() -> Iterator[LlmServer]:
+    """An OpenAI-compatible chat server on 127.0.0.1 (``.base_url``, ``.mode``, ``.requests``)."""
+    server = LlmServer().start()
+    yield server
+    server.stop()
