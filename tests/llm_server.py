@@ -15,7 +15,9 @@ Usage: prompt_tokens = whitespace tokens of all messages, completion_tokens = th
 (HTTP 200, JSON content type, body that is not JSON), ``no_choices`` (valid JSON without choices),
 ``error500`` (always HTTP 500), ``flaky`` (the first ``flaky_failures`` requests after the mode was
 set get HTTP 500, then ok), ``slow`` (sleeps ``slow_seconds`` before answering) and ``auth`` (HTTP
-401 with an OpenAI-style error body that echoes the API key it received, as a leak trap).
+401 with an OpenAI-style error body that echoes the API key it received, as a leak trap),
+``down_after`` (``ok_requests`` answers, then HTTP 500 for good) and ``garbage_some`` (every
+``garbage_every``-th request gets an HTML body).
 
 Every request is recorded: ``requests`` (parsed JSON bodies), ``headers``, ``responses`` (the JSON
 bodies sent back with HTTP 200).
@@ -34,7 +36,8 @@ from typing import Any
 
 import pytest
 
-MODES = ("ok", "garbage", "bad_json", "no_choices", "error500", "flaky", "slow", "auth")
+MODES = ("ok", "garbage", "bad_json", "no_choices", "error500", "flaky", "slow", "auth", "down_after",
+         "garbage_some")
 JUDGE_PREFIX = "You grade answers"
 REFUSAL = "I don't know."
 _PASSAGE_RE = re.compile(r"(?ms)^\[1\] (.*?)(?:\n\n|\Z)")
@@ -110,6 +113,8 @@ class LlmServer:
         self.headers: list[dict[str, str]] = []
         self.responses: list[dict[str, Any]] = []
         self.flaky_failures = 2
+        self.ok_requests = 3  # down_after: this many answers, then HTTP 500 for good
+        self.garbage_every = 3  # garbage_some: every n-th request gets an HTML body
         self.slow_seconds = 5.0
         self.judge_scores: tuple[int, ...] = (4, 5)
         self.response_model: str | None = None  # None = echo the requested model
@@ -159,14 +164,15 @@ class LlmServer:
             self.headers.append({k.lower(): v for k, v in h.headers.items()})
             self._mode_requests += 1
             mode, nth = self._mode, self._mode_requests
-        if mode == "garbage":
+        if mode == "garbage" or (mode == "garbage_some" and nth % self.garbage_every == 0):
             h._send(200, b"<html>oops</html>", content_type="text/html")
         elif mode == "bad_json":
             h._send(200, b"<html>oops</html>")
         elif mode == "no_choices":
             h._json(200, {"id": "chatcmpl-x", "object": "chat.completion", "created": int(time.time()),
                           "model": "broken"})
-        elif mode == "error500" or (mode == "flaky" and nth <= self.flaky_failures):
+        elif (mode == "error500" or (mode == "flaky" and nth <= self.flaky_failures)
+              or (mode == "down_after" and nth > self.ok_requests)):
             extra = {"retry-after-ms": str(self.retry_after_ms)} if self.retry_after_ms is not None else None
             h._json(500, {"error": {"message": "The server had an error while processing your request.",
                                     "type": "server_error", "param": None, "code": None}}, headers=extra)

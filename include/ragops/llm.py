@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -95,7 +96,8 @@ class SentenceEncoder:
         return out
 
     def count_tokens(self, text: str) -> int:
-        return len(self.embedder.tokenizer.encode(text, add_special_tokens=False))
+        """Word pieces of the embedding model's tokenizer: the offline generator's token count."""
+        return len(self.embedder.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def render_messages(prompt: Prompt, question: str, contexts: list[Context]) -> list[dict[str, str]]:
@@ -109,13 +111,48 @@ def is_refusal(answer: str, refusal_message: str) -> bool:
     return bool(not norm or (ref and ref in norm) or REFUSAL_PATTERNS.match(answer))
 
 
+STOPWORDS = frozenset("""a an and are as at be by can do does for from how i if in into is it its my of on or
+should so that the their then there these this to was what when where which who why will with you your
+""".split())
+_TERM_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*[a-z0-9]|[a-z0-9]")
+
+
+def terms(text: str) -> list[str]:
+    return [t for t in _TERM_RE.findall(text.lower()) if t not in STOPWORDS]
+
+
+def lexical_scores(question: str, sentences: list[str]) -> list[float]:
+    """Share of the question's IDF-weighted terms that each sentence contains (0..1).
+
+    IDF comes from the candidate sentences themselves, so a term every passage repeats counts
+    little and a rare, specific term counts a lot."""
+    q = set(terms(question))
+    if not q or not sentences:
+        return [0.0] * len(sentences)
+    sets = [set(terms(s)) for s in sentences]
+    n = len(sets)
+    idf = {t: math.log(1 + n / (1 + sum(1 for st in sets if t in st))) for t in q}
+    total = sum(idf.values())
+    return [sum(idf[t] for t in q & st) / total for st in sets]
+
+
 class ExtractiveGenerator:
-    """Answer = the ``max_sentences`` retrieved sentences closest to the question, with citations."""
+    """Answer = the ``max_sentences`` retrieved sentences that best cover the question, with citations.
+
+    Model parameters (from the prompt version): ``max_sentences`` (default 2),
+    ``sentence_scoring`` (``lexical``: IDF-weighted coverage of the question's terms, fast;
+    ``semantic``: cosine of sentence embeddings, about ten times slower on CPU),
+    ``min_similarity`` (refuse when no sentence scores at least this; default 0)."""
 
     name = "extractive"
 
     def __init__(self, encoder: SentenceEncoder) -> None:
         self.encoder = encoder
+
+    def _refuse(self, prompt: Prompt, tokens_in: int, t0: float, reason: str) -> Generation:
+        answer = prompt.refusal_message
+        return Generation(answer, True, [], tokens_in, self.encoder.count_tokens(answer),
+                          (time.perf_counter() - t0) * 1000, "extractive", detail={"reason": reason})
 
     def generate(self, prompt: Prompt, question: str, contexts: list[Context]) -> Generation:
         t0 = time.perf_counter()
@@ -123,42 +160,43 @@ class ExtractiveGenerator:
         tokens_in = self.encoder.count_tokens(rendered)
         best = max((c.score for c in contexts), default=-1.0)
         if best < prompt.refusal_threshold:
-            answer = prompt.refusal_message
-            return Generation(answer, True, [], tokens_in, self.encoder.count_tokens(answer),
-                              (time.perf_counter() - t0) * 1000, "extractive",
-                              detail={"reason": f"best retrieval score {best:.3f} < threshold "
-                                                f"{prompt.refusal_threshold}"})
-        max_sentences = int(prompt.model.params.get("max_sentences", 2))
-        min_sim = float(prompt.model.params.get("min_similarity", 0.0))
+            return self._refuse(prompt, tokens_in, t0, f"best retrieval score {best:.3f} < threshold "
+                                                       f"{prompt.refusal_threshold}")
+        params = prompt.model.params
+        max_sentences = int(params.get("max_sentences", 2))
+        min_sim = float(params.get("min_similarity", 0.0))
+        scoring = str(params.get("sentence_scoring", "lexical"))
         cands: list[tuple[int, int, str]] = []  # (context n, position, sentence)
         for c in contexts:
-            for pos, s in enumerate(split_sentences(c.text)):
-                if len(s) <= 400:  # a table or code block is not an answer sentence
-                    cands.append((c.n, pos, s))
+            for pos, sent in enumerate(split_sentences(c.text)):
+                if len(sent) <= 400:  # a table or code block is not an answer sentence
+                    cands.append((c.n, pos, sent))
         if not cands:
-            answer = prompt.refusal_message
-            return Generation(answer, True, [], tokens_in, self.encoder.count_tokens(answer),
-                              (time.perf_counter() - t0) * 1000, "extractive", detail={"reason": "no sentences"})
-        vecs = self.encoder([question, *(s for _, _, s in cands)])
-        sims = vecs[1:] @ vecs[0]
+            return self._refuse(prompt, tokens_in, t0, "no sentences in the retrieved chunks")
+        texts = [sent for _, _, sent in cands]
+        if scoring == "semantic":
+            vecs = self.encoder([question, *texts])
+            sims = (vecs[1:] @ vecs[0]).astype(float)
+        else:
+            sims = np.asarray(lexical_scores(question, texts), dtype=float)
         if float(sims.max()) < min_sim:
-            answer = prompt.refusal_message
-            return Generation(answer, True, [], tokens_in, self.encoder.count_tokens(answer),
-                              (time.perf_counter() - t0) * 1000, "extractive",
-                              detail={"reason": f"best sentence similarity {float(sims.max()):.3f} < "
-                                                f"min_similarity {min_sim}"})
+            return self._refuse(prompt, tokens_in, t0, f"best sentence score {float(sims.max()):.3f} < "
+                                                       f"min_similarity {min_sim}")
         chosen: list[int] = []
-        for i in np.argsort(-sims, kind="stable"):
+        seen: set[str] = set()
+        for i in np.argsort(-sims, kind="stable"):  # ties: earlier chunk (higher rank) first
             if sims[i] < min_sim or len(chosen) == max_sentences:
                 break
-            if any(float(vecs[1 + i] @ vecs[1 + j]) > 0.95 for j in chosen):
+            key = normalize_answer(texts[i])
+            if key in seen:
                 continue  # the overlap between chunks repeats sentences
+            seen.add(key)
             chosen.append(int(i))
         chosen.sort(key=lambda i: (cands[i][0], cands[i][1]))
         answer = " ".join(f"{cands[i][2]} [{cands[i][0]}]" for i in chosen)
         return Generation(answer, False, citations(answer), tokens_in, self.encoder.count_tokens(answer),
                           (time.perf_counter() - t0) * 1000, "extractive",
-                          detail={"sentence_scores": [round(float(sims[i]), 4) for i in chosen]})
+                          detail={"sentence_scores": [round(float(sims[i]), 4) for i in chosen], "scoring": scoring})
 
 
 @dataclass(frozen=True)

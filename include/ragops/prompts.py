@@ -142,6 +142,8 @@ def parse_prompt(raw: Any, path: Path, text_hash: str) -> Prompt:
     for k, v in params.items():
         if not isinstance(v, (int, float, str, bool)) and v is not None:
             raise PromptError(f"{where}: field 'model.{k}' must be a scalar, got {type(v).__name__}")
+    if params.get("sentence_scoring", "lexical") not in ("lexical", "semantic"):
+        raise PromptError(f"{where}: field 'model.sentence_scoring' must be lexical or semantic")
     if "max_sentences" in params and (not isinstance(params["max_sentences"], int) or params["max_sentences"] < 1):
         raise PromptError(f"{where}: field 'model.max_sentences' must be a positive integer")
 

@@ -137,6 +137,11 @@ class VectorStore:
                 out[cid] = np.asarray(vec, dtype=np.float32)
         return out
 
+    def query_many(self, name: str, embeddings: np.ndarray, k: int) -> dict[str, Any]:
+        """One request for a block of queries (what an evaluation does)."""
+        return self.collection(name).query(query_embeddings=list(embeddings), n_results=k,
+                                           include=["documents", "metadatas", "distances"])
+
     def query(self, name: str, embedding: np.ndarray, k: int) -> dict[str, Any]:
         return self.collection(name).query(query_embeddings=[embedding], n_results=k,
                                            include=["documents", "metadatas", "distances"])

@@ -110,28 +110,39 @@ def citations(text: str) -> list[int]:
 # ---------------------------------------------------------------- generation
 
 
+def _verbatim(claim: str, normalized_context: str) -> bool:
+    norm = normalize_answer(claim)
+    return bool(norm) and norm in normalized_context
+
+
 def faithfulness(answer_sentences: list[str], context_sentences: list[str], embed: Embed,
                  threshold: float) -> tuple[float | None, list[str]]:
-    """Share of answer sentences that some context sentence supports (cosine >= threshold)."""
+    """Share of answer sentences that the context supports: quoted verbatim (after SQuAD
+    normalisation), or some context sentence has cosine >= threshold with it."""
     claims = [strip_citations(s) for s in answer_sentences]
     claims = [c for c in claims if c]
     if not claims:
         return None, []
     if not context_sentences:
         return 0.0, claims
-    sims = embed(claims) @ embed(context_sentences).T
-    best = sims.max(axis=1)
-    unsupported = [c for c, b in zip(claims, best, strict=True) if b < threshold]
+    ctx = " ".join(normalize_answer(s) for s in context_sentences)
+    rest = [c for c in claims if not _verbatim(c, ctx)]
+    unsupported: list[str] = []
+    if rest:
+        best = (embed(rest) @ embed(context_sentences).T).max(axis=1)
+        unsupported = [c for c, b in zip(rest, best, strict=True) if b < threshold]
     return 1.0 - len(unsupported) / len(claims), unsupported
 
 
 def citation_validity(answer_sentences: list[str], contexts: list[list[str]], embed: Embed,
                       threshold: float) -> float | None:
-    """Share of citations ``[n]`` that point at a retrieved chunk which supports their sentence.
+    """Share of citations ``[n]`` that point at a retrieved chunk which supports their sentence
+    (quotes it, or has a sentence with cosine >= threshold).
 
     An answer that cites nothing scores 0 (nothing can be checked); a refusal has no score."""
     checks: list[bool] = []
     uncited = 0
+    normalized = [" ".join(normalize_answer(s) for s in c) for c in contexts]
     for sent in answer_sentences:
         refs = citations(sent)
         claim = strip_citations(sent)
@@ -140,12 +151,13 @@ def citation_validity(answer_sentences: list[str], contexts: list[list[str]], em
         if not refs:
             uncited += 1
             continue
-        claim_vec = embed([claim])
         for n in refs:
             if not 1 <= n <= len(contexts) or not contexts[n - 1]:
                 checks.append(False)
-                continue
-            checks.append(bool((claim_vec @ embed(contexts[n - 1]).T).max() >= threshold))
+            elif _verbatim(claim, normalized[n - 1]):
+                checks.append(True)
+            else:
+                checks.append(bool((embed([claim]) @ embed(contexts[n - 1]).T).max() >= threshold))
     if not checks:
         return 0.0 if uncited else None
     return sum(checks) / (len(checks) + uncited)

@@ -39,6 +39,7 @@ from ragops.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
 MAX_FETCH = 200
+BLOCK = 32  # questions per batched retrieval
 
 
 def new_run_id(prefix: str = "eval") -> str:
@@ -51,33 +52,75 @@ def index_doc_ids(settings: Settings, index: str) -> set[str]:
 
 
 class Retriever:
-    """Dense retrieval on the live collection: the chunks for the prompt and the document ranking."""
+    """Dense retrieval on the live collection for a block of questions: one batched embedding and
+    one Chroma request per block. Returns, per question, the document ranking and the chunks."""
 
     def __init__(self, store: VectorStore, encoder: SentenceEncoder, collection: str) -> None:
         self.store, self.encoder, self.collection = store, encoder, collection
 
-    def __call__(self, question: str, n_docs: int, n_chunks: int) -> tuple[list[tuple[str, float]], list[Context]]:
-        vec = self.encoder([question])[0]
-        fetch = min(MAX_FETCH, max(n_docs, n_chunks) * 2)
-        while True:  # widen until n_docs distinct documents are in the window (or the index is exhausted)
-            res = self.store.query(self.collection, vec, fetch)
-            docs: dict[str, float] = {}
-            for meta, dist in zip(res["metadatas"][0], res["distances"][0], strict=True):
-                docs.setdefault(str((meta or {}).get("doc_id", "")), round(1.0 - float(dist), 6))
-            if len(docs) >= n_docs or len(res["ids"][0]) < fetch or fetch >= MAX_FETCH:
-                break
-            fetch = min(MAX_FETCH, fetch * 2)
-        contexts = []
-        for i, (cid, text, meta, dist) in enumerate(zip(res["ids"][0], res["documents"][0], res["metadatas"][0],
-                                                         res["distances"][0], strict=True)):
-            if i == n_chunks:
-                break
+    def _parse(self, ids: list[str], texts: list[str], metas: list[Any], dists: list[float], n_docs: int,
+               n_chunks: int) -> tuple[list[tuple[str, float]], list[Context]]:
+        docs: dict[str, float] = {}
+        contexts: list[Context] = []
+        for i, (cid, text, meta, dist) in enumerate(zip(ids, texts, metas, dists, strict=True)):
             meta = meta or {}
-            body = (text or "")[int(meta.get("context_chars", 0) or 0):].strip()
-            contexts.append(Context(n=i + 1, chunk_id=cid, doc_id=str(meta.get("doc_id", "")),
-                                    score=round(1.0 - float(dist), 6), title=str(meta.get("title", "")),
-                                    headings=str(meta.get("headings", "")), text=body))
+            docs.setdefault(str(meta.get("doc_id", "")), round(1.0 - float(dist), 6))
+            if i < n_chunks:
+                body = (text or "")[int(meta.get("context_chars", 0) or 0):].strip()
+                contexts.append(Context(n=i + 1, chunk_id=cid, doc_id=str(meta.get("doc_id", "")),
+                                        score=round(1.0 - float(dist), 6), title=str(meta.get("title", "")),
+                                        headings=str(meta.get("headings", "")), text=body))
         return list(docs.items())[:n_docs], contexts
+
+    def block(self, questions: list[str], n_docs: int, n_chunks: int) -> list[tuple[list[tuple[str, float]],
+                                                                                   list[Context]]]:
+        vecs = self.encoder(questions)
+        fetch = min(MAX_FETCH, max(n_docs, n_chunks) * 2)
+        res = self.store.query_many(self.collection, vecs, fetch)
+        out = []
+        for j in range(len(questions)):
+            ids, texts, metas, dists = (res["ids"][j], res["documents"][j], res["metadatas"][j],
+                                        res["distances"][j])
+            f = fetch
+            # widen (rarely needed) until n_docs distinct documents are in the window
+            while len({str((m or {}).get("doc_id", "")) for m in metas}) < n_docs and len(ids) == f < MAX_FETCH:
+                f = min(MAX_FETCH, f * 2)
+                r = self.store.query(self.collection, vecs[j], f)
+                ids, texts, metas, dists = r["ids"][0], r["documents"][0], r["metadatas"][0], r["distances"][0]
+            out.append(self._parse(ids, texts, metas, dists, n_docs, n_chunks))
+        return out
+
+
+def question_row(q: Question, docs: list[tuple[str, float]], contexts: list[Context], gen: Generation | LlmError,
+                 retrieval_ms: float, encoder: SentenceEncoder, settings: Settings,
+                 judge: Judge | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": q.id, "question": q.question, "tags": list(q.tags), "answerable": q.answerable,
+                           "reference_answer": q.reference_answer, "relevant_doc_ids": q.relevant_doc_ids,
+                           "retrieved_docs": [{"rank": r, "doc_id": d, "score": sc} for r, (d, sc) in
+                                              enumerate(docs, 1)],
+                           "contexts": [{"n": c.n, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "score": c.score,
+                                         "title": c.title, "headings": c.headings, "text": c.text} for c in contexts]}
+    if isinstance(gen, LlmError):
+        row.update({"error": str(gen), "metrics": {}})
+        return row
+    try:
+        scored = score_question(q, docs, contexts, gen, encoder, settings, judge)
+    except LlmError as exc:  # the judge failed: keep the answer, record why its scores are missing
+        scored = score_question(q, docs, contexts, gen, encoder, settings, None)
+        scored["detail"]["judge_error"] = str(exc)
+    row.update({"answer": gen.answer, "refused": gen.refused, "citations": gen.citations, "model": gen.model,
+                "cached": gen.cached, "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out,
+                "retrieval_ms": round(retrieval_ms, 2), "generation_ms": round(gen.latency_ms, 2),
+                "latency_ms": round(retrieval_ms + gen.latency_ms, 2),
+                "metrics": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in scored["metrics"].items()},
+                "detail": {**gen.detail, **scored["detail"]}, "error": None})
+    return row
+
+
+def stored_payload(row: dict[str, Any]) -> dict[str, Any]:
+    """The state store keeps everything but the context texts (they are in results.jsonl)."""
+    return {k: v for k, v in row.items() if k != "contexts"} | {
+        "contexts": [{k: v for k, v in c.items() if k != "text"} for c in row["contexts"]]}
 
 
 def make_generator(prompt: Prompt, encoder: SentenceEncoder, client: ChatClient | None) -> Generator:
@@ -111,7 +154,7 @@ def score_question(q: Question, docs: list[tuple[str, float]], contexts: list[Co
         if faith is not None:
             m["faithfulness"] = faith
         detail["unsupported_sentences"] = unsupported
-        rel = M.cosine(q.question, M.strip_citations(gen.answer), encoder)
+        rel = M.cosine(q.question, M.strip_citations(gen.answer), encoder) if settings.eval.semantic_metrics else None
         if rel is not None:
             m["answer_relevance"] = rel
         validity = M.citation_validity(sents, context_sents, encoder, threshold)
@@ -127,7 +170,8 @@ def score_question(q: Question, docs: list[tuple[str, float]], contexts: list[Co
             answer = M.strip_citations(gen.answer)
             m["answer_f1"] = M.token_f1(answer, q.reference_answer)
             m["answer_em"] = M.exact_match(answer, q.reference_answer)
-            m["answer_similarity"] = M.cosine(answer, q.reference_answer, encoder) or 0.0
+            if settings.eval.semantic_metrics:
+                m["answer_similarity"] = M.cosine(answer, q.reference_answer, encoder) or 0.0
     pii = M.pii_findings(gen.answer)
     blocked = M.blocklist_hits(gen.answer, settings.eval.blocklist)
     m["pii_rate"] = float(bool(pii))
@@ -143,6 +187,8 @@ def score_question(q: Question, docs: list[tuple[str, float]], contexts: list[Co
 
 def _cost(settings: Settings, model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     price = settings.eval.prices.get(model)
+    if price is None and model == "extractive":  # runs locally: no bill
+        price = {"input_per_1m": 0.0, "output_per_1m": 0.0}
     ok = [r for r in rows if not r.get("error")]
     tin = sum(r["tokens_in"] for r in ok)
     tout = sum(r["tokens_out"] for r in ok)
@@ -255,49 +301,50 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     n_docs = max(settings.eval.ks)
     consecutive = 0
     abort: RagopsError | None = None
+    encoder(["warm-up"])  # load the model before the clock starts, so latencies are per question
     t_start = last_log = time.perf_counter()
-    results_path = out / "results.jsonl"
-    with results_path.open("w", encoding="utf-8") as fh:
-        for i, q in enumerate(ds.questions, start=1):
-            row: dict[str, Any] = {"id": q.id, "question": q.question, "tags": list(q.tags),
-                                   "answerable": q.answerable, "reference_answer": q.reference_answer,
-                                   "relevant_doc_ids": q.relevant_doc_ids}
+    questions = list(ds.questions)
+    with (out / "results.jsonl").open("w", encoding="utf-8") as fh:
+        for b in range(0, len(questions), BLOCK):
+            block = questions[b:b + BLOCK]
             t0 = time.perf_counter()
-            docs, contexts = retriever(q.question, n_docs, prompt_obj.top_k)
-            t1 = time.perf_counter()
-            row["retrieved_docs"] = [{"rank": r, "doc_id": d, "score": sc} for r, (d, sc) in enumerate(docs, 1)]
-            row["contexts"] = [{"n": c.n, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "score": c.score,
-                                "title": c.title, "headings": c.headings, "text": c.text} for c in contexts]
-            try:
-                gen = generator.generate(prompt_obj, q.question, contexts)
-                t2 = time.perf_counter()
-                scored = score_question(q, docs, contexts, gen, encoder, settings, judge)
-                consecutive = 0
-                row.update({"answer": gen.answer, "refused": gen.refused, "citations": gen.citations,
-                            "model": gen.model, "cached": gen.cached, "tokens_in": gen.tokens_in,
-                            "tokens_out": gen.tokens_out, "retrieval_ms": round((t1 - t0) * 1000, 2),
-                            "generation_ms": round((t2 - t1) * 1000, 2), "latency_ms": round((t2 - t0) * 1000, 2),
-                            "metrics": {k: (round(v, 6) if isinstance(v, float) else v)
-                                        for k, v in scored["metrics"].items()}, "detail": scored["detail"],
-                            "error": None})
-            except LlmError as exc:
-                consecutive += 1
-                row.update({"error": str(exc), "metrics": {}})
-                log.warning("question %s: %s", q.id, exc)
-                if exc.permanent or consecutive >= settings.eval.max_consecutive_errors:
-                    abort = exc
-            rows.append(row)
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            retrieved = retriever.block([q.question for q in block], n_docs, prompt_obj.top_k)
+            retrieval_ms = (time.perf_counter() - t0) * 1000 / len(block)  # the block's cost, shared evenly
+            gens: list[Generation | LlmError] = []
+            for q, (_docs, contexts) in zip(block, retrieved, strict=True):
+                if abort is not None:
+                    break
+                t1 = time.perf_counter()
+                try:
+                    gen = generator.generate(prompt_obj, q.question, contexts)
+                    gen.latency_ms = (time.perf_counter() - t1) * 1000
+                    gens.append(gen)
+                    consecutive = 0
+                except LlmError as exc:
+                    log.warning("question %s: %s", q.id, exc)
+                    gens.append(exc)
+                    consecutive += 1
+                    if exc.permanent or consecutive >= settings.eval.max_consecutive_errors:
+                        abort = exc
+            # embed the block's answers and references in one batch; the metrics then hit the cache
+            if settings.eval.semantic_metrics:
+                encoder([t for q, g in zip(block, gens, strict=False) if isinstance(g, Generation) and not g.refused
+                         for t in (M.strip_citations(g.answer), q.reference_answer) if t])
+            block_rows = []
+            for q, (docs, contexts), gen in zip(block, retrieved, gens, strict=False):
+                row = question_row(q, docs, contexts, gen, retrieval_ms, encoder, settings, judge)
+                rows.append(row)
+                block_rows.append(row)
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             fh.flush()
             with state.session_scope(settings.state_db_url) as s:
-                s.add(state.EvalResult(run_id=run_id, question_id=q.id, ok=0 if row["error"] else 1,
-                                       payload={k: v for k, v in row.items() if k != "contexts"}
-                                       | {"contexts": [{k: v for k, v in c.items() if k != "text"}
-                                                       for c in row["contexts"]]}))
+                s.add_all(state.EvalResult(run_id=run_id, question_id=r["id"], ok=0 if r["error"] else 1,
+                                           payload=stored_payload(r)) for r in block_rows)
             now = time.perf_counter()
-            if now - last_log >= 10 or i == len(ds):
-                rate = i / max(now - t_start, 1e-9)
-                log.info("evaluated %d/%d questions (%.1f/s, ETA %.0fs)", i, len(ds), rate, (len(ds) - i) / rate)
+            if now - last_log >= 10 or len(rows) == len(questions) or abort is not None:
+                rate = len(rows) / max(now - t_start, 1e-9)
+                log.info("evaluated %d/%d questions (%.1f/s, ETA %.0fs)", len(rows), len(questions), rate,
+                         (len(questions) - len(rows)) / max(rate, 1e-9))
                 last_log = now
             if abort is not None:
                 break
