@@ -147,7 +147,7 @@ def main() -> int:
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("chromadb", "httpx", "sentence_transformers"):
+    for noisy in ("chromadb", "httpx", "sentence_transformers", "great_expectations", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.phase == "ingest":
         return ingest(args)

@@ -5,6 +5,7 @@ captured by an SMTP server on loopback."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -147,3 +148,33 @@ def test_nightly_baseline_then_regression_email(dag, eval_env, smtp_server: Smtp
 
         assert s.scalar(select(func.count()).select_from(state.EvalResult)
                         .where(state.EvalResult.run_id == runs[0].run_id)) == 50
+
+
+def test_llm_prompt_and_judge_through_the_llm_default_connection(dag, eval_env, llm_server, monkeypatch,
+                                                                 tmp_path: Path) -> None:
+    """A prompt with model.provider openai answers through the Connection llm_default (host = base
+    URL, password = API key, extra = model, timeout, retries); the judge uses it too."""
+    import yaml
+
+    from tests.unit.test_llm import CHAT_PROMPT
+
+    prompts = Path(os.environ["RAGOPS_PROMPTS_DIR"])
+    (prompts / "rag_chat").mkdir()
+    (prompts / "rag_chat" / "v1.yaml").write_text(yaml.safe_dump(CHAT_PROMPT, sort_keys=False))
+    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps({
+        "conn_type": "http", "host": llm_server.base_url, "password": "sk-e2e-secret",
+        "extra": {"model": "judge-model", "timeout": 5, "max_retries": 0}}))
+    dr = run(dag, prompt="rag_chat@1", question_ids=["q001", "q002", "q041"])
+    assert dr.state == "success"
+    result = xcom(dr, "evaluate")
+    assert result["questions"] == 3
+    with state.session_scope(eval_env.state_db_url) as s:
+        run_row = s.get(state.EvalRun, result["eval_run_id"])
+        assert run_row.generator == "openai:test-chat-model" and run_row.config["purpose"] == "adhoc"
+        assert run_row.config["judge"] == {"model": "judge-model", "runs": 3}
+    rows = [json.loads(line) for line in (Path(run_row.output_dir) / "results.jsonl").read_text().splitlines()]
+    answered = [r for r in rows if not r["refused"]]
+    assert answered and all("judge_relevance" in r["metrics"] for r in answered)
+    headers = {h.get("authorization") for h in llm_server.headers}
+    assert headers == {"Bearer sk-e2e-secret"}
+    assert {r["model"] for r in llm_server.requests} == {"test-chat-model", "judge-model"}
