@@ -304,50 +304,56 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     encoder(["warm-up"])  # load the model before the clock starts, so latencies are per question
     t_start = last_log = time.perf_counter()
     questions = list(ds.questions)
-    with (out / "results.jsonl").open("w", encoding="utf-8") as fh:
-        for b in range(0, len(questions), BLOCK):
-            block = questions[b:b + BLOCK]
-            t0 = time.perf_counter()
-            retrieved = retriever.block([q.question for q in block], n_docs, prompt_obj.top_k)
-            retrieval_ms = (time.perf_counter() - t0) * 1000 / len(block)  # the block's cost, shared evenly
-            gens: list[Generation | LlmError] = []
-            for q, (_docs, contexts) in zip(block, retrieved, strict=True):
+    try:
+        with (out / "results.jsonl").open("w", encoding="utf-8") as fh:
+            for b in range(0, len(questions), BLOCK):
+                block = questions[b:b + BLOCK]
+                t0 = time.perf_counter()
+                retrieved = retriever.block([q.question for q in block], n_docs, prompt_obj.top_k)
+                retrieval_ms = (time.perf_counter() - t0) * 1000 / len(block)  # the block's cost, shared evenly
+                gens: list[Generation | LlmError] = []
+                for q, (_docs, contexts) in zip(block, retrieved, strict=True):
+                    if abort is not None:
+                        break
+                    t1 = time.perf_counter()
+                    try:
+                        gen = generator.generate(prompt_obj, q.question, contexts)
+                        gen.latency_ms = (time.perf_counter() - t1) * 1000
+                        gens.append(gen)
+                        consecutive = 0
+                    except LlmError as exc:
+                        log.warning("question %s: %s", q.id, exc)
+                        gens.append(exc)
+                        consecutive += 1
+                        if exc.permanent or consecutive >= settings.eval.max_consecutive_errors:
+                            abort = exc
+                # embed the block's answers and references in one batch; the metrics then hit the cache
+                if settings.eval.semantic_metrics:
+                    encoder([t for q, g in zip(block, gens, strict=False) if isinstance(g, Generation) and not g.refused
+                             for t in (M.strip_citations(g.answer), q.reference_answer) if t])
+                block_rows = []
+                for q, (docs, contexts), gen in zip(block, retrieved, gens, strict=False):
+                    row = question_row(q, docs, contexts, gen, retrieval_ms, encoder, settings, judge)
+                    rows.append(row)
+                    block_rows.append(row)
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.flush()
+                with state.session_scope(settings.state_db_url) as s:
+                    s.add_all(state.EvalResult(run_id=run_id, question_id=r["id"], ok=0 if r["error"] else 1,
+                                               payload=stored_payload(r)) for r in block_rows)
+                now = time.perf_counter()
+                if now - last_log >= 10 or len(rows) == len(questions) or abort is not None:
+                    rate = len(rows) / max(now - t_start, 1e-9)
+                    log.info("evaluated %d/%d questions (%.1f/s, ETA %.0fs)", len(rows), len(questions), rate,
+                             (len(questions) - len(rows)) / max(rate, 1e-9))
+                    last_log = now
                 if abort is not None:
                     break
-                t1 = time.perf_counter()
-                try:
-                    gen = generator.generate(prompt_obj, q.question, contexts)
-                    gen.latency_ms = (time.perf_counter() - t1) * 1000
-                    gens.append(gen)
-                    consecutive = 0
-                except LlmError as exc:
-                    log.warning("question %s: %s", q.id, exc)
-                    gens.append(exc)
-                    consecutive += 1
-                    if exc.permanent or consecutive >= settings.eval.max_consecutive_errors:
-                        abort = exc
-            # embed the block's answers and references in one batch; the metrics then hit the cache
-            if settings.eval.semantic_metrics:
-                encoder([t for q, g in zip(block, gens, strict=False) if isinstance(g, Generation) and not g.refused
-                         for t in (M.strip_citations(g.answer), q.reference_answer) if t])
-            block_rows = []
-            for q, (docs, contexts), gen in zip(block, retrieved, gens, strict=False):
-                row = question_row(q, docs, contexts, gen, retrieval_ms, encoder, settings, judge)
-                rows.append(row)
-                block_rows.append(row)
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
-            with state.session_scope(settings.state_db_url) as s:
-                s.add_all(state.EvalResult(run_id=run_id, question_id=r["id"], ok=0 if r["error"] else 1,
-                                           payload=stored_payload(r)) for r in block_rows)
-            now = time.perf_counter()
-            if now - last_log >= 10 or len(rows) == len(questions) or abort is not None:
-                rate = len(rows) / max(now - t_start, 1e-9)
-                log.info("evaluated %d/%d questions (%.1f/s, ETA %.0fs)", len(rows), len(questions), rate,
-                         (len(questions) - len(rows)) / max(rate, 1e-9))
-                last_log = now
-            if abort is not None:
-                break
+    except Exception as exc:  # noqa: BLE001 - anything else (Chroma, disk): record the run as failed, re-raise below
+        log.exception("eval %s stopped after %d questions", run_id, len(rows))
+        abort = exc if isinstance(exc, RagopsError) else EvalError(f"{type(exc).__name__}: {exc}")
+        abort.permanent = getattr(exc, "permanent", False)
+        abort.__cause__ = exc
 
     summary = summarise(rows, settings, model_name)
     status = "failed" if abort is not None else ("partial" if summary["counts"]["errors"] else "success")
