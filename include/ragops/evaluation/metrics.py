@@ -190,6 +190,19 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _inside_longer_number(text: str, m: re.Match[str]) -> bool:
+    """A match that is part of a longer run of digit groups (a 16-digit number that fails the card
+    check, an account number) is not a phone number."""
+    start, end = m.start(), m.end()
+    while start > 0 and (text[start - 1].isdigit() or (text[start - 1] in " -" and start > 1
+                                                       and text[start - 2].isdigit())):
+        start -= 1
+    while end < len(text) and (text[end].isdigit() or (text[end] in " -" and end + 1 < len(text)
+                                                       and text[end + 1].isdigit())):
+        end += 1
+    return len(re.sub(r"\D", "", text[start:end])) > 15
+
+
 def pii_findings(text: str) -> list[str]:
     """Kinds of personal data found: email, phone, card (13-19 digits passing the Luhn check)."""
     found: list[str] = []
@@ -198,7 +211,8 @@ def pii_findings(text: str) -> list[str]:
     cards = [re.sub(r"\D", "", m.group()) for m in CARD_RE.finditer(text)]
     if any(13 <= len(c) <= 19 and _luhn(c) for c in cards):
         found.append("card")
-    if any(len(re.sub(r"\D", "", m.group())) in range(9, 16) for m in PHONE_RE.finditer(text)):
+    if any(len(re.sub(r"\D", "", m.group())) in range(9, 16) and not _inside_longer_number(text, m)
+           for m in PHONE_RE.finditer(text)):
         found.append("phone")
     return found
 
