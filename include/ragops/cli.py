@@ -180,13 +180,13 @@ def cmd_eval_validate(args: argparse.Namespace) -> int:
     from ragops.evaluation.runner import index_doc_ids
 
     known = None
+    s = _settings(args)
     if args.index:
         from ragops import state
 
-        s = _settings(args)
         state.require_schema(s.state_db_url)
         known = index_doc_ids(s, args.index)
-    ds = load_dataset(args.dataset, known)
+    ds = load_dataset(s.resolve_path(args.dataset), known)  # relative paths: project root, as `eval run`
     una = sum(1 for q in ds.questions if not q.answerable)
     print(f"{args.dataset}: {len(ds)} questions ({len(ds) - una} answerable, {una} unanswerable), "
           f"sha256 {ds.sha256[:12]}" + (f"; every relevant document is in index {args.index}" if args.index else ""))
@@ -197,12 +197,18 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     from ragops.evaluation.runner import run_eval
 
     s = _settings(args)
+    if args.baseline and args.sample:
+        raise RagopsError("--baseline needs every question: drop --sample (a sampled run never joins the baseline)")
     summary = run_eval(s, args.dataset, args.prompt, args.index, output_dir=args.output, sample_size=args.sample,
-                       trigger="cli", purpose="nightly" if args.baseline else "adhoc")
+                       trigger="cli", purpose="nightly" if args.baseline else "adhoc",
+                       allow_unknown_docs=True if args.allow_unknown_docs else None)
     if args.json:
         _print_json(summary)
         return 0
     c = summary["counts"]
+    if summary["dataset"]["unknown_relevant_doc_count"]:
+        print(f"warning: {summary['dataset']['unknown_relevant_doc_count']} relevant doc id(s) are not in the index "
+              "and count as never retrieved", file=sys.stderr)
     print(f"eval {summary['run_id']}: {summary['status']}, {c['questions']} questions "
           f"({c['refused']} refused, {c['errors']} errors), prompt {summary['prompt']['name']}@"
           f"{summary['prompt']['version']}, index {summary['index']} v{summary['index_version']}")
@@ -319,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--sample", type=int, help="evaluate a seeded random sample of this many questions")
     er.add_argument("--baseline", action="store_true",
                     help="count this run in nightly_eval's baseline (like a nightly run)")
+    er.add_argument("--allow-unknown-docs", action="store_true",
+                    help="relevant doc ids missing from the index count as never retrieved instead of an error "
+                         "(e.g. BEIR documents that failed the quality checks)")
     er.add_argument("--json", action="store_true", help="print metrics.json")
     er.set_defaults(fn=cmd_eval_run)
     rs = ev.add_parser("runs", help="recent eval runs")

@@ -126,6 +126,7 @@ class EvalSettings:
     sample_size: int = 0  # 0 = every question
     seed: int = 13
     support_threshold: float = 0.7  # cosine at which a context sentence supports an answer sentence
+    allow_unknown_doc_ids: bool = False  # relevant ids not in the index: error (False) or never retrieved
     semantic_metrics: bool = True  # answer relevance and similarity: one embedding per answer and reference
     blocklist: tuple[str, ...] = ()  # words or phrases that must never appear in an answer
     baseline_runs: int = 7  # nightly_eval compares with the mean of this many previous runs

@@ -33,8 +33,13 @@ def evaluate(params: dict[str, Any], run_id: str, run_type: str, triggering_asse
     index = _index_from_events(triggering_asset_events) or params.get("index") or settings.ingest.default_index
     prompt = params.get("prompt") or settings.eval.default_prompt
     sample = int(params.get("sample_size") or 0)
-    # only runs of the production prompt on every question form the baseline
-    nightly = prompt == settings.eval.default_prompt and sample == 0 and not params.get("question_ids")
+    from ragops.prompts import load_prompt
+
+    # only runs of the production prompt on every question form the baseline (compared by resolved
+    # version, so rag_answer@1 and rag_answer@production are the same prompt when production is v1)
+    chosen, default = load_prompt(settings, prompt), load_prompt(settings, settings.eval.default_prompt)
+    nightly = ((chosen.name, chosen.version) == (default.name, default.version) and sample == 0
+               and not params.get("question_ids"))
     eval_run_id = "nightly_eval__" + re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
     summary = run_library(run_eval, settings, params.get("dataset") or None, prompt, index,
                           sample_size=sample, run_id=eval_run_id, trigger=f"airflow:{run_type}",
@@ -54,7 +59,7 @@ def compare(result: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
     finding, not a task failure."""
     from ragops.airflow.alerting import run_link, send_event
     from ragops.alerts import Alert, Figure
-    from ragops.gates import check_regression
+    from ragops.gates import LOWER_IS_BETTER, check_regression
 
     settings = task_settings()
     verdict = run_library(check_regression, settings, result["eval_run_id"])
@@ -67,7 +72,8 @@ def compare(result: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
     pct = int(round(settings.eval.confidence * 100))
     figures = [Figure(metric=c["metric"], value=round(c["current"], 4), production=round(c["baseline"], 4),
                       difference=round(c["difference"], 4), ci=f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]",
-                      threshold=f"drop > {settings.eval.regression_margin}", passed=not c["regressed"])
+                      threshold=f"{'rise' if c['metric'] in LOWER_IS_BETTER else 'drop'} > "
+                                f"{settings.eval.regression_margin}", passed=not c["regressed"])
                for c in verdict["checks"]]
     worst = ", ".join(f"{c['metric']} {c['difference']:+.3f}" for c in verdict["checks"] if c["regressed"])
     alert = Alert(

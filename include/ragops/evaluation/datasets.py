@@ -119,8 +119,8 @@ def load_dataset(path: str | Path, known_doc_ids: set[str] | None = None) -> Dat
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
-        raise DatasetError(f"dataset {path} does not exist; pass --dataset with a JSONL golden set "
-                           "(see include/eval/golden/docs.jsonl)") from exc
+        raise DatasetError(f"dataset {path} does not exist; check the path (relative paths are relative to the "
+                           "project root) or start from include/eval/golden/docs.jsonl") from exc
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read dataset: {exc}") from exc
     questions: list[Question] = []

@@ -59,7 +59,7 @@ class Retriever:
         self.store, self.encoder, self.collection = store, encoder, collection
 
     def _parse(self, ids: list[str], texts: list[str], metas: list[Any], dists: list[float], n_docs: int,
-               n_chunks: int) -> tuple[list[tuple[str, float]], list[Context]]:
+               n_chunks: int) -> tuple[list[tuple[str, float]], list[Context], list[str]]:
         docs: dict[str, float] = {}
         contexts: list[Context] = []
         for i, (cid, text, meta, dist) in enumerate(zip(ids, texts, metas, dists, strict=True)):
@@ -70,10 +70,11 @@ class Retriever:
                 contexts.append(Context(n=i + 1, chunk_id=cid, doc_id=str(meta.get("doc_id", "")),
                                         score=round(1.0 - float(dist), 6), title=str(meta.get("title", "")),
                                         headings=str(meta.get("headings", "")), text=body))
-        return list(docs.items())[:n_docs], contexts
+        chunk_docs = [str((m or {}).get("doc_id", "")) for m in metas]  # for context precision at every k
+        return list(docs.items())[:n_docs], contexts, chunk_docs
 
-    def block(self, questions: list[str], n_docs: int, n_chunks: int) -> list[tuple[list[tuple[str, float]],
-                                                                                   list[Context]]]:
+    def block(self, questions: list[str], n_docs: int,
+              n_chunks: int) -> list[tuple[list[tuple[str, float]], list[Context], list[str]]]:
         vecs = self.encoder(questions)
         fetch = min(MAX_FETCH, max(n_docs, n_chunks) * 2)
         res = self.store.query_many(self.collection, vecs, fetch)
@@ -93,7 +94,7 @@ class Retriever:
 
 def question_row(q: Question, docs: list[tuple[str, float]], contexts: list[Context], gen: Generation | LlmError,
                  retrieval_ms: float, encoder: SentenceEncoder, settings: Settings,
-                 judge: Judge | None) -> dict[str, Any]:
+                 judge: Judge | None, chunk_docs: list[str] | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {"id": q.id, "question": q.question, "tags": list(q.tags), "answerable": q.answerable,
                            "reference_answer": q.reference_answer, "relevant_doc_ids": q.relevant_doc_ids,
                            "retrieved_docs": [{"rank": r, "doc_id": d, "score": sc} for r, (d, sc) in
@@ -104,9 +105,9 @@ def question_row(q: Question, docs: list[tuple[str, float]], contexts: list[Cont
         row.update({"error": str(gen), "metrics": {}})
         return row
     try:
-        scored = score_question(q, docs, contexts, gen, encoder, settings, judge)
+        scored = score_question(q, docs, contexts, gen, encoder, settings, judge, chunk_docs)
     except LlmError as exc:  # the judge failed: keep the answer, record why its scores are missing
-        scored = score_question(q, docs, contexts, gen, encoder, settings, None)
+        scored = score_question(q, docs, contexts, gen, encoder, settings, None, chunk_docs)
         scored["detail"]["judge_error"] = str(exc)
     row.update({"answer": gen.answer, "refused": gen.refused, "citations": gen.citations, "model": gen.model,
                 "cached": gen.cached, "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out,
@@ -134,13 +135,18 @@ def make_generator(prompt: Prompt, encoder: SentenceEncoder, client: ChatClient 
 
 
 def score_question(q: Question, docs: list[tuple[str, float]], contexts: list[Context], gen: Generation,
-                   encoder: SentenceEncoder, settings: Settings, judge: Judge | None) -> dict[str, Any]:
-    """Every metric of one question; metrics that do not apply are absent (not zero)."""
+                   encoder: SentenceEncoder, settings: Settings, judge: Judge | None,
+                   chunk_docs: list[str] | None = None) -> dict[str, Any]:
+    """Every metric of one question; metrics that do not apply are absent (not zero).
+
+    ``chunk_docs``: the doc id of every retrieved chunk in rank order (context precision at k
+    looks at the top k chunks, even beyond the prompt's top_k)."""
     ks = settings.eval.ks
     m: dict[str, Any] = {}
     if q.relevant:
         m.update(M.retrieval_metrics([d for d, _ in docs], q.relevant, ks))
-        m.update(M.context_precision([c.doc_id in q.relevant for c in contexts], ks))
+        ranked_chunks = chunk_docs if chunk_docs is not None else [c.doc_id for c in contexts]
+        m.update(M.context_precision([d in q.relevant for d in ranked_chunks], ks))
     threshold = settings.eval.support_threshold
     context_sents = [M.split_sentences(c.text) for c in contexts]
     if q.answerable:
@@ -165,7 +171,9 @@ def score_question(q: Question, docs: list[tuple[str, float]], contexts: list[Co
                       if not k.endswith(("_samples", "_unparsed"))})
     if q.answerable and q.reference_answer:
         if gen.refused:
-            m["answer_f1"] = m["answer_em"] = m["answer_similarity"] = 0.0
+            m["answer_f1"] = m["answer_em"] = 0.0
+            if settings.eval.semantic_metrics:
+                m["answer_similarity"] = 0.0
         else:
             answer = M.strip_citations(gen.answer)
             m["answer_f1"] = M.token_f1(answer, q.reference_answer)
@@ -232,12 +240,14 @@ def summarise(rows: list[dict[str, Any]], settings: Settings, model: str) -> dic
 def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str | Prompt | None = None,
              index: str | None = None, *, output_dir: str | Path | None = None, sample_size: int | None = None,
              run_id: str | None = None, trigger: str = "cli", purpose: str = "adhoc",
-             question_ids: list[str] | None = None, embedder: Embedder | None = None,
+             question_ids: list[str] | None = None, allow_unknown_docs: bool | None = None,
+             embedder: Embedder | None = None,
              store: VectorStore | None = None, llm: LlmSettings | None = None) -> dict[str, Any]:
     """Evaluate ``prompt`` on the live version of ``index`` with ``dataset``; returns the summary.
 
     ``purpose``: ``nightly`` runs form the baseline nightly_eval compares with; ``adhoc`` and
-    ``candidate`` runs never do."""
+    ``candidate`` runs never do. ``allow_unknown_docs`` (default ``eval.allow_unknown_doc_ids``):
+    relevant doc ids missing from the index are an error, or count as never retrieved."""
     state.require_schema(settings.state_db_url)
     index = index or settings.ingest.default_index
     prompt_obj = prompt if isinstance(prompt, Prompt) else load_prompt(settings, prompt or settings.eval.default_prompt)
@@ -249,8 +259,14 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                                 f"ingest into it first with `ragops ingest SOURCE --index {index}`")
     ds_path = Path(settings.resolve_path(str(dataset or settings.eval.default_dataset)))
     ds: Dataset = load_dataset(ds_path)
-    check_doc_ids(ds.questions, index_doc_ids(settings, index), ds_path,
-                  {q.id: n for n, q in enumerate(ds.questions, start=1)})
+    known_ids = index_doc_ids(settings, index)
+    unknown = sorted({d for q in ds.questions for d in q.relevant if d not in known_ids})
+    allow = settings.eval.allow_unknown_doc_ids if allow_unknown_docs is None else allow_unknown_docs
+    if not allow:
+        check_doc_ids(ds.questions, known_ids, ds_path, {q.id: n for n, q in enumerate(ds.questions, start=1)})
+    elif unknown:  # e.g. a BEIR document that failed the quality checks: it counts as relevant but unretrievable
+        log.warning("%d relevant doc id(s) of %s are not in index %s (counted as never retrieved): %s",
+                    len(unknown), ds_path, index, ", ".join(unknown[:10]))
     if question_ids:
         wanted = set(question_ids)
         ds = Dataset(ds.path, tuple(q for q in ds.questions if q.id in wanted), ds.sha256)
@@ -312,7 +328,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                 retrieved = retriever.block([q.question for q in block], n_docs, prompt_obj.top_k)
                 retrieval_ms = (time.perf_counter() - t0) * 1000 / len(block)  # the block's cost, shared evenly
                 gens: list[Generation | LlmError] = []
-                for q, (_docs, contexts) in zip(block, retrieved, strict=True):
+                for q, (_docs, contexts, _chunk_docs) in zip(block, retrieved, strict=True):
                     if abort is not None:
                         break
                     t1 = time.perf_counter()
@@ -332,8 +348,8 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                     encoder([t for q, g in zip(block, gens, strict=False) if isinstance(g, Generation) and not g.refused
                              for t in (M.strip_citations(g.answer), q.reference_answer) if t])
                 block_rows = []
-                for q, (docs, contexts), gen in zip(block, retrieved, gens, strict=False):
-                    row = question_row(q, docs, contexts, gen, retrieval_ms, encoder, settings, judge)
+                for q, (docs, contexts, chunk_docs), gen in zip(block, retrieved, gens, strict=False):
+                    row = question_row(q, docs, contexts, gen, retrieval_ms, encoder, settings, judge, chunk_docs)
                     rows.append(row)
                     block_rows.append(row)
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -362,7 +378,8 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
         else f"stopped: {abort}")
     summary.update({"run_id": run_id, "status": status, "error": error, "index": index,
                     "index_version": live.version, "collection": live.collection, "prompt": prompt_obj.summary(),
-                    "dataset": {"path": str(ds_path), "sha256": ds.sha256, "questions": len(ds)},
+                    "dataset": {"path": str(ds_path), "sha256": ds.sha256, "questions": len(ds),
+                                "unknown_relevant_doc_ids": unknown[:50], "unknown_relevant_doc_count": len(unknown)},
                     "generator": f"{generator.name}:{model_name}", "llm_calls": client.calls if client else 0,
                     "wall_seconds": round(time.perf_counter() - t_start, 2), "output_dir": str(out),
                     "started_at": started_at.isoformat(), "trigger": trigger, "purpose": purpose})
