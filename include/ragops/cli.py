@@ -81,7 +81,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ragops.retrieval import hits_as_dicts, search
 
     s = _settings(args)
-    hits = search(s, args.text, k=args.k, index=args.index)
+    hits = search(s, args.text, k=args.k, index=args.index, mode=args.retrieval)
     if args.json:
         _print_json([{k: v for k, v in h.items() if k != "text"} for h in hits_as_dicts(hits)])
         return 0
@@ -201,7 +201,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
         raise RagopsError("--baseline needs every question: drop --sample (a sampled run never joins the baseline)")
     summary = run_eval(s, args.dataset, args.prompt, args.index, output_dir=args.output, sample_size=args.sample,
                        trigger="cli", purpose="nightly" if args.baseline else "adhoc",
-                       allow_unknown_docs=True if args.allow_unknown_docs else None)
+                       allow_unknown_docs=True if args.allow_unknown_docs else None, retrieval=args.retrieval)
     if args.json:
         _print_json(summary)
         return 0
@@ -279,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("text")
     se.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     se.add_argument("--index", help="index name (default: ingest.default_index)")
+    se.add_argument("--retrieval", choices=["dense", "lexical", "hybrid"],
+                    help="dense (Chroma), lexical (BM25) or hybrid (fused); default: retrieval.mode")
     se.add_argument("--json", action="store_true")
     se.set_defaults(fn=cmd_search)
 
@@ -325,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--sample", type=int, help="evaluate a seeded random sample of this many questions")
     er.add_argument("--baseline", action="store_true",
                     help="count this run in nightly_eval's baseline (like a nightly run)")
+    er.add_argument("--retrieval", choices=["dense", "lexical", "hybrid"],
+                    help="retrieval mode for this run (default: the prompt's retrieval.mode, else retrieval.mode)")
     er.add_argument("--allow-unknown-docs", action="store_true",
                     help="relevant doc ids missing from the index count as never retrieved instead of an error "
                          "(e.g. BEIR documents that failed the quality checks)")

@@ -145,6 +145,23 @@ class EvalSettings:
     prices: dict[str, dict[str, float]] = field(default_factory=dict, hash=False)  # model -> per 1M tokens
 
 
+RETRIEVAL_MODES = ("dense", "lexical", "hybrid")
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    """Dense (Chroma), lexical (BM25 over the same chunks, bm25s) or hybrid (reciprocal rank fusion)."""
+
+    mode: str = "dense"  # the default of `ragops search`, eval runs and the app; a query may override it
+    rrf_k: int = 60  # reciprocal rank fusion constant: score = sum(weight / (rrf_k + rank))
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    candidates: int = 50  # chunks each retriever contributes before fusion
+    bm25_k1: float = 1.5
+    bm25_b: float = 0.75
+    stemmer: str = "english"  # PyStemmer language; "" = no stemming
+
+
 @dataclass(frozen=True)
 class PromptSettings:
     dir: str = "include/prompts"  # relative paths resolve against the project root
@@ -162,6 +179,7 @@ class Settings:
     alerts: AlertSettings = AlertSettings()
     eval: EvalSettings = EvalSettings()
     prompts: PromptSettings = PromptSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
     indexes: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
     source_file: Path | None = None
 
@@ -288,6 +306,11 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"{where}: embedding.batch_size must be at least 1")
     for name in s.indexes:
         check_index_name(name)
+    r = s.retrieval
+    if r.mode not in RETRIEVAL_MODES:
+        raise ConfigError(f"{where}: retrieval.mode must be one of {', '.join(RETRIEVAL_MODES)}, got {r.mode!r}")
+    if r.rrf_k < 1 or r.candidates < 1 or r.candidates > 200:
+        raise ConfigError(f"{where}: retrieval.rrf_k must be at least 1 and retrieval.candidates between 1 and 200")
     e = s.eval
     if not e.ks or any(k < 1 or k > 100 for k in e.ks):
         raise ConfigError(f"{where}: eval.ks must be cut-offs between 1 and 100, got {list(e.ks)}")
@@ -337,7 +360,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
 
     where = str(cfg_path)
     top = {"data_dir", "state_db_url", "chroma", "embedding", "chunking", "quality", "ingest", "alerts", "eval",
-           "prompts", "indexes"}
+           "prompts", "retrieval", "indexes"}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(top))}")
@@ -371,6 +394,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         alerts=_coerce(AlertSettings, raw.get("alerts"), f"{where}: alerts"),
         eval=_coerce(EvalSettings, raw.get("eval"), f"{where}: eval"),
         prompts=_coerce(PromptSettings, raw.get("prompts"), f"{where}: prompts"),
+        retrieval=_coerce(RetrievalSettings, raw.get("retrieval"), f"{where}: retrieval"),
         indexes={k: dict(v or {}) for k, v in indexes_raw.items()},
         source_file=cfg_path if cfg_path.exists() else None,
     )

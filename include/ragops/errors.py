@@ -69,3 +69,7 @@ class LlmError(RagopsError):
 
 class EvalError(RagopsError):
     """An evaluation run cannot start or could not finish; completed results are kept."""
+
+
+class LexicalIndexError(RagopsError):
+    """A lexical (BM25) index is missing, corrupt or cannot be built or written."""

@@ -497,6 +497,12 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
             f"are missing from Chroma and {check['extra']} ids in Chroma are not in the state store (e.g. "
             f"{check['examples']}). Re-run the ingest with full_resync (ragops ingest SOURCE --full-resync)"
         )
+    changed = upserted or stale or check["repaired"]
+    from ragops.lexical import folder_for
+    from ragops.retrieval import build_lexical
+
+    if changed or not (folder_for(settings.data_dir, collection) / "manifest.json").exists():
+        report["lexical"] = build_lexical(settings, index, collection)  # BM25 over the same chunks
     _record_run(settings, run_id, plan, "committed", report, quarantine)
     _write_json(rd / "report.json", report)
     for f in rd.glob("batch-*"):

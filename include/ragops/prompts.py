@@ -22,7 +22,7 @@ from ragops.errors import PromptError
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 FILE_RE = re.compile(r"^v([1-9][0-9]{0,5})\.ya?ml$")
 PROVIDERS = ("extractive", "openai")
-RETRIEVAL_MODES = ("dense",)
+RETRIEVAL_MODES = ("dense", "lexical", "hybrid")
 TOP_KEYS = {"name", "version", "author", "message", "variables", "system", "template", "model", "retrieval",
             "refusal", "created"}
 
@@ -43,7 +43,7 @@ class Prompt:
     system: str = ""
     model: ModelSpec = ModelSpec()
     top_k: int = 5
-    retrieval_mode: str = "dense"
+    retrieval_mode: str | None = None  # None = the retrieval.mode setting
     refusal_threshold: float = 0.3
     refusal_message: str = "I don't know: the documentation I can search does not answer this."
     author: str = ""
@@ -153,8 +153,8 @@ def parse_prompt(raw: Any, path: Path, text_hash: str) -> Prompt:
     top_k = retrieval.get("top_k", 5)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
         raise PromptError(f"{where}: field 'retrieval.top_k' must be an integer between 1 and 50, got {top_k!r}")
-    mode = retrieval.get("mode", "dense")
-    if mode not in RETRIEVAL_MODES:
+    mode = retrieval.get("mode")
+    if mode is not None and mode not in RETRIEVAL_MODES:
         raise PromptError(f"{where}: field 'retrieval.mode' must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
     refusal = raw.get("refusal") or {}
     if not isinstance(refusal, dict) or set(refusal) - {"threshold", "message"}:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ragops import state
-from ragops.config import Settings, check_index_name
+from ragops.config import RETRIEVAL_MODES, Settings, check_index_name
 from ragops.embedding import Embedder
 from ragops.errors import RagopsError, UnknownIndexError, VectorStoreBusyError
 from ragops.indexing import _self_check_locked
@@ -48,20 +48,41 @@ def live_collection(settings: Settings, index: str) -> str:
     return live.collection
 
 
+def _hit(rank: int, cid: str, doc: str | None, meta: dict[str, Any] | None, score: float) -> Hit:
+    meta = meta or {}
+    body = (doc or "")[int(meta.get("context_chars", 0) or 0):].lstrip()  # without the heading context
+    snippet = " ".join(body.split())
+    return Hit(rank=rank, doc_id=str(meta.get("doc_id", "")), chunk_id=cid, score=round(float(score), 4),
+               title=str(meta.get("title", "")), headings=str(meta.get("headings", "")),
+               snippet=snippet[:240] + ("…" if len(snippet) > 240 else ""), text=doc or "")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in RETRIEVAL_MODES:
+        raise RagopsError(f"unknown retrieval mode {mode!r}: use one of {', '.join(RETRIEVAL_MODES)}")
+    return mode
+
+
 def search(settings: Settings, text: str, k: int = 5, index: str | None = None, *,
            embedder: Embedder | None = None, store: VectorStore | None = None,
-           unique_docs: bool = False) -> list[Hit]:
-    """Top-k chunks by cosine similarity (score in [-1, 1], higher is closer).
+           unique_docs: bool = False, mode: str | None = None) -> list[Hit]:
+    """Top-k chunks of the live version of ``index``.
 
-    ``unique_docs`` keeps only each document's best chunk (document-level ranking)."""
+    ``mode`` (default ``retrieval.mode``): ``dense`` = cosine similarity in Chroma (score in
+    [-1, 1]); ``lexical`` = BM25 over the same chunks (score = BM25); ``hybrid`` = reciprocal
+    rank fusion of both (score = fused RRF score). ``unique_docs`` keeps only each document's best
+    chunk (document-level ranking)."""
     if not text or not text.strip():
         raise RagopsError("empty query: pass the text to search for")
     if not 1 <= k <= MAX_K:
         raise RagopsError(f"k must be between 1 and {MAX_K}, got {k}")
+    mode = check_mode(mode or settings.retrieval.mode)
     index = index or settings.ingest.default_index
     collection = live_collection(settings, index)
-    embedder = embedder or Embedder(settings.embedding)
     store = store or VectorStore(settings)
+    if mode != "dense":
+        return _search_ranked(settings, text.strip(), k, collection, store, embedder, unique_docs, mode)
+    embedder = embedder or Embedder(settings.embedding)
     vec = embedder.encode([text.strip()], log_every=1e9)[0]
     fetch = k * 4 if unique_docs else k
     while True:  # with unique_docs, widen the chunk window until k documents are found
@@ -75,19 +96,94 @@ def search(settings: Settings, text: str, k: int = 5, index: str | None = None, 
     seen: set[str] = set()
     for cid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
                                     strict=True):
-        meta = meta or {}
+        doc_id = str((meta or {}).get("doc_id", ""))
+        if unique_docs and doc_id in seen:
+            continue
+        seen.add(doc_id)
+        hits.append(_hit(len(hits) + 1, cid, doc, meta, 1.0 - float(dist)))
+        if len(hits) == k:
+            break
+    return hits
+
+
+def fuse(settings: Settings, dense: list[str], lexical: list[str]) -> list[tuple[str, float]]:
+    """Weighted reciprocal rank fusion of a dense and a lexical chunk ranking."""
+    from ragops.lexical import rrf
+
+    r = settings.retrieval
+    return rrf([dense, lexical], [r.dense_weight, r.lexical_weight], k=r.rrf_k)
+
+
+def _search_ranked(settings: Settings, text: str, k: int, collection: str, store: VectorStore,
+                   embedder: Embedder | None, unique_docs: bool, mode: str) -> list[Hit]:
+    lex = lexical_index(settings, collection)
+    n = min(MAX_K * 4, max(settings.retrieval.candidates, k * (4 if unique_docs else 1)))
+    lex_hits = lex.query(text, n)
+    lexical = [cid for cid, _doc, _score in lex_hits]
+    if mode == "lexical":
+        ranked = [(cid, score) for cid, _doc, score in lex_hits]
+    else:
+        embedder = embedder or Embedder(settings.embedding)
+        vec = embedder.encode([text], log_every=1e9)[0]
+        dense = store.query(collection, vec, n)["ids"][0]
+        ranked = fuse(settings, list(dense), lexical)
+    chunks = store.get_chunks(collection, [cid for cid, _ in ranked])
+    hits: list[Hit] = []
+    seen: set[str] = set()
+    for cid, score in ranked:
+        if cid not in chunks:
+            continue  # a lexical index older than the collection: the chunk was deleted since
+        doc, meta = chunks[cid]
         doc_id = str(meta.get("doc_id", ""))
         if unique_docs and doc_id in seen:
             continue
         seen.add(doc_id)
-        body = (doc or "")[int(meta.get("context_chars", 0) or 0):].lstrip()  # without the heading context
-        snippet = " ".join(body.split())
-        hits.append(Hit(rank=len(hits) + 1, doc_id=doc_id, chunk_id=cid, score=round(1.0 - float(dist), 4),
-                        title=str(meta.get("title", "")), headings=str(meta.get("headings", "")),
-                        snippet=snippet[:240] + ("…" if len(snippet) > 240 else ""), text=doc or ""))
+        hits.append(_hit(len(hits) + 1, cid, doc, meta, score))
         if len(hits) == k:
             break
     return hits
+
+
+_LEXICAL_CACHE: dict[str, tuple[float, Any]] = {}
+
+
+def lexical_index(settings: Settings, collection: str) -> Any:
+    """The BM25 index of a collection, cached per process until its folder is rebuilt."""
+    from ragops.lexical import LexicalIndex, folder_for
+
+    folder = folder_for(settings.data_dir, collection)
+    manifest = folder / "manifest.json"
+    try:
+        stamp = manifest.stat().st_mtime
+    except OSError:
+        stamp = -1.0
+    cached = _LEXICAL_CACHE.get(str(folder))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    idx = LexicalIndex.load(folder)
+    _LEXICAL_CACHE[str(folder)] = (stamp, idx)
+    return idx
+
+
+def build_lexical(settings: Settings, index: str, collection: str) -> dict[str, Any]:
+    """(Re)build the BM25 index of ``collection`` from the state store's chunks of ``index``."""
+    import time
+
+    from ragops.lexical import Bm25Settings, LexicalIndex, folder_for
+
+    t0 = time.perf_counter()
+    with state.session_scope(settings.state_db_url) as s:
+        rows = s.execute(select(state.Chunk.chunk_id, state.Chunk.doc_id, state.Chunk.text)
+                         .where(state.Chunk.index_name == index).order_by(state.Chunk.chunk_id)).all()
+    r = settings.retrieval
+    idx = LexicalIndex.build([row[0] for row in rows], [row[2] for row in rows], [row[1] for row in rows],
+                             Bm25Settings(k1=r.bm25_k1, b=r.bm25_b, stemmer=r.stemmer or None))
+    folder = folder_for(settings.data_dir, collection)
+    idx.save(folder)
+    out = {"collection": collection, "chunks": len(rows), "seconds": round(time.perf_counter() - t0, 3),
+           "folder": str(folder)}
+    log.info("built the BM25 index of %s: %d chunks in %.1fs", collection, len(rows), out["seconds"])
+    return out
 
 
 def hits_as_dicts(hits: list[Hit]) -> list[dict[str, Any]]:

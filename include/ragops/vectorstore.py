@@ -128,6 +128,16 @@ class VectorStore:
     def count(self, name: str) -> int:
         return int(self.collection(name).count())
 
+    def get_chunks(self, name: str, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Text and metadata of chunks by id (for hits that came from the lexical index)."""
+        col = self.collection(name)
+        out: dict[str, tuple[str, dict[str, Any]]] = {}
+        for i in range(0, len(ids), PAGE):
+            page = col.get(ids=list(ids[i:i + PAGE]), include=["documents", "metadatas"])
+            for cid, doc, meta in zip(page["ids"], page["documents"], page["metadatas"], strict=True):
+                out[cid] = (doc or "", dict(meta or {}))
+        return out
+
     def get_embeddings(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         col = self.collection(name)
         out: dict[str, np.ndarray] = {}

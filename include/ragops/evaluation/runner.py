@@ -7,6 +7,7 @@ run with its per-question results into the state store. Re-running a run id repl
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -52,31 +53,37 @@ def index_doc_ids(settings: Settings, index: str) -> set[str]:
 
 
 class Retriever:
-    """Dense retrieval on the live collection for a block of questions: one batched embedding and
-    one Chroma request per block. Returns, per question, the document ranking and the chunks."""
+    """Retrieval on the live collection for a block of questions: one batched embedding and one
+    Chroma request per block (dense), one batched BM25 query (lexical), or both fused (hybrid).
+    Returns, per question, the document ranking, the prompt's chunks and every ranked chunk's doc."""
 
-    def __init__(self, store: VectorStore, encoder: SentenceEncoder, collection: str) -> None:
-        self.store, self.encoder, self.collection = store, encoder, collection
+    def __init__(self, store: VectorStore, encoder: SentenceEncoder, collection: str, mode: str = "dense",
+                 settings: Settings | None = None) -> None:
+        self.store, self.encoder, self.collection, self.mode = store, encoder, collection, mode
+        self.settings = settings
+        self.lexical = None
+        if mode != "dense":
+            from ragops.retrieval import lexical_index
 
-    def _parse(self, ids: list[str], texts: list[str], metas: list[Any], dists: list[float], n_docs: int,
+            self.lexical = lexical_index(settings, collection)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _parse(ranked: list[tuple[str, float, str, dict[str, Any]]], n_docs: int,
                n_chunks: int) -> tuple[list[tuple[str, float]], list[Context], list[str]]:
         docs: dict[str, float] = {}
         contexts: list[Context] = []
-        for i, (cid, text, meta, dist) in enumerate(zip(ids, texts, metas, dists, strict=True)):
-            meta = meta or {}
-            docs.setdefault(str(meta.get("doc_id", "")), round(1.0 - float(dist), 6))
+        for i, (cid, score, text, meta) in enumerate(ranked):
+            docs.setdefault(str(meta.get("doc_id", "")), round(float(score), 6))
             if i < n_chunks:
                 body = (text or "")[int(meta.get("context_chars", 0) or 0):].strip()
                 contexts.append(Context(n=i + 1, chunk_id=cid, doc_id=str(meta.get("doc_id", "")),
-                                        score=round(1.0 - float(dist), 6), title=str(meta.get("title", "")),
+                                        score=round(float(score), 6), title=str(meta.get("title", "")),
                                         headings=str(meta.get("headings", "")), text=body))
-        chunk_docs = [str((m or {}).get("doc_id", "")) for m in metas]  # for context precision at every k
+        chunk_docs = [str(meta.get("doc_id", "")) for _, _, _, meta in ranked]  # context precision at every k
         return list(docs.items())[:n_docs], contexts, chunk_docs
 
-    def block(self, questions: list[str], n_docs: int,
-              n_chunks: int) -> list[tuple[list[tuple[str, float]], list[Context], list[str]]]:
+    def _dense(self, questions: list[str], fetch: int, n_docs: int) -> list[list[tuple[str, float, str, dict]]]:
         vecs = self.encoder(questions)
-        fetch = min(MAX_FETCH, max(n_docs, n_chunks) * 2)
         res = self.store.query_many(self.collection, vecs, fetch)
         out = []
         for j in range(len(questions)):
@@ -88,7 +95,44 @@ class Retriever:
                 f = min(MAX_FETCH, f * 2)
                 r = self.store.query(self.collection, vecs[j], f)
                 ids, texts, metas, dists = r["ids"][0], r["documents"][0], r["metadatas"][0], r["distances"][0]
-            out.append(self._parse(ids, texts, metas, dists, n_docs, n_chunks))
+            out.append([(cid, 1.0 - float(d), t or "", dict(m or {}))
+                        for cid, t, m, d in zip(ids, texts, metas, dists, strict=True)])
+        return out
+
+    def block(self, questions: list[str], n_docs: int,
+              n_chunks: int) -> list[tuple[list[tuple[str, float]], list[Context], list[str]]]:
+        fetch = min(MAX_FETCH, max(n_docs, n_chunks) * 2)
+        if self.mode == "dense":
+            return [self._parse(r, n_docs, n_chunks) for r in self._dense(questions, fetch, n_docs)]
+        from ragops.retrieval import fuse
+
+        n = max(fetch, self.settings.retrieval.candidates)  # type: ignore[union-attr]
+        lexical = self.lexical.query_many(questions, n)  # type: ignore[union-attr]
+        dense = self._dense(questions, n, n_docs) if self.mode == "hybrid" else [[] for _ in questions]
+        known = {cid: (text, meta) for rows in dense for cid, _s, text, meta in rows}
+        rankings: list[list[tuple[str, float]]] = []
+        for d_rows, l_rows in zip(dense, lexical, strict=True):
+            if self.mode == "lexical":
+                rankings.append([(cid, score) for cid, _doc, score in l_rows])
+            else:
+                rankings.append(fuse(self.settings, [r[0] for r in d_rows],  # type: ignore[arg-type]
+                                     [cid for cid, _doc, _s in l_rows]))
+        missing = sorted({cid for r in rankings for cid, _ in r if cid not in known})
+        known.update(self.store.get_chunks(self.collection, missing) if missing else {})
+        # the prompt's chunks carry their cosine similarity to the question (what refusal thresholds
+        # mean), whatever ranked them; the fused or BM25 score ranks the documents
+        qvecs = self.encoder(questions)
+        cos = {(j, cid): s for j, rows in enumerate(dense) for cid, s, _t, _m in rows}
+        need = sorted({cid for j, r in enumerate(rankings) for cid, _ in r[:n_chunks] if (j, cid) not in cos})
+        vecs = self.store.get_embeddings(self.collection, need) if need else {}
+        out = []
+        for j, r in enumerate(rankings):
+            ranked = [(cid, sc, *known[cid]) for cid, sc in r if cid in known][:MAX_FETCH]
+            docs, contexts, chunk_docs = self._parse(ranked, n_docs, n_chunks)
+            contexts = [dataclasses.replace(c, score=round(float(cos.get((j, c.chunk_id), qvecs[j] @ vecs[c.chunk_id]
+                                                                         if c.chunk_id in vecs else 0.0)), 6))
+                        for c in contexts]
+            out.append((docs, contexts, chunk_docs))
         return out
 
 
@@ -241,6 +285,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
              index: str | None = None, *, output_dir: str | Path | None = None, sample_size: int | None = None,
              run_id: str | None = None, trigger: str = "cli", purpose: str = "adhoc",
              question_ids: list[str] | None = None, allow_unknown_docs: bool | None = None,
+             retrieval: str | None = None,
              embedder: Embedder | None = None,
              store: VectorStore | None = None, llm: LlmSettings | None = None) -> dict[str, Any]:
     """Evaluate ``prompt`` on the live version of ``index`` with ``dataset``; returns the summary.
@@ -287,12 +332,15 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
         judge = Judge(client, settings.eval.judge_model or llm.model or prompt_obj.model.name,  # type: ignore[union-attr]
                       settings.eval.judge_runs)
     store = store or VectorStore(settings)
-    retriever = Retriever(store, encoder, live.collection)
+    mode = retrieval or prompt_obj.retrieval_mode or settings.retrieval.mode  # run > prompt version > settings
+    from ragops.retrieval import check_mode
+
+    retriever = Retriever(store, encoder, live.collection, check_mode(mode), settings)
     run_id = run_id or new_run_id()
     out = Path(output_dir) if output_dir else settings.eval_dir / run_id
     out.mkdir(parents=True, exist_ok=True)
     model_name = prompt_obj.model.name if prompt_obj.model.provider != "extractive" else "extractive"
-    config = {"purpose": purpose, "prompt": prompt_obj.summary(), "ks": list(settings.eval.ks),
+    config = {"purpose": purpose, "prompt": prompt_obj.summary(), "ks": list(settings.eval.ks), "retrieval": mode,
               "sample_size": n_sample, "seed": settings.eval.seed, "support_threshold": settings.eval.support_threshold,
               "embedding_model": settings.embedding.model, "judge": None if judge is None else
               {"model": judge.model, "runs": judge.runs}, "llm_base_url": llm.base_url if llm else None,
