@@ -35,8 +35,11 @@ def test_make_ui_starts_logs_in_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     env = dict(os.environ, AIRFLOW_HOME=str(home), RAGOPS_DATA_DIR=str(tmp_path / "data"),
                RAGOPS_UI_PORT=str(port))
+    # as from a terminal: SIGINT at its default even when the test runner itself was started as a
+    # background job (which ignores SIGINT, and a shell cannot trap a signal ignored on entry)
     proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "ui.sh")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     try:
         deadline = time.time() + 300
@@ -66,7 +69,17 @@ def test_make_ui_starts_logs_in_and_stops_cleanly(tmp_path: Path) -> None:
         assert processes_with(f"AIRFLOW_HOME={home}"), "standalone runs under the project-local AIRFLOW_HOME"
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        rest, _ = proc.communicate(timeout=120)
+        try:
+            rest, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            log = tmp_path / "data" / "logs" / "standalone.log"
+            tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else []
+            left = processes_with(f"AIRFLOW_HOME={home}")
+            os.killpg(proc.pid, signal.SIGKILL)
+            for pid in left:
+                os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"ui.sh did not stop within 120 s of Ctrl-C; processes left {left}; standalone.log:\n"
+                        + "\n".join(tail))
     assert "==> stopped" in rest
     time.sleep(2)
     assert processes_with(f"AIRFLOW_HOME={home}") == [], "Ctrl-C left Airflow processes behind"
