@@ -94,7 +94,9 @@ def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
                 state.EvalRun.status.in_(("success", "partial")), state.EvalRun.run_id != run_id,
                 state.EvalRun.started_at < run.started_at)
             .order_by(state.EvalRun.started_at.desc())).scalars().all()
-        baseline_ids = [r for r in prev if (s.get(state.EvalRun, r).config or {}).get("purpose") == "nightly"]
+        mode = (run.config or {}).get("retrieval")  # a baseline is only comparable in the same retrieval mode
+        baseline_ids = [r for r in prev if (cfg := s.get(state.EvalRun, r).config or {}).get("purpose") == "nightly"
+                        and cfg.get("retrieval") == mode]
         baseline_ids = baseline_ids[:e.baseline_runs]
         current = _per_question(s, run_id)
         base_rows = [_per_question(s, b) for b in baseline_ids]

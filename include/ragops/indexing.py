@@ -479,6 +479,8 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
         stale = sorted(old_ids - new_ids)
         store.delete(collection, stale)
         check = _self_check_locked(settings, store, index, collection, repair_source=source_id)
+        lexical = _refresh_lexical(settings, index, collection, bool(upserted or stale or check["repaired"])) \
+            if check["ok"] else None
 
     report = {
         "run_id": run_id, "index": index, "collection": collection, "source_id": source_id,
@@ -497,12 +499,8 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
             f"are missing from Chroma and {check['extra']} ids in Chroma are not in the state store (e.g. "
             f"{check['examples']}). Re-run the ingest with full_resync (ragops ingest SOURCE --full-resync)"
         )
-    changed = upserted or stale or check["repaired"]
-    from ragops.lexical import folder_for
-    from ragops.retrieval import build_lexical
-
-    if changed or not (folder_for(settings.data_dir, collection) / "manifest.json").exists():
-        report["lexical"] = build_lexical(settings, index, collection)  # BM25 over the same chunks
+    if lexical is not None:
+        report["lexical"] = lexical
     _record_run(settings, run_id, plan, "committed", report, quarantine)
     _write_json(rd / "report.json", report)
     for f in rd.glob("batch-*"):
@@ -510,6 +508,34 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
     (rd / "present_ids.json").unlink(missing_ok=True)
     log.info("committed run %s: %s", run_id, {k: report[k] for k in ("counts", "chunks")})
     return report
+
+
+def _refresh_lexical(settings: Settings, index: str, collection: str, changed: bool) -> dict[str, Any] | None:
+    """Rebuild the collection's BM25 index (under the writer lock, so two commits cannot race)
+    when the index changed, or when the BM25 index is missing, unreadable or for other chunks.
+    A failure is logged and reported, not raised: dense retrieval is already committed, and the
+    next sync tries again."""
+    from ragops.errors import LexicalIndexError
+    from ragops.lexical import LexicalIndex, folder_for, ids_digest
+    from ragops.retrieval import build_lexical
+
+    folder = folder_for(settings.data_dir, collection)
+    if not changed:
+        try:
+            current = LexicalIndex.load(folder)
+            with state.session_scope(settings.state_db_url) as s:
+                ids = s.execute(select(state.Chunk.chunk_id).where(state.Chunk.index_name == index)).scalars().all()
+            if current.ids_sha256 == ids_digest(ids):
+                return None
+            log.warning("the BM25 index of %s holds other chunks than the state store; rebuilding it", collection)
+        except LexicalIndexError as exc:
+            log.warning("rebuilding the BM25 index of %s: %s", collection, exc)
+    try:
+        return build_lexical(settings, index, collection)
+    except (RagopsError, OSError) as exc:
+        log.error("BM25 INDEX NOT BUILT for %s (dense retrieval is unaffected; the next sync retries): %s",
+                  collection, exc)
+        return {"collection": collection, "error": str(exc)}
 
 
 def _run_level_checks(settings: Settings, rd: Path, batches: list[int]) -> list[str]:

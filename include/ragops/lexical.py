@@ -42,7 +42,8 @@ logging.getLogger("bm25s").setLevel(logging.NOTSET)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 IDS_FILE = "ids.json"
-_FIX = "rebuild it with `ragops index rebuild` or re-run the ingest"
+_FIX = ("re-run the ingest of that index (`ragops ingest SOURCE --index NAME` or the ingest_documents DAG): a sync "
+        "rebuilds a BM25 index that is missing or unreadable")
 
 Stem = Callable[[list[str]], list[str]]
 
@@ -83,7 +84,7 @@ def _stemmer(name: str | None) -> Stem | None:
         return Stemmer.Stemmer(name).stemWords
     except KeyError:
         raise LexicalIndexError(
-            f"unknown stemmer {name!r} in the BM25 settings; use one of {sorted(Stemmer.algorithms())} or none"
+            f"unknown stemmer {name!r} in the BM25 settings; use one of {sorted(Stemmer.algorithms())}, or "" for no stemming"
         ) from None
 
 

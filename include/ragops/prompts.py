@@ -16,13 +16,12 @@ from typing import Any
 
 import yaml
 
-from ragops.config import Settings
+from ragops.config import RETRIEVAL_MODES, Settings
 from ragops.errors import PromptError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 FILE_RE = re.compile(r"^v([1-9][0-9]{0,5})\.ya?ml$")
 PROVIDERS = ("extractive", "openai")
-RETRIEVAL_MODES = ("dense", "lexical", "hybrid")
 TOP_KEYS = {"name", "version", "author", "message", "variables", "system", "template", "model", "retrieval",
             "refusal", "created"}
 

@@ -177,7 +177,8 @@ def build_lexical(settings: Settings, index: str, collection: str) -> dict[str, 
                          .where(state.Chunk.index_name == index).order_by(state.Chunk.chunk_id)).all()
     r = settings.retrieval
     idx = LexicalIndex.build([row[0] for row in rows], [row[2] for row in rows], [row[1] for row in rows],
-                             Bm25Settings(k1=r.bm25_k1, b=r.bm25_b, stemmer=r.stemmer or None))
+                             Bm25Settings(k1=r.bm25_k1, b=r.bm25_b,
+                                          stemmer=None if r.stemmer.lower() in ("", "none") else r.stemmer))
     folder = folder_for(settings.data_dir, collection)
     idx.save(folder)
     out = {"collection": collection, "chunks": len(rows), "seconds": round(time.perf_counter() - t0, 3),

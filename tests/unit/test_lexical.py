@@ -179,7 +179,7 @@ def test_load_missing_folder_names_it(tmp_path: Path) -> None:
     folder = tmp_path / "lexical" / "nope"
     with pytest.raises(LexicalIndexError, match="does not exist") as err:
         LexicalIndex.load(folder)
-    assert str(folder) in str(err.value) and "ragops index rebuild" in str(err.value)
+    assert str(folder) in str(err.value) and "re-run the ingest" in str(err.value)
     assert isinstance(err.value, RagopsError)
 
 
@@ -207,7 +207,7 @@ def test_load_corrupt_folder_names_it(index: LexicalIndex, tmp_path: Path, damag
         manifest.write_text(json.dumps(dict(m, n_chunks=7)))
     with pytest.raises(LexicalIndexError) as err:
         LexicalIndex.load(folder)
-    assert str(folder) in str(err.value) and "ragops index rebuild" in str(err.value)
+    assert str(folder) in str(err.value) and "re-run the ingest" in str(err.value)
 
 
 # ---------------------------------------------------------------- rrf

@@ -95,3 +95,27 @@ def test_eval_in_hybrid_mode_keeps_cosine_scores_for_refusal(indexed, embedder, 
 
         with state.session_scope(settings.state_db_url) as s:
             assert s.get(state.EvalRun, summary["run_id"]).config["retrieval"] == mode
+
+
+def test_unreadable_bm25_index_is_rebuilt_by_a_sync_without_changes(indexed, embedder) -> None:
+    settings, corpus, _ = indexed
+    manifest = folder_for(settings.data_dir, "docs__v1") / "manifest.json"
+    manifest.write_text("{ not json")
+    report = sync(settings, str(corpus), "docs", trigger="test", embedder=embedder)
+    assert report["chunks"]["upserted"] == 0 and report["lexical"]["chunks"] == 3
+    assert search(settings, "Zanzibar", index="docs", mode="lexical")[0].doc_id == "pools.md"
+
+
+def test_a_failed_bm25_build_does_not_undo_the_committed_sync(indexed, embedder) -> None:
+    import dataclasses
+
+    settings, corpus, _ = indexed
+    broken = settings.replace(retrieval=dataclasses.replace(settings.retrieval, stemmer="klingon"))
+    write(corpus, "extra.md", "# Extra\n\nAn extra page about the nightly evaluation schedule at two o'clock.\n")
+    report = sync(broken, str(corpus), "docs", trigger="test", embedder=embedder)
+    assert report["counts"]["added"] == 1 and report["self_check"]["ok"]
+    assert "unknown stemmer 'klingon'" in report["lexical"]["error"]
+    assert search(settings, "nightly evaluation schedule", k=1, index="docs", mode="dense",
+                  embedder=embedder)[0].doc_id == "extra.md"
+    fixed = sync(settings, str(corpus), "docs", trigger="test", embedder=embedder)  # the next sync repairs it
+    assert fixed["lexical"]["chunks"] == 4

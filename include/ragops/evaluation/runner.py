@@ -428,7 +428,8 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                     "index_version": live.version, "collection": live.collection, "prompt": prompt_obj.summary(),
                     "dataset": {"path": str(ds_path), "sha256": ds.sha256, "questions": len(ds),
                                 "unknown_relevant_doc_ids": unknown[:50], "unknown_relevant_doc_count": len(unknown)},
-                    "generator": f"{generator.name}:{model_name}", "llm_calls": client.calls if client else 0,
+                    "generator": f"{generator.name}:{model_name}", "retrieval": mode,
+                    "llm_calls": client.calls if client else 0,
                     "wall_seconds": round(time.perf_counter() - t_start, 2), "output_dir": str(out),
                     "started_at": started_at.isoformat(), "trigger": trigger, "purpose": purpose})
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
