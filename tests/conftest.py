@@ -159,6 +159,15 @@ def postgres_url() -> Iterator[str]:
     conn.close()
 
 
+def load_dag(dag_id: str):
+    """The DAG of ``dags/<dag_id>.py`` as Airflow's DagBag parses it (no import errors allowed)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[dag_id]
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Airflow's metadata DB migrated once per session (SQLite in the throw-away AIRFLOW_HOME)."""

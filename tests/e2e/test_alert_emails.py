@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from ragops import alerts, state
 from ragops.config import load_settings
-from tests.conftest import SmtpServer, free_port, parts, write
+from tests.conftest import SmtpServer, free_port, load_dag, parts, write
 from tests.e2e.test_ingest_dag import run_dag
 
 pytestmark = pytest.mark.e2e
@@ -20,11 +20,7 @@ BASE = "http://airflow.example:8080"
 
 @pytest.fixture(scope="module")
 def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "ingest_documents.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags["ingest_documents"]
+    return load_dag("ingest_documents")
 
 
 @pytest.fixture

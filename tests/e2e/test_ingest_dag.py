@@ -16,7 +16,7 @@ from ragops.indexing import pipeline_fingerprint
 from ragops.parsing import parse_file
 from ragops.sources import FILE_FORMATS, discover
 from ragops.vectorstore import VectorStore
-from tests.conftest import doc, write
+from tests.conftest import doc, load_dag, write
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,11 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "ingest_documents.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags["ingest_documents"]
+    return load_dag("ingest_documents")
 
 
 def expected_chunks(settings, corpus: Path, embedder) -> set[str]:

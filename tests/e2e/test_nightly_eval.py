@@ -15,7 +15,7 @@ from sqlalchemy import select
 from ragops import state
 from ragops.config import load_settings
 from ragops.indexing import sync
-from tests.conftest import SmtpServer, parts
+from tests.conftest import SmtpServer, load_dag, parts
 from tests.e2e.test_ingest_dag import asset_events
 
 pytestmark = pytest.mark.e2e
@@ -24,11 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "nightly_eval.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags["nightly_eval"]
+    return load_dag("nightly_eval")
 
 
 @pytest.fixture
