@@ -174,3 +174,20 @@ def test_llm_prompt_and_judge_through_the_llm_default_connection(dag, eval_env, 
     headers = {h.get("authorization") for h in llm_server.headers}
     assert headers == {"Bearer sk-e2e-secret"}
     assert {r["model"] for r in llm_server.requests} == {"test-chat-model", "judge-model"}
+
+
+def test_an_updated_index_without_a_golden_set_is_skipped(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
+    from airflow.sdk import Asset
+
+    from ragops.airflow import evaluation
+
+    cfg = tmp_path / "ragops.yaml"
+    cfg.write_text("indexes:\n  docs: {golden: include/eval/golden/docs.jsonl}\n  papers: {}\n")
+    monkeypatch.setenv("RAGOPS_CONFIG", str(cfg))
+    params = {"dataset": "include/eval/golden/docs.jsonl", "prompt": "rag_answer@1", "index": "docs",
+              "sample_size": 0, "question_ids": []}
+    result = evaluation.evaluate(params, "asset_triggered__x", "asset_triggered",
+                                 [Asset(name="ragops_index_papers", uri="ragops://index/papers")], None)
+    assert result == {"skipped": "no golden set for index papers", "index": "papers"}
+    assert evaluation.compare(result, "nightly_eval", "asset_triggered__x")["verdict"] == "skipped"
+    assert not data_dir.exists(), "a skipped run touches nothing"

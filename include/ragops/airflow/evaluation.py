@@ -28,20 +28,29 @@ def evaluate(params: dict[str, Any], run_id: str, run_type: str, triggering_asse
              outlet_events: Any) -> dict[str, Any]:
     from ragops.airflow.hooks import LlmHook
     from ragops.evaluation.runner import run_eval
-
-    settings = task_settings()
-    index = _index_from_events(triggering_asset_events) or params.get("index") or settings.ingest.default_index
-    prompt = params.get("prompt") or settings.eval.default_prompt
-    sample = int(params.get("sample_size") or 0)
     from ragops.prompts import load_prompt
 
+    settings = task_settings()
+    triggered_by = _index_from_events(triggering_asset_events)
+    index = triggered_by or params.get("index") or settings.ingest.default_index
+    dataset = params.get("dataset") or None
+    if triggered_by:  # an ingest of some index: use that index's own golden set, if it has one
+        dataset = (settings.indexes.get(index) or {}).get("golden") or (
+            settings.eval.default_dataset if index == settings.ingest.default_index else None)
+        if dataset is None:
+            log.info("index %s was updated but has no golden set (indexes.%s.golden in the settings); "
+                     "nothing to evaluate", index, index)
+            return {"skipped": f"no golden set for index {index}", "index": index}
+    prompt = params.get("prompt") or settings.eval.default_prompt
+    sample = int(params.get("sample_size") or 0)
     # only runs of the production prompt on every question form the baseline (compared by resolved
     # version, so rag_answer@1 and rag_answer@production are the same prompt when production is v1)
-    chosen, default = load_prompt(settings, prompt), load_prompt(settings, settings.eval.default_prompt)
+    chosen, default = run_library(lambda: (load_prompt(settings, prompt),
+                                           load_prompt(settings, settings.eval.default_prompt)))
     nightly = ((chosen.name, chosen.version) == (default.name, default.version) and sample == 0
                and not params.get("question_ids"))
     eval_run_id = "nightly_eval__" + re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
-    summary = run_library(run_eval, settings, params.get("dataset") or None, prompt, index,
+    summary = run_library(run_eval, settings, dataset, prompt, index,
                           sample_size=sample, run_id=eval_run_id, trigger=f"airflow:{run_type}",
                           purpose="nightly" if nightly else "adhoc", question_ids=params.get("question_ids") or None,
                           llm=LlmHook.optional(settings.eval.llm_conn_id))
@@ -61,6 +70,8 @@ def compare(result: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
     from ragops.alerts import Alert, Figure
     from ragops.gates import LOWER_IS_BETTER, check_regression
 
+    if result.get("skipped"):
+        return {"verdict": "skipped", "reason": result["skipped"]}
     settings = task_settings()
     verdict = run_library(check_regression, settings, result["eval_run_id"])
     out = {"verdict": verdict["verdict"], "regressed": verdict["regressed"],

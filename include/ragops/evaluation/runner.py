@@ -302,7 +302,8 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     if live is None:
         raise UnknownIndexError(f"unknown index {index!r}: known indexes are {', '.join(known) or '(none yet)'}; "
                                 f"ingest into it first with `ragops ingest SOURCE --index {index}`")
-    ds_path = Path(settings.resolve_path(str(dataset or settings.eval.default_dataset)))
+    default_ds = (settings.indexes.get(index) or {}).get("golden") or settings.eval.default_dataset
+    ds_path = Path(settings.resolve_path(str(dataset or default_ds)))
     ds: Dataset = load_dataset(ds_path)
     known_ids = index_doc_ids(settings, index)
     unknown = sorted({d for q in ds.questions for d in q.relevant if d not in known_ids})
