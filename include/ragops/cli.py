@@ -107,6 +107,9 @@ def cmd_index_status(args: argparse.Namespace) -> int:
               f"{it['documents']} documents, {it['chunks']} chunks")
         for src in it["sources"]:
             print(f"  source {src['source_id']}: {src['documents']} documents, {src['chunks']} chunks")
+        for v in it.get("versions", []):
+            if v["status"] in ("live", "retired", "building"):
+                print(f"  version v{v['version']} {v['collection']}: {v['status']}, built {v['created_at'][:19]}")
         lr = it["last_run"]
         if lr:
             print(f"  last sync {lr['run_id']}: {lr['status']} at {lr['finished_at'] or lr['started_at']}, "
@@ -118,6 +121,32 @@ def cmd_index_status(args: argparse.Namespace) -> int:
             print(f"  self-check: {status}")
     bad = [it for it in items if it.get("self_check", {}).get("ok") is False]
     return 1 if bad else 0
+
+
+def cmd_index_rebuild(args: argparse.Namespace) -> int:
+    from ragops.lifecycle import rebuild
+
+    r = rebuild(_settings(args), args.index, actor="cli")
+    if args.json:
+        _print_json(r)
+    elif r["swapped"]:
+        print(f"index {r['index']} now serves {r['live']} (was {r['previous']}): {r['reused']} vectors reused, "
+              f"{r['embedded']} embedded, {len(r['deleted'])} old version(s) deleted")
+    else:
+        print(f"rebuild of {r['index']} rejected, {r['live']} keeps serving: {'; '.join(r['reasons'])}")
+    return 0 if r["swapped"] else 1
+
+
+def cmd_index_rollback(args: argparse.Namespace) -> int:
+    from ragops.lifecycle import rollback
+
+    r = rollback(_settings(args), args.index, args.to, actor="cli")
+    if args.json:
+        _print_json(r)
+    else:
+        print(f"index {r['index']} now serves {r['to']} (was {r['from']}); {r['copied']} chunk(s) brought over, "
+              f"{r['removed']} removed")
+    return 0
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
@@ -290,6 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--no-check", action="store_true", help="skip the Chroma self-check")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_index_status)
+
+    rb = idx.add_parser("rebuild", help="build a new version from the state store (vectors reused), validate, swap")
+    rb.add_argument("--index")
+    rb.add_argument("--json", action="store_true")
+    rb.set_defaults(fn=cmd_index_rebuild)
+    ro = idx.add_parser("rollback", help="serve a retained earlier version again")
+    ro.add_argument("--index")
+    ro.add_argument("--to", type=int, help="version number (default: the newest retired one)")
+    ro.add_argument("--json", action="store_true")
+    ro.set_defaults(fn=cmd_index_rollback)
 
     qu = sub.add_parser("quarantine", help="documents quarantined by the latest (or a given) run")
     qu.add_argument("--index")

@@ -215,7 +215,12 @@ def index_status(settings: Settings, index: str | None = None, *, store: VectorS
                              .order_by(state.SyncRun.started_at.desc()).limit(1)).scalar_one_or_none()
             quarantined = s.execute(select(func.count()).select_from(state.Quarantine)
                                     .where(state.Quarantine.run_id == last.run_id)).scalar() if last else 0
+            vers = s.execute(select(state.IndexVersion).where(state.IndexVersion.index_name == name)
+                             .order_by(state.IndexVersion.version)).scalars().all()
             out.append({
+                "versions": [{"version": v.version, "collection": v.collection, "status": v.status,
+                              "embedding_model": v.embedding_model.split("|")[0],
+                              "created_at": v.created_at.isoformat()} for v in vers],
                 "index": name, "collection": live.collection if live else None,
                 "version": live.version if live else None, "embedding_model": live.embedding_model if live else None,
                 "documents": int(sum(r[1] for r in sources)), "chunks": int(sum(r[2] or 0 for r in sources)),

@@ -47,6 +47,14 @@ def test_cli_ingest_search_status_quarantine(tmp_path: Path, corpus: Path) -> No
     dry = ragops("ingest", str(corpus), "--index", "guide", "--dry-run", env_dir=d).stdout
     assert dry.startswith("dry run") and "nothing was written" in dry
 
+    rebuilt = ragops("index", "rebuild", "--index", "guide", env_dir=d).stdout
+    assert "now serves guide__v2 (was guide__v1)" in rebuilt and "0 embedded" in rebuilt
+    listing = ragops("index", "status", "--index", "guide", env_dir=d).stdout
+    assert "version v1 guide__v1: retired" in listing and "version v2 guide__v2: live" in listing
+    back = ragops("index", "rollback", "--index", "guide", env_dir=d).stdout
+    assert "now serves guide__v1 (was guide__v2)" in back
+    assert "self-check: OK" in ragops("index", "status", "--index", "guide", env_dir=d).stdout
+
 
 @pytest.mark.parametrize(("args", "needle"), [
     (("search", "x", "--index", "nope"), "unknown index 'nope'"),
