@@ -196,6 +196,10 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
                     "elapsed_s": round(time.perf_counter() - t0, 3)}
         lexical = build_lexical(settings, index, new_collection)
         with state.session_scope(settings.state_db_url) as s:  # the swap: one transaction
+            now = set(s.execute(select(state.Chunk.chunk_id).where(state.Chunk.index_name == index)).scalars())
+            if now != expected:  # server mode has no writer lock: a sync committed during the rebuild
+                raise RagopsError(f"index {index} changed while {new_collection} was being built (a sync "
+                                  f"committed); {live_collection} keeps serving: run the rebuild again")
             alias = s.get(state.IndexAlias, index)
             alias.version_id, alias.updated_at = new_id, state.utcnow()
             s.get(state.IndexVersion, new_id).status = "live"
