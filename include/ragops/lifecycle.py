@@ -10,7 +10,8 @@ rebuild holds the Chroma writer lock, so no sync commits into the live version m
 
 Status of a version: ``building`` (a rebuild is writing it; one left over was killed and is
 removed by the next rebuild), ``live``, ``retired`` (kept for rollback), ``rejected`` (failed
-validation; its collection is dropped), ``deleted`` (beyond retention; dropped).
+validation; its collection is dropped), ``deleted`` (beyond retention; dropped), ``abandoned``
+(left ``building`` by a killed rebuild and removed by the next one).
 
 Not yet: a model or chunking change through a rebuild (chunk ids hash those settings, and
 ingests embed with the configured model; today such a change goes through ``ragops ingest
@@ -129,10 +130,11 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
             if live is None:
                 raise UnknownIndexError(f"index {index!r} has no live version to rebuild; ingest into it first")
             live_id, live_collection, live_version, model = live.id, live.collection, live.version, live.embedding_model
-        if model.split("|")[0] != settings.embedding.model:  # stored as "<model>|<weights digest>|norm=..."
+        embedder = embedder or Embedder(settings.embedding)  # reads the model's files, loads nothing yet
+        if model != embedder.fingerprint:  # "<model>|<weights digest>|norm=...": same name, other weights = other
             raise RagopsError(
-                f"index {index} was embedded with {model.split('|')[0]} but the settings name {settings.embedding.model}: a "
-                "rebuild reuses vectors of the same model; change models with `ragops ingest SOURCE --full-resync`")
+                f"index {index} was embedded with {model} but the settings give {embedder.fingerprint}: a rebuild "
+                "reuses vectors of the same model; change models with `ragops ingest SOURCE --full-resync`")
         removed = _cleanup_partial(settings, store, index, actor)
         with state.session_scope(settings.state_db_url) as s:
             number = (s.execute(select(func.max(state.IndexVersion.version))
@@ -152,7 +154,6 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
             have = store.get_embeddings(live_collection, [c[0] for c in page])
             todo = [c for c in page if c[0] not in have]
             if todo:
-                embedder = embedder or Embedder(settings.embedding)
                 fresh = embedder.encode([c[1] for c in todo])
                 have.update({c[0]: v for c, v in zip(todo, fresh, strict=True)})
                 embedded += len(todo)
@@ -169,7 +170,6 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
         if actual != expected:
             reasons.append(f"ids differ from the state store: {len(expected - actual)} missing, "
                            f"{len(actual - expected)} extra")
-        embedder = embedder or Embedder(settings.embedding)
         sample = random.Random(settings.eval.seed).sample(chunks, min(20, len(chunks)))
         stored = store.get_embeddings(new_collection, [c[0] for c in sample])
         fresh = embedder.encode([c[1] for c in sample], log_every=1e9) if sample else []
@@ -268,6 +268,11 @@ def rollback(settings: Settings, index: str | None = None, to: int | None = None
             ids = missing[i:i + PAGE]
             vecs = store.get_embeddings(live_collection, ids)
             chunks = store.get_chunks(live_collection, ids)
+            lost = [c for c in ids if c not in vecs or c not in chunks]
+            if lost:
+                raise RagopsError(f"the live version {live_collection} lacks {len(lost)} chunk(s) of the state store "
+                                  f"(e.g. {lost[:3]}), so v{target_version} cannot be brought up to date; run "
+                                  "`ragops index status` and re-sync the index first")
             store.upsert(target_collection, ids, np.asarray([vecs[c] for c in ids], dtype=np.float32),
                          [chunks[c][0] for c in ids], [chunks[c][1] for c in ids])
         store.delete(target_collection, extra)

@@ -105,7 +105,7 @@ def test_rebuild_refuses_a_model_the_index_was_not_embedded_with(indexed, embedd
     import dataclasses
 
     settings, _ = indexed
-    other = settings.replace(embedding=dataclasses.replace(settings.embedding, model="bundled:other-model"))
+    other = settings.replace(embedding=dataclasses.replace(settings.embedding, normalize=False))
     with pytest.raises(RagopsError, match="full-resync"):
-        rebuild(other, "docs", embedder=embedder)
+        rebuild(other, "docs")  # same model name, other settings: other vectors
     assert statuses(settings) == [(1, "live")]
