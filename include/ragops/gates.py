@@ -88,22 +88,18 @@ def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
         run = s.get(state.EvalRun, run_id)
         if run is None:
             raise EvalError(f"unknown eval run {run_id!r}; see `ragops eval runs`")
+        mode = (run.config or {}).get("retrieval")  # a baseline is only comparable in the same retrieval mode
         prev = s.execute(
-            select(state.EvalRun.run_id).where(
+            select(state.EvalRun.run_id, state.EvalRun.config).where(
                 state.EvalRun.index_name == run.index_name, state.EvalRun.dataset_hash == run.dataset_hash,
                 state.EvalRun.status.in_(("success", "partial")), state.EvalRun.run_id != run_id,
                 state.EvalRun.started_at < run.started_at)
-            .order_by(state.EvalRun.started_at.desc())).scalars().all()
-        mode = (run.config or {}).get("retrieval")  # a baseline is only comparable in the same retrieval mode
-        baseline_ids = [r for r in prev if (cfg := s.get(state.EvalRun, r).config or {}).get("purpose") == "nightly"
-                        and cfg.get("retrieval") == mode]
-        baseline_ids = baseline_ids[:e.baseline_runs]
+            .order_by(state.EvalRun.started_at.desc())).all()
+        baseline_ids = [rid for rid, cfg in prev if (cfg or {}).get("purpose") == "nightly"
+                        and (cfg or {}).get("retrieval") == mode][:e.baseline_runs]
         current = _per_question(s, run_id)
         base_rows = [_per_question(s, b) for b in baseline_ids]
-        questions = {qid: p.get("question", "") for qid, p in s.execute(
-            select(state.EvalResult.question_id, state.EvalResult.payload)
-            .where(state.EvalResult.run_id == run_id)).all()}
-        answers = {qid: p.get("answer", "") for qid, p in s.execute(
+        asked = {qid: (p.get("question", ""), p.get("answer", "")) for qid, p in s.execute(
             select(state.EvalResult.question_id, state.EvalResult.payload)
             .where(state.EvalResult.run_id == run_id)).all()}
     result: dict[str, Any] = {"run_id": run_id, "baseline_runs": baseline_ids, "checks": [], "regressed": [],
@@ -129,12 +125,13 @@ def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
         for qid, ms in current.items():
             vals = [r[qid][c.metric] for r in base_rows if qid in r and c.metric in r[qid]]
             if c.metric in ms and vals:
-                drops[qid] = drops.get(qid, 0.0) + float(np.mean(vals)) - ms[c.metric]
+                drop = float(np.mean(vals)) - ms[c.metric]
+                drops[qid] = drops.get(qid, 0.0) + (-drop if c.metric in LOWER_IS_BETTER else drop)
     worst = sorted(drops.items(), key=lambda kv: -kv[1])[:5]
     result.update({
         "checks": [asdict(c) for c in checks], "regressed": [c.metric for c in regressed],
         "verdict": "regression" if regressed else "ok",
-        "worst_questions": [{"id": q, "question": questions.get(q, ""), "answer": answers.get(q, ""),
+        "worst_questions": [{"id": q, "question": asked.get(q, ("", ""))[0], "answer": asked.get(q, ("", ""))[1],
                              "drop": round(d, 4)} for q, d in worst if d > 0],
     })
     return result

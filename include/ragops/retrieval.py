@@ -6,6 +6,7 @@ Readers resolve the index alias at query time, so a swap or rollback takes effec
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -92,15 +93,21 @@ def search(settings: Settings, text: str, k: int = 5, index: str | None = None, 
                 len({(m or {}).get("doc_id") for m in res["metadatas"][0]}) >= k:
             break
         fetch *= 4
+    return _top_hits(((cid, doc, meta or {}, 1.0 - float(dist)) for cid, doc, meta, dist in zip(
+        res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True)), k, unique_docs)
+
+
+def _top_hits(rows: Iterable[tuple[str, str | None, dict[str, Any], float]], k: int,
+              unique_docs: bool) -> list[Hit]:
+    """The first k ranked chunks (only each document's best one with ``unique_docs``)."""
     hits: list[Hit] = []
     seen: set[str] = set()
-    for cid, doc, meta, dist in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
-                                    strict=True):
-        doc_id = str((meta or {}).get("doc_id", ""))
+    for cid, doc, meta, score in rows:
+        doc_id = str(meta.get("doc_id", ""))
         if unique_docs and doc_id in seen:
             continue
         seen.add(doc_id)
-        hits.append(_hit(len(hits) + 1, cid, doc, meta, 1.0 - float(dist)))
+        hits.append(_hit(len(hits) + 1, cid, doc, meta, score))
         if len(hits) == k:
             break
     return hits
@@ -128,20 +135,8 @@ def _search_ranked(settings: Settings, text: str, k: int, collection: str, store
         dense = store.query(collection, vec, n)["ids"][0]
         ranked = fuse(settings, list(dense), lexical)
     chunks = store.get_chunks(collection, [cid for cid, _ in ranked])
-    hits: list[Hit] = []
-    seen: set[str] = set()
-    for cid, score in ranked:
-        if cid not in chunks:
-            continue  # a lexical index older than the collection: the chunk was deleted since
-        doc, meta = chunks[cid]
-        doc_id = str(meta.get("doc_id", ""))
-        if unique_docs and doc_id in seen:
-            continue
-        seen.add(doc_id)
-        hits.append(_hit(len(hits) + 1, cid, doc, meta, score))
-        if len(hits) == k:
-            break
-    return hits
+    # a chunk missing from Chroma was deleted since the lexical index was built: skipped
+    return _top_hits(((cid, *chunks[cid], score) for cid, score in ranked if cid in chunks), k, unique_docs)
 
 
 _LEXICAL_CACHE: dict[str, tuple[float, Any]] = {}

@@ -140,7 +140,8 @@ def test_prompt_parameters_change_the_offline_answers(env, embedder) -> None:
 
 @pytest.mark.parametrize(("case", "error", "needle"), [
     ("empty", DatasetError, "has no questions"),
-    ("unknown_doc", DatasetError, "'missing.md' of question 'q1' is not in the index"),
+    ("unknown_doc", DatasetError, "u.jsonl:2: field 'relevant_doc_ids': document 'missing.md' of question 'q1' "
+                                  "is not in the index"),
     ("bad_line", DatasetError, ":2: field 'answerable'"),
     ("template_missing_variable", PromptError, "declares context but the template never uses"),
     ("no_llm", EvalError, "llm_default"),
@@ -156,7 +157,8 @@ def test_bad_input_is_refused_before_anything_is_stored(env, embedder, tmp_path:
         dataset = tmp_path / "empty.jsonl"
         dataset.write_text("\n\n")
     elif case == "unknown_doc":
-        dataset = write_jsonl(tmp_path / "u.jsonl", [{**GOLDEN[0], "relevant_doc_ids": ["missing.md"]}])
+        dataset = tmp_path / "u.jsonl"
+        dataset.write_text("\n" + json.dumps({**GOLDEN[0], "relevant_doc_ids": ["missing.md"]}) + "\n")
     elif case == "bad_line":
         dataset = tmp_path / "bad.jsonl"
         dataset.write_text(json.dumps(GOLDEN[0]) + "\n" + json.dumps({**GOLDEN[1], "answerable": "yes"}) + "\n")

@@ -50,7 +50,7 @@ def evaluate(params: dict[str, Any], run_id: str, run_type: str, triggering_asse
     nightly = ((chosen.name, chosen.version) == (default.name, default.version) and sample == 0
                and not params.get("question_ids"))
     eval_run_id = "nightly_eval__" + re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
-    summary = run_library(run_eval, settings, dataset, prompt, index,
+    summary = run_library(run_eval, settings, dataset, chosen, index,
                           sample_size=sample, run_id=eval_run_id, trigger=f"airflow:{run_type}",
                           purpose="nightly" if nightly else "adhoc", question_ids=params.get("question_ids") or None,
                           llm=LlmHook.optional(settings.eval.llm_conn_id))

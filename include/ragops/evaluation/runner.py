@@ -23,7 +23,7 @@ from ragops.config import Settings
 from ragops.embedding import Embedder
 from ragops.errors import EvalError, LlmError, RagopsError, UnknownIndexError
 from ragops.evaluation import metrics as M
-from ragops.evaluation.datasets import Dataset, Question, check_doc_ids, load_dataset
+from ragops.evaluation.datasets import Dataset, Question, load_dataset
 from ragops.llm import (
     ChatClient,
     ChatGenerator,
@@ -304,13 +304,11 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                                 f"ingest into it first with `ragops ingest SOURCE --index {index}`")
     default_ds = (settings.indexes.get(index) or {}).get("golden") or settings.eval.default_dataset
     ds_path = Path(settings.resolve_path(str(dataset or default_ds)))
-    ds: Dataset = load_dataset(ds_path)
     known_ids = index_doc_ids(settings, index)
-    unknown = sorted({d for q in ds.questions for d in q.relevant if d not in known_ids})
     allow = settings.eval.allow_unknown_doc_ids if allow_unknown_docs is None else allow_unknown_docs
-    if not allow:
-        check_doc_ids(ds.questions, known_ids, ds_path, {q.id: n for n, q in enumerate(ds.questions, start=1)})
-    elif unknown:  # e.g. a BEIR document that failed the quality checks: it counts as relevant but unretrievable
+    ds: Dataset = load_dataset(ds_path, None if allow else known_ids)  # refuses unknown ids unless allowed
+    unknown = sorted({d for q in ds.questions for d in q.relevant if d not in known_ids})
+    if unknown:  # e.g. a BEIR document that failed the quality checks: it counts as relevant but unretrievable
         log.warning("%d relevant doc id(s) of %s are not in index %s (counted as never retrieved): %s",
                     len(unknown), ds_path, index, ", ".join(unknown[:10]))
     if question_ids:
