@@ -58,6 +58,21 @@ class ChunkingSettings:
     chunk_tokens: int = 200
     overlap_tokens: int = 30
     markdown_headers: tuple[str, ...] = ("#", "##", "###")
+    # name -> {chunk_tokens, overlap_tokens, markdown_headers}, resolved on load; "default" = the fields above
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
+
+    def with_profile(self, name: str) -> ChunkingSettings:
+        """These settings with the named profile's values (what a rebuild with that profile uses)."""
+        profiles = self.profiles or {"default": {k: getattr(self, k) for k in PROFILE_KEYS}}
+        if name not in profiles:
+            raise ConfigError(f"unknown chunking profile {name!r}: the settings define {', '.join(sorted(profiles))} "
+                              "(chunking.profiles)")
+        values = dict(profiles[name])
+        values["markdown_headers"] = tuple(values["markdown_headers"])
+        return dataclasses.replace(self, profile=name, **values)
+
+
+PROFILE_KEYS = ("chunk_tokens", "overlap_tokens", "markdown_headers")
 
 
 @dataclass(frozen=True)
@@ -231,6 +246,8 @@ def _coerce(cls: type, raw: Any, where: str) -> Any:
             kwargs[name] = _coerce(type(default), value, key)
         elif name == "prices":  # model -> {input_per_1m, output_per_1m}
             kwargs[name] = _prices(value, key)
+        elif name == "profiles":  # chunking profile name -> overrides of the default profile
+            kwargs[name] = _profiles(value, key)
         elif isinstance(default, dict):  # event type -> list of e-mail addresses
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a mapping of event type to a list of addresses")
@@ -283,18 +300,48 @@ def _prices(value: Any, key: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def _profiles(value: Any, key: str) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of profile name to {{chunk_tokens, overlap_tokens, "
+                          "markdown_headers}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, p in value.items():
+        if not isinstance(p, dict) or not p or set(p) - set(PROFILE_KEYS):
+            raise ConfigError(f"{key}.{name}: expected some of {', '.join(PROFILE_KEYS)}, got {p!r}")
+        for k, v in p.items():
+            ok = (isinstance(v, list) and all(isinstance(h, str) for h in v)) if k == "markdown_headers" else \
+                (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+            if not ok:
+                raise ConfigError(f"{key}.{name}.{k}: expected {'a list of strings' if k == 'markdown_headers' else 'a whole number'}, got {v!r}")
+        out[str(name)] = dict(p)
+    return out
+
+
+def _resolve_profiles(c: ChunkingSettings, where: str) -> ChunkingSettings:
+    """Every profile fully spelled out (the default's values fill the gaps), then the chosen one applied."""
+    base = {k: (list(getattr(c, k)) if k == "markdown_headers" else getattr(c, k)) for k in PROFILE_KEYS}
+    if "default" in c.profiles:
+        raise ConfigError(f"{where}: chunking.profiles.default: the default profile is chunking's own "
+                          "chunk_tokens/overlap_tokens/markdown_headers; give the profile another name")
+    full = {"default": base, **{n: {**base, **p} for n, p in c.profiles.items()}}
+    return dataclasses.replace(c, profiles=full).with_profile(c.profile)
+
+
 def _validate(s: Settings) -> None:
     where = str(s.source_file or "settings")
     if s.chroma.mode not in ("embedded", "server"):
         raise ConfigError(f"{where}: chroma.mode must be 'embedded' or 'server', got {s.chroma.mode!r}")
-    c = s.chunking
-    if c.chunk_tokens < 16:
-        raise ConfigError(f"{where}: chunking.chunk_tokens must be at least 16, got {c.chunk_tokens}")
-    if c.overlap_tokens >= c.chunk_tokens:
-        raise ConfigError(
-            f"{where}: chunking.overlap_tokens ({c.overlap_tokens}) must be smaller than "
-            f"chunking.chunk_tokens ({c.chunk_tokens})"
-        )
+    for name, c in (s.chunking.profiles or {"default": {k: getattr(s.chunking, k) for k in PROFILE_KEYS}}).items():
+        at = "chunking" if name == "default" else f"chunking.profiles.{name}"
+        if c["chunk_tokens"] < 16:
+            raise ConfigError(f"{where}: {at}.chunk_tokens must be at least 16, got {c['chunk_tokens']}")
+        if c["overlap_tokens"] >= c["chunk_tokens"]:
+            raise ConfigError(
+                f"{where}: {at}.overlap_tokens ({c['overlap_tokens']}) must be smaller than "
+                f"{at}.chunk_tokens ({c['chunk_tokens']})"
+            )
     q = s.quality
     for name in ("max_failed_share", "max_duplicate_text_share", "max_delete_share"):
         v = getattr(q, name)
@@ -388,7 +435,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         state_db_url=state_url,
         chroma=chroma,
         embedding=_coerce(EmbeddingSettings, raw.get("embedding"), f"{where}: embedding"),
-        chunking=_coerce(ChunkingSettings, raw.get("chunking"), f"{where}: chunking"),
+        chunking=_resolve_profiles(_coerce(ChunkingSettings, raw.get("chunking"), f"{where}: chunking"), where),
         quality=_coerce(QualitySettings, raw.get("quality"), f"{where}: quality"),
         ingest=_coerce(IngestSettings, raw.get("ingest"), f"{where}: ingest"),
         alerts=_coerce(AlertSettings, raw.get("alerts"), f"{where}: alerts"),

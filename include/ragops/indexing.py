@@ -15,6 +15,7 @@ any difference, instead of silently diverging like other record managers.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, func, insert, select
 
-from ragops import state
+from ragops import pipelines, state
 from ragops.chunking import Chunker, chunk_id, text_hash
 from ragops.config import Settings, check_index_name, settings_fingerprint
 from ragops.embedding import Embedder
@@ -127,12 +128,26 @@ def resolve_index(settings: Settings, index: str, allow_create: bool) -> str:
 def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_resync: bool = False,
               dry_run: bool = False, allow_mass_delete: bool = False, allow_create: bool = True,
               trigger: str = "cli", fs: Any = None, storage_options: dict[str, Any] | None = None,
-              embedder: Embedder | None = None, store: VectorStore | None = None) -> dict[str, Any]:
-    """Compare the source with the state store and stage the work. Returns a small summary."""
+              embedder: Embedder | None = None, store: VectorStore | None = None,
+              pipeline: dict[str, Any] | None = None, target_collection: str | None = None) -> dict[str, Any]:
+    """Compare the source with the state store and stage the work. Returns a small summary.
+
+    The index's live pipeline (model, chunking) is used, not the settings file's (see
+    ``ragops.pipelines``). A rebuild that changes the pipeline passes ``pipeline`` and
+    ``target_collection``: it stages into a shadow index whose chunks go to its new collection."""
     t0 = time.perf_counter()
     state.require_schema(settings.state_db_url)
-    index = resolve_index(settings, index, allow_create)
-    embedder = embedder or Embedder(settings.embedding)
+    drift = None
+    if target_collection is None:
+        index = resolve_index(settings, index, allow_create)
+        drift = pipelines.drift(settings, index)
+        if drift:
+            log.warning("index %s: the settings changed %s since its live version was built; this sync keeps the "
+                        "live pipeline, and a rebuild (ragops index rebuild, or the rebuild_index DAG) applies the "
+                        "change", index, sorted(drift))
+    pipeline = pipeline or pipelines.live(settings, index) or pipelines.configured(settings)
+    settings = pipelines.apply(settings, pipeline)
+    embedder = _embedder_for(settings, embedder)
     fp = pipeline_fingerprint(settings, embedder)
     disc = discover(source, settings, fs=fs, storage_options=storage_options)
 
@@ -179,8 +194,9 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
     summary: dict[str, Any] = {
         "run_id": run_id, "index": index, "source": source, "source_id": disc.source_id,
         "settings_hash": fp, "embedding_model": embedder.fingerprint, "full_resync": full_resync,
-        "dry_run": dry_run, "trigger": trigger,
-        "collection": live.collection if live else None,
+        "dry_run": dry_run, "trigger": trigger, "pipeline": pipeline, "pipeline_drift": drift,
+        "target_collection": target_collection,
+        "collection": target_collection or (live.collection if live else None),
         "counts": {"discovered": len(disc.docs), "added": len(added), "changed": len(changed),
                    "unchanged": len(unchanged), "deleted": len(deleted), "protected": len(protected),
                    "source_problems": len(disc.problems)},
@@ -243,7 +259,8 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
     rd = run_dir(settings, run_id)
     plan = _read_json(rd / "plan.json")
     items = _read_json(rd / f"batch-{batch_no:05d}.in.json")
-    embedder = embedder or Embedder(settings.embedding)
+    settings = pipelines.apply(settings, plan.get("pipeline"))
+    embedder = _embedder_for(settings, embedder)
     fp = pipeline_fingerprint(settings, embedder)
     if fp != plan["settings_hash"]:
         raise RagopsError(f"settings changed between plan and batch {batch_no} of run {run_id}; re-run the sync")
@@ -337,6 +354,14 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
                 {"docs": ok_docs, "quarantine": quarantine, "summary": result})
     log.info("batch %d of run %s: %s", batch_no, run_id, result)
     return result
+
+
+def _embedder_for(settings: Settings, embedder: Embedder | None) -> Embedder:
+    """The given embedder if it is the pipeline's model, else that model."""
+    e = settings.embedding
+    if embedder is not None and (embedder.settings.model, embedder.settings.normalize) == (e.model, e.normalize):
+        return embedder
+    return Embedder(e)
 
 
 def _suffix(cid: str) -> str:
@@ -433,12 +458,21 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
             f"--run {run_id}`, fix the source, and re-run"
         )
 
-    with store.writer():
-        collection, new_version = _ensure_collection(settings, store, index, plan["embedding_model"])
+    target = plan.get("target_collection")
+    with store.writer() if target is None else contextlib.nullcontext():  # a rebuild holds the lock already
+        if target is not None:
+            collection, new_version = target, None
+        else:
+            collection, new_version = _ensure_collection(settings, store, index, plan["embedding_model"],
+                                                         plan.get("pipeline"))
         upserted, copied = _upsert_batches(store, collection, rd, plan["batches"])
         with state.session_scope(settings.state_db_url) as s:
-            if new_version is None:
+            if target is not None:
+                pass  # a rebuild's new version: the rebuild records it and moves the alias after validating
+            elif new_version is None:
                 live = state.live_version(s, index)
+                if live is not None and live.pipeline is None and plan.get("pipeline"):
+                    live.pipeline = plan["pipeline"]  # built before pipelines were recorded: it has this one
                 if live is not None and live.embedding_model != plan["embedding_model"]:
                     state.audit(s, actor, "embedding_model_changed", index, collection=collection,
                                 old=live.embedding_model, new=plan["embedding_model"], run_id=run_id)
@@ -480,7 +514,7 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
         store.delete(collection, stale)
         check = _self_check_locked(settings, store, index, collection, repair_source=source_id)
         lexical = _refresh_lexical(settings, index, collection, bool(upserted or stale or check["repaired"])) \
-            if check["ok"] else None
+            if check["ok"] and target is None else None  # a rebuild builds its BM25 index after validating
 
     report = {
         "run_id": run_id, "index": index, "collection": collection, "source_id": source_id,
@@ -547,8 +581,8 @@ def _run_level_checks(settings: Settings, rd: Path, batches: list[int]) -> list[
     return validate("chunk_set", [{"text_hash": h} for h in hashes], settings.quality).incidents
 
 
-def _ensure_collection(settings: Settings, store: VectorStore, index: str,
-                       embedding_model: str) -> tuple[str, state.IndexVersion | None]:
+def _ensure_collection(settings: Settings, store: VectorStore, index: str, embedding_model: str,
+                       pipeline: dict[str, Any] | None) -> tuple[str, state.IndexVersion | None]:
     with state.session_scope(settings.state_db_url) as s:
         live = state.live_version(s, index)
         if live is not None:
@@ -557,7 +591,7 @@ def _ensure_collection(settings: Settings, store: VectorStore, index: str,
                              .where(state.IndexVersion.index_name == index)).scalar() or 0) + 1
     name = collection_name(index, version)
     store.collection(name, create=True)
-    return name, state.IndexVersion(index_name=index, version=version, collection=name,
+    return name, state.IndexVersion(index_name=index, version=version, collection=name, pipeline=pipeline,
                                     embedding_model=embedding_model, status="live", created_at=state.utcnow())
 
 
@@ -672,10 +706,11 @@ def sync(settings: Settings, source: str, index: str, *, run_id: str | None = No
          storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """plan -> every batch -> commit in one process (the DAG runs the same steps as tasks)."""
     run_id = run_id or new_run_id(trigger)
-    embedder = embedder or Embedder(settings.embedding)
     plan = plan_sync(settings, source, index, run_id, full_resync=full_resync, dry_run=dry_run,
                      allow_mass_delete=allow_mass_delete, allow_create=allow_create, trigger=trigger, fs=fs,
                      storage_options=storage_options, embedder=embedder, store=store)
+    if plan["batches"]:
+        embedder = _embedder_for(pipelines.apply(settings, plan["pipeline"]), embedder)  # load the model once
     for b in plan["batches"]:
         process_batch(settings, run_id, b, embedder=embedder, fs=fs, storage_options=storage_options)
     return commit_sync(settings, run_id, store=store, actor=trigger)

@@ -1,25 +1,30 @@
 """Index versions: blue/green rebuilds with vector reuse, validation before the swap, retention
 and rollback.
 
-A rebuild writes a new collection ``<index>__v<N+1>`` from the state store's chunks, copying
-the stored vector of every chunk the live collection already holds and embedding only the rest,
-validates it (ids and counts equal the state store's, a sample of vectors equals a fresh
-embedding of its text, retrieval on the index's golden questions no worse than live by more
-than ``eval.regression_margin``), and only then moves the alias in one transaction. The whole
-rebuild holds the Chroma writer lock, so no sync commits into the live version meanwhile.
+A rebuild writes a new collection ``<index>__v<N+1>`` and only then moves the alias, in one
+transaction. With the live pipeline (model and chunking, see ``ragops.pipelines``) it is built
+from the state store's chunks, copying the stored vector of every chunk the live collection
+already holds and embedding only the rest. With another pipeline (a model or chunking change) the
+index's sources are read again, chunked and embedded into the new collection through a *shadow
+index* ``<index>~v<N>`` in the state store, so the live chunks are untouched until the swap;
+at the swap the live rows are archived as ``<index>~v<old>`` (what a rollback across pipelines
+restores) and the shadow rows become the index's.
+
+Before the swap the new version is validated: ids and counts equal the state store's, a sample
+of vectors equals a fresh embedding of its text, retrieval on the index's golden questions is no
+worse than live by more than ``eval.regression_margin``, and a re-read keeps enough documents.
+The whole rebuild holds the Chroma writer lock (embedded mode), so no sync commits meanwhile; in
+server mode a sync that committed during the rebuild makes the swap refuse.
 
 Status of a version: ``building`` (a rebuild is writing it; one left over was killed and is
 removed by the next rebuild), ``live``, ``retired`` (kept for rollback), ``rejected`` (failed
-validation; its collection is dropped), ``deleted`` (beyond retention; dropped), ``abandoned``
-(left ``building`` by a killed rebuild and removed by the next one).
-
-Not yet: a model or chunking change through a rebuild (chunk ids hash those settings, and
-ingests embed with the configured model; today such a change goes through ``ragops ingest
---full-resync``), the ``rebuild_index`` DAG and its e-mail.
+validation; its collection is dropped), ``failed`` (the rebuild raised; dropped), ``deleted``
+(beyond retention; dropped), ``abandoned`` (left ``building`` by a killed rebuild; dropped).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import shutil
@@ -27,13 +32,13 @@ import time
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
-from ragops import state
+from ragops import pipelines, state
 from ragops.config import Settings
 from ragops.embedding import Embedder
-from ragops.errors import RagopsError, UnknownIndexError
-from ragops.indexing import collection_name
+from ragops.errors import RagopsError, SourceError, SourceUnreachableError, UnknownIndexError
+from ragops.indexing import _embedder_for, collection_name
 from ragops.lexical import folder_for
 from ragops.vectorstore import VectorStore
 
@@ -42,14 +47,28 @@ PAGE = 1000
 KEEP = 2  # live + one retired version for instant rollback
 
 
-def versions(settings: Settings, index: str) -> list[dict[str, Any]]:
+def shadow_name(index: str, version: int) -> str:
+    """State-store name of a version's own rows: staged by a pipeline-change rebuild, or archived
+    when a version of another pipeline took over (``~`` cannot occur in an index name)."""
+    return f"{index}~v{version}"
+
+
+def versions(settings: Settings, index: str, store: VectorStore | None = None) -> list[dict[str, Any]]:
+    """Every version of ``index`` with its status, pipeline, who built it and its figures."""
     with state.session_scope(settings.state_db_url) as s:
         live = state.live_version(s, index)
         rows = s.execute(select(state.IndexVersion).where(state.IndexVersion.index_name == index)
                          .order_by(state.IndexVersion.version)).scalars().all()
-        return [{"version": v.version, "collection": v.collection, "status": v.status,
-                 "live": live is not None and v.id == live.id, "embedding_model": v.embedding_model,
-                 "created_at": v.created_at.isoformat()} for v in rows]
+        out = [{"version": v.version, "collection": v.collection, "status": v.status,
+                "live": live is not None and v.id == live.id, "embedding_model": v.embedding_model,
+                "pipeline": v.pipeline, "built_by": v.built_by, "stats": v.stats or {},
+                "created_at": v.created_at.isoformat()} for v in rows]
+    for v in out:
+        if store is not None and v["status"] in ("live", "retired", "building"):
+            v["vectors"] = store.count(v["collection"]) if store.has_collection(v["collection"]) else None
+        folder = folder_for(settings.data_dir, v["collection"])
+        v["bm25_bytes"] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0
+    return out
 
 
 def _drop(settings: Settings, store: VectorStore, collection: str) -> None:
@@ -58,9 +77,22 @@ def _drop(settings: Settings, store: VectorStore, collection: str) -> None:
     shutil.rmtree(folder_for(settings.data_dir, collection), ignore_errors=True)
 
 
+def _rename_rows(s: Any, old: str, new: str) -> int:
+    """Move a set of chunk and document rows to another index name (inside the caller's transaction)."""
+    n = s.execute(update(state.Chunk).where(state.Chunk.index_name == old).values(index_name=new)).rowcount
+    s.execute(update(state.Document).where(state.Document.index_name == old).values(index_name=new))
+    return int(n or 0)
+
+
+def _drop_rows(s: Any, name: str) -> None:
+    s.execute(delete(state.Chunk).where(state.Chunk.index_name == name))
+    s.execute(delete(state.Document).where(state.Document.index_name == name))
+
+
 def _cleanup_partial(settings: Settings, store: VectorStore, index: str, actor: str) -> list[str]:
-    """Remove what a killed rebuild left: versions still ``building`` and collections of this
-    index that no version row knows."""
+    """Remove what a killed rebuild left: versions still ``building`` (their collections and
+    staged rows), collections of this index that no version row knows, and staged or archived
+    rows of versions that no longer exist."""
     removed: list[str] = []
     with state.session_scope(settings.state_db_url) as s:
         rows = s.execute(select(state.IndexVersion).where(state.IndexVersion.index_name == index)).scalars().all()
@@ -76,36 +108,45 @@ def _cleanup_partial(settings: Settings, store: VectorStore, index: str, actor: 
             if name.startswith(prefix) and name not in known:
                 _drop(settings, store, name)
                 removed.append(name)
+        keep_rows = {shadow_name(index, v.version) for v in rows if v.status == "retired"}
+        names = set(s.execute(select(state.Chunk.index_name).where(state.Chunk.index_name.like(f"{index}~v%"))
+                              .distinct()).scalars()) | set(s.execute(select(state.Document.index_name).where(
+                                  state.Document.index_name.like(f"{index}~v%")).distinct()).scalars())
+        for name in sorted(names - keep_rows):
+            _drop_rows(s, name)
+            removed.append(name)
         if removed:
             state.audit(s, actor, "index_partial_removed", index, collections=removed)
-            log.warning("removed %d partial collection(s) of index %s left by a killed rebuild: %s", len(removed),
+            log.warning("removed %d leftover(s) of index %s from killed or failed rebuilds: %s", len(removed),
                         index, removed)
     return removed
 
 
-def _retrieval_check(settings: Settings, store: VectorStore, embedder: Embedder, index: str, live: str,
-                     new: str) -> dict[str, Any] | None:
-    """Hit rate@5 and nDCG@10 of the golden questions on the live and the new collection."""
+def _golden(settings: Settings, index: str) -> str | None:
+    return (settings.indexes.get(index) or {}).get("golden") or (
+        settings.eval.default_dataset if index == settings.ingest.default_index else None)
+
+
+def _retrieval_check(settings: Settings, store: VectorStore, index: str, live: tuple[str, Embedder],
+                     new: tuple[str, Embedder]) -> dict[str, Any] | None:
+    """Hit rate@5 and nDCG@10 of the golden questions on the live and the new collection, each
+    queried with its own model."""
     from ragops.evaluation.datasets import load_dataset
     from ragops.evaluation.metrics import retrieval_metrics
-    from ragops.evaluation.runner import Retriever
+    from ragops.evaluation.runner import Retriever, index_doc_ids
     from ragops.llm import SentenceEncoder
 
-    golden = (settings.indexes.get(index) or {}).get("golden") or (
-        settings.eval.default_dataset if index == settings.ingest.default_index else None)
+    golden = _golden(settings, index)
     if not golden:
         return None
-    from ragops.evaluation.runner import index_doc_ids
-
     ds = load_dataset(settings.resolve_path(golden))
     known = index_doc_ids(settings, index)
     qs = [q for q in ds.questions if q.relevant and set(q.relevant) <= known]
     if not qs:
         return {"dataset": str(golden), "skipped": "no golden question has its documents in this index"}
-    encoder = SentenceEncoder(embedder)
     out: dict[str, Any] = {"dataset": str(golden), "questions": len(qs)}
-    for label, collection in (("live", live), ("new", new)):
-        r = Retriever(store, encoder, collection)
+    for label, (collection, embedder) in (("live", live), ("new", new)):
+        r = Retriever(store, SentenceEncoder(embedder), collection)
         rows = []
         for b in range(0, len(qs), 32):
             block = qs[b:b + 32]
@@ -115,9 +156,79 @@ def _retrieval_check(settings: Settings, store: VectorStore, embedder: Embedder,
     return out
 
 
+def _docs_digest(s: Any, index: str) -> str:
+    """What the index's documents are now (a sync that commits changes it)."""
+    h = hashlib.sha256()
+    for doc_id, content_hash in s.execute(select(state.Document.doc_id, state.Document.content_hash)
+                                          .where(state.Document.index_name == index)
+                                          .order_by(state.Document.doc_id)):
+        h.update(f"{doc_id}\0{content_hash}\n".encode())
+    return h.hexdigest()
+
+
+def _copy_or_embed(settings: Settings, store: VectorStore, index: str, live_collection: str, new_collection: str,
+                   embedder: Embedder, force: bool) -> tuple[int, int]:
+    """Same pipeline: write the state store's chunks into the new collection, reusing live vectors."""
+    with state.session_scope(settings.state_db_url) as s:
+        chunks = s.execute(select(state.Chunk.chunk_id, state.Chunk.text, state.Chunk.meta)
+                           .where(state.Chunk.index_name == index).order_by(state.Chunk.chunk_id)).all()
+    reused = embedded = 0
+    t0 = time.perf_counter()
+    for i in range(0, len(chunks), PAGE):
+        page = chunks[i:i + PAGE]
+        have = {} if force else store.get_embeddings(live_collection, [c[0] for c in page])
+        todo = [c for c in page if c[0] not in have]
+        if todo:
+            fresh = embedder.encode([c[1] for c in todo])
+            have.update({c[0]: v for c, v in zip(todo, fresh, strict=True)})
+            embedded += len(todo)
+        reused += len(page) - len(todo)
+        store.upsert(new_collection, [c[0] for c in page], np.asarray([have[c[0]] for c in page], dtype=np.float32),
+                     [c[1] for c in page], [dict(c[2] or {}) for c in page])
+        done = min(i + PAGE, len(chunks))
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        log.info("rebuild %s: %d/%d chunks written (%d reused, %d embedded; %.0f/s, ETA %.0fs)", new_collection,
+                 done, len(chunks), reused, embedded, rate, (len(chunks) - done) / rate)
+    return reused, embedded
+
+
+def _reingest(settings: Settings, store: VectorStore, index: str, shadow: str, new_collection: str,
+              pipeline: dict[str, Any], embedder: Embedder, actor: str) -> tuple[int, int]:
+    """Another pipeline: read every source of the index again, chunk and embed with ``pipeline``
+    into the shadow index's rows and the new collection (the live rows are not touched)."""
+    from ragops.indexing import commit_sync, new_run_id, plan_sync, process_batch
+
+    with state.session_scope(settings.state_db_url) as s:
+        sources = sorted(s.execute(select(state.Document.source_id).where(state.Document.index_name == index)
+                                   .distinct()).scalars())
+    if not sources:
+        raise RagopsError(f"index {index} has no documents to re-read for the new pipeline")
+    embedded = 0
+    for source in sources:
+        run_id = new_run_id("rebuild")
+        try:
+            plan = plan_sync(settings, source, shadow, run_id, trigger=actor, embedder=embedder, store=store,
+                             pipeline=pipeline, target_collection=new_collection)
+        except (RagopsError, OSError) as exc:
+            kind = SourceUnreachableError if isinstance(exc, SourceUnreachableError) else SourceError
+            raise kind(f"a new pipeline re-reads the index's sources, and source {source} cannot be read ({exc}); "
+                       f"mount it (or re-ingest with `ragops ingest SOURCE --index {index}`) and rebuild again; the "
+                       "live version keeps serving") from exc
+        for b in plan["batches"]:
+            process_batch(settings, run_id, b, embedder=embedder)
+        report = commit_sync(settings, run_id, store=store, actor=actor)
+        embedded += report["chunks"]["embedded"]
+    return 0, embedded
+
+
 def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli", embedder: Embedder | None = None,
-            store: VectorStore | None = None, keep: int = KEEP) -> dict[str, Any]:
-    """Build, validate and swap in a new version of ``index``; returns the report (``swapped``)."""
+            store: VectorStore | None = None, keep: int = KEEP, model: str | None = None,
+            profile: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Build, validate and swap in a new version of ``index``; returns the report (``swapped``).
+
+    ``model``/``profile``: ``None`` keeps the index's pipeline (or follows the settings when the
+    index does), ``"settings"`` follows the settings file, anything else pins that model or
+    chunking profile. ``force`` embeds every chunk again instead of reusing stored vectors."""
     from ragops.retrieval import build_lexical
 
     state.require_schema(settings.state_db_url)
@@ -129,80 +240,81 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
             live = state.live_version(s, index)
             if live is None:
                 raise UnknownIndexError(f"index {index!r} has no live version to rebuild; ingest into it first")
-            live_id, live_collection, live_version, model = live.id, live.collection, live.version, live.embedding_model
-        embedder = embedder or Embedder(settings.embedding)  # reads the model's files, loads nothing yet
-        if model != embedder.fingerprint:  # "<model>|<weights digest>|norm=...": same name, other weights = other
+            live_id, live_collection, live_version = live.id, live.collection, live.version
+            live_model, current = live.embedding_model, (dict(live.pipeline) if live.pipeline else None)
+            digest = _docs_digest(s, index)
+            live_docs = s.execute(select(func.count()).select_from(state.Document)
+                                  .where(state.Document.index_name == index)).scalar() or 0
+        target = pipelines.choose(settings, current, model, profile)
+        live_embedder = _embedder_for(pipelines.apply(settings, current or pipelines.configured(settings)), embedder)
+        new_embedder = _embedder_for(pipelines.apply(settings, target), embedder)
+        if current is None and live_embedder.fingerprint != live_model:
             raise RagopsError(
-                f"index {index} was embedded with {model} but the settings give {embedder.fingerprint}: a rebuild "
-                "reuses vectors of the same model; change models with `ragops ingest SOURCE --full-resync`")
+                f"index {index} was embedded with {live_model.split('|')[0]} before ragops recorded pipelines, and "
+                "the settings now name another model: re-sync it once with `ragops ingest SOURCE --full-resync`, "
+                "then rebuild", permanent=True)
+        change = not pipelines.same(current or pipelines.configured(settings), target) \
+            or new_embedder.fingerprint != live_model
         removed = _cleanup_partial(settings, store, index, actor)
         with state.session_scope(settings.state_db_url) as s:
             number = (s.execute(select(func.max(state.IndexVersion.version))
                                 .where(state.IndexVersion.index_name == index)).scalar() or 0) + 1
             new = state.IndexVersion(index_name=index, version=number, collection=collection_name(index, number),
-                                     embedding_model=model, status="building", created_at=state.utcnow())
+                                     embedding_model=new_embedder.fingerprint, status="building", pipeline=target,
+                                     built_by=actor[:128], created_at=state.utcnow())
             s.add(new)
             s.flush()
             new_id, new_collection = new.id, new.collection
-        store.collection(new_collection, create=True)
-        with state.session_scope(settings.state_db_url) as s:
-            chunks = s.execute(select(state.Chunk.chunk_id, state.Chunk.text, state.Chunk.meta)
-                               .where(state.Chunk.index_name == index).order_by(state.Chunk.chunk_id)).all()
-        reused = embedded = 0
-        for i in range(0, len(chunks), PAGE):
-            page = chunks[i:i + PAGE]
-            have = store.get_embeddings(live_collection, [c[0] for c in page])
-            todo = [c for c in page if c[0] not in have]
-            if todo:
-                fresh = embedder.encode([c[1] for c in todo])
-                have.update({c[0]: v for c, v in zip(todo, fresh, strict=True)})
-                embedded += len(todo)
-            reused += len(page) - len(todo)
-            store.upsert(new_collection, [c[0] for c in page], np.asarray([have[c[0]] for c in page], dtype=np.float32),
-                         [c[1] for c in page], [dict(c[2] or {}) for c in page])
-            log.info("rebuild %s: %d/%d chunks written (%d reused, %d embedded)", new_collection,
-                     min(i + PAGE, len(chunks)), len(chunks), reused, embedded)
-
-        # validation: ids, a sample of vectors against their text, retrieval on the golden questions
-        reasons: list[str] = []
-        expected = {c[0] for c in chunks}
-        actual = store.ids(new_collection)
-        if actual != expected:
-            reasons.append(f"ids differ from the state store: {len(expected - actual)} missing, "
-                           f"{len(actual - expected)} extra")
-        sample = random.Random(settings.eval.seed).sample(chunks, min(20, len(chunks)))
-        stored = store.get_embeddings(new_collection, [c[0] for c in sample])
-        fresh = embedder.encode([c[1] for c in sample], log_every=1e9) if sample else []
-        sims = [float(np.dot(stored[c[0]], v)) for c, v in zip(sample, fresh, strict=True) if c[0] in stored]
-        if sims and min(sims) < 0.99:
-            reasons.append(f"a sampled stored vector does not match its text (cosine {min(sims):.4f} < 0.99)")
-        check = _retrieval_check(settings, store, embedder, index, live_collection, new_collection)
-        margin = settings.eval.regression_margin
-        if check is not None and "skipped" not in check:
-            for m in ("hit_rate@5", "ndcg@10"):
-                if check["new"][m] < check["live"][m] - margin:
-                    reasons.append(f"{m} {check['new'][m]:.4f} is below live {check['live'][m]:.4f} by more than "
-                                   f"{margin}")
-        evidence = {"from": live_collection, "to": new_collection, "chunks": len(chunks), "reused": reused,
-                    "embedded": embedded, "sample_min_cosine": min(sims) if sims else None, "retrieval": check,
-                    "removed_partial": removed}
-        if reasons:
-            _drop(settings, store, new_collection)
+        shadow = shadow_name(index, number)
+        rows_of = shadow if change else index
+        log.info("rebuilding index %s as %s (%s): %s", index, new_collection,
+                 "new pipeline, sources re-read" if change else ("every chunk embedded again" if force
+                                                                 else "vectors reused"),
+                 pipelines.describe(target))
+        try:
+            store.collection(new_collection, create=True)
+            if change:
+                reused, embedded = _reingest(settings, store, index, shadow, new_collection, target, new_embedder,
+                                             actor)
+            else:
+                reused, embedded = _copy_or_embed(settings, store, index, live_collection, new_collection,
+                                                  new_embedder, force)
+            reasons, evidence = _validate(settings, store, index, rows_of, new_collection, live_collection,
+                                          live_embedder, new_embedder, live_docs if change else None)
+        except BaseException as exc:
             with state.session_scope(settings.state_db_url) as s:
+                _drop(settings, store, new_collection)
+                _drop_rows(s, shadow)
+                s.get(state.IndexVersion, new_id).status = "failed"
+                state.audit(s, actor, "index_rebuild_failed", index, collection=new_collection,
+                            error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        evidence = {"from": live_collection, "to": new_collection, "reused": reused, "embedded": embedded,
+                    "pipeline_change": change, "pipeline": target, "previous_pipeline": current,
+                    "removed_partial": removed, "force": force, **evidence}
+        if reasons:
+            with state.session_scope(settings.state_db_url) as s:
+                _drop(settings, store, new_collection)
+                _drop_rows(s, shadow)
                 s.get(state.IndexVersion, new_id).status = "rejected"
                 state.audit(s, actor, "index_rebuild_rejected", index, reasons=reasons, **evidence)
             log.error("rebuild of %s rejected, %s keeps serving: %s", index, live_collection, "; ".join(reasons))
             return {"index": index, "swapped": False, "reasons": reasons, "live": live_collection, **evidence,
                     "elapsed_s": round(time.perf_counter() - t0, 3)}
-        lexical = build_lexical(settings, index, new_collection)
+        lexical = build_lexical(settings, rows_of, new_collection)
         with state.session_scope(settings.state_db_url) as s:  # the swap: one transaction
-            now = set(s.execute(select(state.Chunk.chunk_id).where(state.Chunk.index_name == index)).scalars())
-            if now != expected:  # server mode has no writer lock: a sync committed during the rebuild
+            if _docs_digest(s, index) != digest:  # server mode has no writer lock: a sync committed meanwhile
                 raise RagopsError(f"index {index} changed while {new_collection} was being built (a sync "
                                   f"committed); {live_collection} keeps serving: run the rebuild again")
+            if change:
+                _rename_rows(s, index, shadow_name(index, live_version))  # kept for a rollback across pipelines
+                _rename_rows(s, shadow, index)
             alias = s.get(state.IndexAlias, index)
             alias.version_id, alias.updated_at = new_id, state.utcnow()
-            s.get(state.IndexVersion, new_id).status = "live"
+            v = s.get(state.IndexVersion, new_id)
+            v.status = "live"
+            v.stats = {"chunks": evidence["chunks"], "documents": evidence["documents"], "reused": reused,
+                       "embedded": embedded, "seconds": round(time.perf_counter() - t0, 3)}
             s.get(state.IndexVersion, live_id).status = "retired"
             state.audit(s, actor, "index_swapped", index, **evidence)
         deleted = _retain(settings, store, index, keep, actor)
@@ -212,8 +324,50 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
             "lexical": lexical, "deleted": deleted, "elapsed_s": round(time.perf_counter() - t0, 3)}
 
 
+def _validate(settings: Settings, store: VectorStore, index: str, rows_of: str, new_collection: str,
+              live_collection: str, live_embedder: Embedder, new_embedder: Embedder,
+              live_docs: int | None) -> tuple[list[str], dict[str, Any]]:
+    """Reasons not to swap (empty = fine) and the evidence."""
+    reasons: list[str] = []
+    with state.session_scope(settings.state_db_url) as s:
+        chunks = s.execute(select(state.Chunk.chunk_id, state.Chunk.text).where(state.Chunk.index_name == rows_of)
+                           .order_by(state.Chunk.chunk_id)).all()
+        docs = s.execute(select(func.count()).select_from(state.Document)
+                         .where(state.Document.index_name == rows_of)).scalar() or 0
+    expected = {c[0] for c in chunks}
+    actual = store.ids(new_collection)
+    if actual != expected:
+        reasons.append(f"ids differ from the state store: {len(expected - actual)} missing, "
+                       f"{len(actual - expected)} extra")
+    if not chunks:
+        reasons.append("the new version has no chunks")
+    if live_docs is not None and live_docs and 1 - docs / live_docs > settings.quality.max_delete_share:
+        reasons.append(f"re-reading the sources gave {docs} documents, the live version has {live_docs}: more than "
+                       f"quality.max_delete_share={settings.quality.max_delete_share:.0%} would be lost")
+    sample = random.Random(settings.eval.seed).sample(chunks, min(20, len(chunks)))
+    stored = store.get_embeddings(new_collection, [c[0] for c in sample])
+    fresh = new_embedder.encode([c[1] for c in sample], log_every=1e9) if sample else []
+    sims = [float(np.dot(stored[c[0]], v) / (np.linalg.norm(stored[c[0]]) * np.linalg.norm(v) or 1.0))
+            for c, v in zip(sample, fresh, strict=True) if c[0] in stored]
+    if sims and min(sims) < 0.99:
+        reasons.append(f"a sampled stored vector does not match its text (cosine {min(sims):.4f} < 0.99)")
+    check = None
+    if not reasons:
+        check = _retrieval_check(settings, store, index, (live_collection, live_embedder),
+                                 (new_collection, new_embedder))
+        margin = settings.eval.regression_margin
+        if check is not None and "skipped" not in check:
+            for m in ("hit_rate@5", "ndcg@10"):
+                if check["new"][m] < check["live"][m] - margin:
+                    reasons.append(f"{m} {check['new'][m]:.4f} is below live {check['live'][m]:.4f} by more than "
+                                   f"{margin}")
+    return reasons, {"chunks": len(chunks), "documents": docs, "live_documents": live_docs,
+                     "sample_min_cosine": min(sims) if sims else None, "retrieval": check}
+
+
 def _retain(settings: Settings, store: VectorStore, index: str, keep: int, actor: str) -> list[str]:
-    """Drop versions beyond the newest ``keep`` live/retired ones (dropping also frees Chroma's space)."""
+    """Drop versions beyond the newest ``keep`` live/retired ones (dropping also frees Chroma's
+    space) with their archived rows."""
     deleted: list[str] = []
     with state.session_scope(settings.state_db_url) as s:
         kept = s.execute(select(state.IndexVersion).where(state.IndexVersion.index_name == index,
@@ -223,6 +377,7 @@ def _retain(settings: Settings, store: VectorStore, index: str, keep: int, actor
             if v.status == "live":
                 continue
             _drop(settings, store, v.collection)
+            _drop_rows(s, shadow_name(index, v.version))
             v.status = "deleted"
             deleted.append(v.collection)
         if deleted:
@@ -232,11 +387,14 @@ def _retain(settings: Settings, store: VectorStore, index: str, keep: int, actor
 
 def rollback(settings: Settings, index: str | None = None, to: int | None = None, *, actor: str = "cli",
              store: VectorStore | None = None) -> dict[str, Any]:
-    """Move the alias back to a retained version (default: the newest retired one). Chunks that
-    syncs changed since that version served are brought over from the live version first, so
-    the target equals the state store when it starts serving."""
-    from ragops.indexing import _self_check_locked
-    from ragops.retrieval import build_lexical
+    """Move the alias back to a retained version (default: the newest retired one).
+
+    Same pipeline as live: chunks that syncs changed since the target served are brought over
+    from the live version first, so the target equals the state store when it starts serving.
+    Another pipeline (a model or chunking change came between): the target's archived rows are
+    restored with it, its documents as of when it was retired (the next ingest brings it up to
+    date), and its pipeline is pinned so that no settings-driven rebuild undoes the rollback."""
+    from ragops.indexing import _refresh_lexical, _self_check_locked
 
     state.require_schema(settings.state_db_url)
     index = index or settings.ingest.default_index
@@ -256,39 +414,65 @@ def rollback(settings: Settings, index: str | None = None, to: int | None = None
             if target is None:
                 raise RagopsError(f"no retained version {'v' + str(to) if to else ''} of index {index} to roll back to "
                                   f"(retained: {', '.join(have) or 'none'}); rebuild first")
-            if target.embedding_model != live.embedding_model:
-                raise RagopsError(f"v{target.version} was embedded with {target.embedding_model}, the live version "
-                                  f"with {live.embedding_model}: rolling back across models is not supported")
             target_id, target_collection, live_id, live_collection = target.id, target.collection, live.id, live.collection
             target_version, live_version = target.version, live.version
+            archive = shadow_name(index, target_version)
+            archived = set(s.execute(select(state.Chunk.chunk_id).where(state.Chunk.index_name == archive)).scalars())
+            same = target.embedding_model == live.embedding_model and pipelines.same(
+                target.pipeline or live.pipeline, live.pipeline or target.pipeline)
+            if not same and not archived:
+                raise RagopsError(f"v{target_version} was built with another pipeline ({pipelines.describe(target.pipeline)}"
+                                  f") than live ({pipelines.describe(live.pipeline)}) and its chunks were not kept, so "
+                                  f"it cannot serve again: rebuild with that model/profile instead")
             expected = set(s.execute(select(state.Chunk.chunk_id).where(state.Chunk.index_name == index)).scalars())
         actual = store.ids(target_collection)
-        missing, extra = sorted(expected - actual), sorted(actual - expected)
-        for i in range(0, len(missing), PAGE):  # changed since: copy from the live version
-            ids = missing[i:i + PAGE]
-            vecs = store.get_embeddings(live_collection, ids)
-            chunks = store.get_chunks(live_collection, ids)
-            lost = [c for c in ids if c not in vecs or c not in chunks]
-            if lost:
-                raise RagopsError(f"the live version {live_collection} lacks {len(lost)} chunk(s) of the state store "
-                                  f"(e.g. {lost[:3]}), so v{target_version} cannot be brought up to date; run "
-                                  "`ragops index status` and re-sync the index first")
-            store.upsert(target_collection, ids, np.asarray([vecs[c] for c in ids], dtype=np.float32),
-                         [chunks[c][0] for c in ids], [chunks[c][1] for c in ids])
-        store.delete(target_collection, extra)
-        check = _self_check_locked(settings, store, index, target_collection)
-        if not check["ok"]:
-            raise RagopsError(f"v{target_version} does not match the state store after reconciling ({check}); "
-                              "the live version keeps serving")
-        lexical = build_lexical(settings, index, target_collection)
-        with state.session_scope(settings.state_db_url) as s:
-            alias = s.get(state.IndexAlias, index)
-            alias.version_id, alias.updated_at = target_id, state.utcnow()
-            s.get(state.IndexVersion, target_id).status = "live"
-            s.get(state.IndexVersion, live_id).status = "retired"
-            state.audit(s, actor, "index_rolled_back", index, **{"from": live_collection, "to": target_collection},
-                        copied=len(missing), removed=len(extra))
+        if not same:
+            if actual != archived:
+                raise RagopsError(f"v{target_version} ({target_collection}) no longer matches its archived chunks "
+                                  f"({len(archived - actual)} missing, {len(actual - archived)} extra): it cannot serve; "
+                                  "the live version keeps serving")
+            missing, extra = [], []
+            with state.session_scope(settings.state_db_url) as s:  # one transaction: rows and alias together
+                _rename_rows(s, index, shadow_name(index, live_version))
+                _rename_rows(s, archive, index)
+                alias = s.get(state.IndexAlias, index)
+                alias.version_id, alias.updated_at = target_id, state.utcnow()
+                t = s.get(state.IndexVersion, target_id)
+                t.status, t.pipeline = "live", {**(t.pipeline or pipelines.configured(settings)), "pinned": True}
+                s.get(state.IndexVersion, live_id).status = "retired"
+                state.audit(s, actor, "index_rolled_back", index, **{"from": live_collection, "to": target_collection},
+                            across_pipelines=True, pipeline=t.pipeline, chunks=len(archived))
+            check = _self_check_locked(settings, store, index, target_collection)
+            lexical = _refresh_lexical(settings, index, target_collection, changed=False)
+        else:
+            missing, extra = sorted(expected - actual), sorted(actual - expected)
+            for i in range(0, len(missing), PAGE):  # changed since: copy from the live version
+                ids = missing[i:i + PAGE]
+                vecs = store.get_embeddings(live_collection, ids)
+                chunks = store.get_chunks(live_collection, ids)
+                lost = [c for c in ids if c not in vecs or c not in chunks]
+                if lost:
+                    raise RagopsError(f"the live version {live_collection} lacks {len(lost)} chunk(s) of the state "
+                                      f"store (e.g. {lost[:3]}), so v{target_version} cannot be brought up to date; run "
+                                      "`ragops index status` and re-sync the index first")
+                store.upsert(target_collection, ids, np.asarray([vecs[c] for c in ids], dtype=np.float32),
+                             [chunks[c][0] for c in ids], [chunks[c][1] for c in ids])
+            store.delete(target_collection, extra)
+            check = _self_check_locked(settings, store, index, target_collection)
+            if not check["ok"]:
+                raise RagopsError(f"v{target_version} does not match the state store after reconciling ({check}); "
+                                  "the live version keeps serving")
+            # the version's own BM25 index was kept with it: rebuilt only if the chunks changed
+            lexical = _refresh_lexical(settings, index, target_collection, changed=bool(missing or extra))
+            with state.session_scope(settings.state_db_url) as s:
+                alias = s.get(state.IndexAlias, index)
+                alias.version_id, alias.updated_at = target_id, state.utcnow()
+                s.get(state.IndexVersion, target_id).status = "live"
+                s.get(state.IndexVersion, live_id).status = "retired"
+                _drop_rows(s, archive)  # stale rows from an earlier pipeline change, if any
+                state.audit(s, actor, "index_rolled_back", index, **{"from": live_collection, "to": target_collection},
+                            copied=len(missing), removed=len(extra))
     log.info("index %s rolled back from v%d to v%d (%d chunks brought over, %d removed)", index, live_version,
              target_version, len(missing), len(extra))
     return {"index": index, "from": live_collection, "to": target_collection, "copied": len(missing),
-            "removed": len(extra), "self_check": check, "lexical": lexical}
+            "removed": len(extra), "across_pipelines": not same, "self_check": check, "lexical": lexical}

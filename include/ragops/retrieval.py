@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from ragops import state
+from ragops import pipelines, state
 from ragops.config import RETRIEVAL_MODES, Settings, check_index_name
 from ragops.embedding import Embedder
 from ragops.errors import RagopsError, UnknownIndexError, VectorStoreBusyError
@@ -82,8 +82,8 @@ def search(settings: Settings, text: str, k: int = 5, index: str | None = None, 
     collection = live_collection(settings, index)
     store = store or VectorStore(settings)
     if mode != "dense":
-        return _search_ranked(settings, text.strip(), k, collection, store, embedder, unique_docs, mode)
-    embedder = embedder or Embedder(settings.embedding)
+        return _search_ranked(settings, index, text.strip(), k, collection, store, embedder, unique_docs, mode)
+    embedder = embedder or Embedder(pipelines.for_index(settings, index).embedding)  # the index's own model
     vec = embedder.encode([text.strip()], log_every=1e9)[0]
     fetch = k * 4 if unique_docs else k
     while True:  # with unique_docs, widen the chunk window until k documents are found
@@ -121,7 +121,7 @@ def fuse(settings: Settings, dense: list[str], lexical: list[str]) -> list[tuple
     return rrf([dense, lexical], [r.dense_weight, r.lexical_weight], k=r.rrf_k)
 
 
-def _search_ranked(settings: Settings, text: str, k: int, collection: str, store: VectorStore,
+def _search_ranked(settings: Settings, index: str, text: str, k: int, collection: str, store: VectorStore,
                    embedder: Embedder | None, unique_docs: bool, mode: str) -> list[Hit]:
     lex = lexical_index(settings, collection)
     n = min(MAX_K * 4, max(settings.retrieval.candidates, k * (4 if unique_docs else 1)))
@@ -130,7 +130,7 @@ def _search_ranked(settings: Settings, text: str, k: int, collection: str, store
     if mode == "lexical":
         ranked = [(cid, score) for cid, _doc, score in lex_hits]
     else:
-        embedder = embedder or Embedder(settings.embedding)
+        embedder = embedder or Embedder(pipelines.for_index(settings, index).embedding)
         vec = embedder.encode([text], log_every=1e9)[0]
         dense = store.query(collection, vec, n)["ids"][0]
         ranked = fuse(settings, list(dense), lexical)

@@ -95,6 +95,10 @@ class IndexVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     collection: Mapped[str] = mapped_column(String(128), unique=True)
     embedding_model: Mapped[str] = mapped_column(Text)
+    # model + chunking the version was built with (ragops.pipelines); NULL = built before 0004
+    pipeline: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    built_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # chunks, reused, embedded, seconds
     status: Mapped[str] = mapped_column(String(16), default="live")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

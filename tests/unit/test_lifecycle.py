@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
-from ragops import state
+from ragops import pipelines, state
 from ragops.config import EmbeddingSettings
 from ragops.embedding import Embedder
-from ragops.errors import RagopsError
+from ragops.errors import ConfigError, RagopsError
 from ragops.indexing import self_check, sync
 from ragops.lexical import folder_for
 from ragops.lifecycle import rebuild, rollback, versions
@@ -101,11 +103,89 @@ def test_a_killed_rebuild_leaves_live_serving_and_the_next_run_removes_it(indexe
     assert statuses(settings) == [(1, "retired"), (2, "abandoned"), (3, "live")]
 
 
-def test_rebuild_refuses_a_model_the_index_was_not_embedded_with(indexed, embedder) -> None:
-    import dataclasses
+def _chunks(settings, index="docs") -> set[str]:
+    with state.session_scope(settings.state_db_url) as s:
+        return set(s.execute(select(state.Chunk.chunk_id).where(state.Chunk.index_name == index)).scalars())
 
-    settings, _ = indexed
+
+def _with_profiles(settings):
+    base = {"chunk_tokens": 200, "overlap_tokens": 30, "markdown_headers": ["#", "##", "###"]}
+    profiles = {"default": base, "whole": {**base, "chunk_tokens": 400, "markdown_headers": ["#"]}}
+    return settings.replace(chunking=dataclasses.replace(settings.chunking, profiles=profiles))
+
+
+def test_a_settings_change_reaches_the_index_only_through_a_rebuild(indexed, embedder) -> None:
+    settings, corpus = indexed
+    before = _chunks(settings)
     other = settings.replace(embedding=dataclasses.replace(settings.embedding, normalize=False))
-    with pytest.raises(RagopsError, match="full-resync"):
-        rebuild(other, "docs")  # same model name, other settings: other vectors
+    plan = sync(other, str(corpus), "docs", trigger="test", embedder=embedder)  # ingest follows the live pipeline
+    assert plan["chunks"]["embedded"] == 0 and _chunks(settings) == before
+    with state.session_scope(settings.state_db_url) as s:
+        assert state.live_version(s, "docs").pipeline["normalize"] is True
+    assert pipelines.drift(other, "docs") == {"normalize": {"live": True, "settings": False}}
+
+    counting = CountingEmbedder()
+    result = rebuild(other, "docs", embedder=counting)  # the other model setting: sources re-read, all re-embedded
+    assert result["swapped"] and result["pipeline_change"] and result["embedded"] == result["chunks"] > 0
+    after = _chunks(settings)
+    assert after and after.isdisjoint(before)  # chunk ids hash the pipeline
+    assert _chunks(settings, "docs~v1") == before  # the old rows are archived for a rollback
+    assert pipelines.drift(other, "docs") is None and self_check(other, "docs")["ok"]
+    again = sync(other, str(corpus), "docs", trigger="test", embedder=embedder)
+    assert again["chunks"]["embedded"] == 0 and again["counts"]["unchanged"] == 3  # nothing left to re-embed
+    assert search(other, "Beta scheduling", k=1, index="docs")[0].doc_id == "beta.md"
+
+
+def test_a_pinned_chunking_profile_survives_ingests_and_rolls_back(indexed, embedder) -> None:
+    settings, corpus = indexed
+    settings = _with_profiles(settings)
+    before = _chunks(settings)
+    result = rebuild(settings, "docs", embedder=embedder, profile="whole")
+    assert result["swapped"] and result["pipeline"]["pinned"] and result["pipeline"]["chunk_tokens"] == 400
+    assert len(_chunks(settings)) == 3 < len(before)  # one chunk per document instead of one per section
+    write(corpus, "delta.md", doc("Delta guide", "Delta retries"))
+    report = sync(settings, str(corpus), "docs", trigger="test", embedder=embedder)  # settings say default
+    assert report["counts"]["added"] == 1 and report["counts"]["changed"] == 0  # the pinned profile is kept
+    assert pipelines.drift(settings, "docs") is None  # pinned: no settings drift
+    with state.session_scope(settings.state_db_url) as s:
+        n_delta = s.execute(select(state.Document.n_chunks).where(state.Document.index_name == "docs",
+                                                                  state.Document.doc_id == "delta.md")).scalar()
+    assert n_delta == 1  # chunked by the pinned profile (the settings' default would give one per section)
+
+    back = rollback(settings, "docs")  # across pipelines: v1's archived rows serve again, as of v1's retirement
+    assert back["across_pipelines"] and back["to"] == "docs__v1"
+    assert _chunks(settings) == before and self_check(settings, "docs")["ok"]
+    assert statuses(settings) == [(1, "live"), (2, "retired")]
+    with state.session_scope(settings.state_db_url) as s:
+        assert state.live_version(s, "docs").pipeline["pinned"] is True  # no drift rebuild undoes it
+    assert search(settings, "Alpha scheduling", k=1, index="docs", mode="hybrid")[0].doc_id == "alpha.md"
+    caught_up = sync(settings, str(corpus), "docs", trigger="test", embedder=embedder)
+    assert caught_up["counts"]["added"] == 1  # delta.md came after v1 was retired
+    forward = rollback(settings, "docs", to=2)
+    assert forward["across_pipelines"] and self_check(settings, "docs")["ok"]
+
+
+def test_a_failed_pipeline_rebuild_leaves_live_and_its_rows_untouched(indexed, embedder, tmp_path) -> None:
+    settings, corpus = indexed
+    settings = _with_profiles(settings)
+    before = _chunks(settings)
+    moved = tmp_path / "moved"
+    corpus.rename(moved)  # the source cannot be re-read
+    with pytest.raises(RagopsError, match="cannot be read"):
+        rebuild(settings, "docs", embedder=embedder, profile="whole")
+    assert statuses(settings) == [(1, "live"), (2, "failed")]
+    assert _chunks(settings) == before and not _chunks(settings, "docs~v2")
+    assert not VectorStore(settings).has_collection("docs__v2")
+    moved.rename(corpus)
+    with state.session_scope(settings.state_db_url) as s:  # a rebuild killed while staging its rows
+        s.add(state.Chunk(index_name="docs~v9", chunk_id="x", source_id="s", doc_id="d", position=0, text_hash="h",
+                          n_tokens=1, text="t", meta={}))
+    result = rebuild(settings, "docs", embedder=embedder, profile="whole")
+    assert result["swapped"] and "docs~v9" in result["removed_partial"] and not _chunks(settings, "docs~v9")
+
+
+def test_an_unknown_profile_is_refused_with_the_choices(indexed, embedder) -> None:
+    settings, _ = indexed
+    with pytest.raises(ConfigError, match="whole"):
+        rebuild(_with_profiles(settings), "docs", embedder=embedder, profile="tiny")
     assert statuses(settings) == [(1, "live")]

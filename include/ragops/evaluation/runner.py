@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from ragops import state
+from ragops import pipelines, state
 from ragops.config import Settings
 from ragops.embedding import Embedder
 from ragops.errors import EvalError, LlmError, RagopsError, UnknownIndexError
@@ -322,7 +322,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     ds = ds.sample(n_sample, settings.eval.seed)
 
     llm = llm or LlmSettings.from_env(settings)
-    embedder = embedder or Embedder(settings.embedding)
+    embedder = embedder or Embedder(pipelines.for_index(settings, index).embedding)  # the index's own model
     encoder = SentenceEncoder(embedder)
     client = ChatClient(llm, settings) if llm is not None else None
     generator = make_generator(prompt_obj, encoder, client)
