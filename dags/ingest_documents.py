@@ -7,6 +7,9 @@ Keeps a Chroma index exactly in sync with a document source.
 file (a BEIR `corpus.jsonl` works as is) or an fsspec URL.
 **Produces** the index's live Chroma collection and state-store records, and an Asset event
 `ragops://index/<index>` (through the alias `ragops_index_updates`) when the index changed.
+An index keeps the embedding model and chunking of its live version; when the settings ask for
+others, the commit emits `ragops://pipeline/<index>` (alias `ragops_pipeline_changes`) and
+`rebuild_index` applies them blue/green.
 
 Tasks: `plan` (discover, hash, compare with the state store, stage batches) →
 `process_batch` (mapped: parse, Great Expectations checks, token-aware chunking, embed new
@@ -28,7 +31,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from ragops.airflow.alerting import RagopsSmtpNotifier
-from ragops.airflow.assets import INDEX_UPDATES
+from ragops.airflow.assets import INDEX_UPDATES, PIPELINE_CHANGES
 from ragops.airflow.callbacks import record_failure
 from ragops.airflow.common import DEFAULT_ARGS, WRITER_POOL
 from ragops.config import load_settings
@@ -79,7 +82,7 @@ def ingest_documents() -> None:
 
         return ingest.process(batch)
 
-    @task(pool=WRITER_POOL, outlets=[INDEX_UPDATES], trigger_rule="none_failed")
+    @task(pool=WRITER_POOL, outlets=[INDEX_UPDATES, PIPELINE_CHANGES], trigger_rule="none_failed")
     def commit(run_id=None, outlet_events=None) -> dict:
         from ragops.airflow import ingest
 

@@ -107,9 +107,17 @@ def cmd_index_status(args: argparse.Namespace) -> int:
               f"{it['documents']} documents, {it['chunks']} chunks")
         for src in it["sources"]:
             print(f"  source {src['source_id']}: {src['documents']} documents, {src['chunks']} chunks")
+        if it.get("pipeline_drift"):
+            print(f"  settings changed since the live version was built ({', '.join(it['pipeline_drift'])}): "
+                  "`ragops index rebuild` applies them")
         for v in it.get("versions", []):
             if v["status"] in ("live", "retired", "building"):
-                print(f"  version v{v['version']} {v['collection']}: {v['status']}, built {v['created_at'][:19]}")
+                st = v.get("stats") or {}
+                size = f", {v['vectors']} vectors" if v.get("vectors") is not None else ""
+                size += f", BM25 {v['bm25_bytes'] / 1e6:.1f} MB" if v.get("bm25_bytes") else ""
+                how = f", {st['embedded']} embedded/{st['reused']} reused in {st['seconds']}s" if st else ""
+                print(f"  v{v['version']} {v['collection']}: {v['status']}{size}; {v['pipeline_text']}; built "
+                      f"{v['created_at'][:19]} by {v.get('built_by') or 'ingest'}{how}")
         lr = it["last_run"]
         if lr:
             print(f"  last sync {lr['run_id']}: {lr['status']} at {lr['finished_at'] or lr['started_at']}, "
@@ -125,12 +133,14 @@ def cmd_index_status(args: argparse.Namespace) -> int:
 
 def cmd_index_rebuild(args: argparse.Namespace) -> int:
     from ragops.lifecycle import rebuild
+    from ragops.pipelines import describe
 
-    r = rebuild(_settings(args), args.index, actor="cli")
+    r = rebuild(_settings(args), args.index, actor="cli", model=args.model, profile=args.profile, force=args.force)
     if args.json:
         _print_json(r)
     elif r["swapped"]:
-        print(f"index {r['index']} now serves {r['live']} (was {r['previous']}): {r['reused']} vectors reused, "
+        how = "sources re-read for the new pipeline" if r["pipeline_change"] else f"{r['reused']} vectors reused"
+        print(f"index {r['index']} now serves {r['live']} (was {r['previous']}) with {describe(r['pipeline'])}: {how}, "
               f"{r['embedded']} embedded, {len(r['deleted'])} old version(s) deleted")
     else:
         print(f"rebuild of {r['index']} rejected, {r['live']} keeps serving: {'; '.join(r['reasons'])}")
@@ -144,8 +154,9 @@ def cmd_index_rollback(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(r)
     else:
-        print(f"index {r['index']} now serves {r['to']} (was {r['from']}); {r['copied']} chunk(s) brought over, "
-              f"{r['removed']} removed")
+        how = ("its own chunks restored (another pipeline; pinned until a rebuild chooses)" if r["across_pipelines"]
+               else f"{r['copied']} chunk(s) brought over, {r['removed']} removed")
+        print(f"index {r['index']} now serves {r['to']} (was {r['from']}); {how}")
     return 0
 
 
@@ -320,8 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_index_status)
 
-    rb = idx.add_parser("rebuild", help="build a new version from the state store (vectors reused), validate, swap")
+    rb = idx.add_parser("rebuild", help="build a new version (vectors reused; sources re-read for another model or "
+                                         "chunking), validate it against live, swap")
     rb.add_argument("--index")
+    rb.add_argument("--model", help="embedding model (bundled:all-MiniLM-L6-v2 or a local sentence-transformers "
+                                    "folder) to pin; 'settings' = follow embedding.model; default: keep the index's")
+    rb.add_argument("--profile", help="chunking profile (chunking.profiles) to pin; 'settings' = follow "
+                                      "chunking.profile; default: keep the index's")
+    rb.add_argument("--force", action="store_true", help="embed every chunk again instead of reusing stored vectors")
     rb.add_argument("--json", action="store_true")
     rb.set_defaults(fn=cmd_index_rebuild)
     ro = idx.add_parser("rollback", help="serve a retained earlier version again")

@@ -164,6 +164,13 @@ RETRIEVAL_MODES = ("dense", "lexical", "hybrid")
 
 
 @dataclass(frozen=True)
+class RebuildSettings:
+    schedule: str | None = "0 3 * * 0"  # weekly blue/green rebuild (compacts Chroma); null = only on demand
+    timezone: str = "UTC"
+    keep: int = 2  # versions kept for rollback (live included); older ones are dropped
+
+
+@dataclass(frozen=True)
 class RetrievalSettings:
     """Dense (Chroma), lexical (BM25 over the same chunks, bm25s) or hybrid (reciprocal rank fusion)."""
 
@@ -195,6 +202,7 @@ class Settings:
     eval: EvalSettings = EvalSettings()
     prompts: PromptSettings = PromptSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    rebuild: RebuildSettings = RebuildSettings()
     indexes: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
     source_file: Path | None = None
 
@@ -358,6 +366,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"{where}: retrieval.mode must be one of {', '.join(RETRIEVAL_MODES)}, got {r.mode!r}")
     if r.rrf_k < 1 or r.candidates < 1 or r.candidates > 200:
         raise ConfigError(f"{where}: retrieval.rrf_k must be at least 1 and retrieval.candidates between 1 and 200")
+    if s.rebuild.keep < 1:
+        raise ConfigError(f"{where}: rebuild.keep must be at least 1 (the live version), got {s.rebuild.keep}")
     e = s.eval
     if not e.ks or any(k < 1 or k > 100 for k in e.ks):
         raise ConfigError(f"{where}: eval.ks must be cut-offs between 1 and 100, got {list(e.ks)}")
@@ -407,7 +417,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
 
     where = str(cfg_path)
     top = {"data_dir", "state_db_url", "chroma", "embedding", "chunking", "quality", "ingest", "alerts", "eval",
-           "prompts", "retrieval", "indexes"}
+           "prompts", "retrieval", "rebuild", "indexes"}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(top))}")
@@ -442,6 +452,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         eval=_coerce(EvalSettings, raw.get("eval"), f"{where}: eval"),
         prompts=_coerce(PromptSettings, raw.get("prompts"), f"{where}: prompts"),
         retrieval=_coerce(RetrievalSettings, raw.get("retrieval"), f"{where}: retrieval"),
+        rebuild=_coerce(RebuildSettings, raw.get("rebuild"), f"{where}: rebuild"),
         indexes={k: dict(v or {}) for k, v in indexes_raw.items()},
         source_file=cfg_path if cfg_path.exists() else None,
     )

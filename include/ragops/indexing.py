@@ -525,6 +525,7 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
         "quarantine": {"documents": len(q_docs), "reasons": dict(reasons),
                        "entries": [{k: q[k] for k in ("doc_id", "reason", "detail")} for q in quarantine[:SAMPLE]]},
         "self_check": check, "elapsed_s": round(time.perf_counter() - t0, 3),
+        "pipeline_drift": plan.get("pipeline_drift"),
     }
     if not check["ok"]:
         _record_run(settings, run_id, plan, "self_check_failed", report, quarantine)

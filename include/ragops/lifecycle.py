@@ -44,7 +44,6 @@ from ragops.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
 PAGE = 1000
-KEEP = 2  # live + one retired version for instant rollback
 
 
 def shadow_name(index: str, version: int) -> str:
@@ -222,13 +221,16 @@ def _reingest(settings: Settings, store: VectorStore, index: str, shadow: str, n
 
 
 def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli", embedder: Embedder | None = None,
-            store: VectorStore | None = None, keep: int = KEEP, model: str | None = None,
-            profile: str | None = None, force: bool = False) -> dict[str, Any]:
+            store: VectorStore | None = None, keep: int | None = None, model: str | None = None,
+            profile: str | None = None, force: bool = False, only_if_changed: bool = False) -> dict[str, Any]:
     """Build, validate and swap in a new version of ``index``; returns the report (``swapped``).
 
     ``model``/``profile``: ``None`` keeps the index's pipeline (or follows the settings when the
     index does), ``"settings"`` follows the settings file, anything else pins that model or
-    chunking profile. ``force`` embeds every chunk again instead of reusing stored vectors."""
+    chunking profile. ``force`` embeds every chunk again instead of reusing stored vectors.
+    ``only_if_changed`` (a run triggered by a settings change): nothing to do unless the pipeline
+    changes, and a pipeline that was already rejected or failed since the live version was built
+    is not tried again (a person rebuilds by hand after looking at why)."""
     from ragops.retrieval import build_lexical
 
     state.require_schema(settings.state_db_url)
@@ -255,6 +257,20 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
                 "then rebuild", permanent=True)
         change = not pipelines.same(current or pipelines.configured(settings), target) \
             or new_embedder.fingerprint != live_model
+        if only_if_changed:
+            skip = None if change else f"index {index} already has the pipeline the settings ask for"
+            with state.session_scope(settings.state_db_url) as s:
+                since = s.get(state.IndexVersion, live_id).created_at
+                tried = [v.version for v in s.execute(select(state.IndexVersion).where(
+                    state.IndexVersion.index_name == index, state.IndexVersion.status.in_(("rejected", "failed")),
+                    state.IndexVersion.created_at >= since)).scalars() if pipelines.same(v.pipeline, target)]
+            if change and tried:
+                skip = (f"a rebuild of index {index} with this pipeline was already rejected or failed (v{tried[-1]}); "
+                        "see `ragops index status`, then rebuild by hand")
+            if skip:
+                log.info("nothing to rebuild: %s", skip)
+                return {"index": index, "swapped": False, "skipped": skip, "live": live_collection,
+                        "pipeline": target}
         removed = _cleanup_partial(settings, store, index, actor)
         with state.session_scope(settings.state_db_url) as s:
             number = (s.execute(select(func.max(state.IndexVersion.version))
@@ -317,7 +333,7 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
                        "embedded": embedded, "seconds": round(time.perf_counter() - t0, 3)}
             s.get(state.IndexVersion, live_id).status = "retired"
             state.audit(s, actor, "index_swapped", index, **evidence)
-        deleted = _retain(settings, store, index, keep, actor)
+        deleted = _retain(settings, store, index, keep or settings.rebuild.keep, actor)
     log.info("index %s now serves %s (v%d -> v%d; %d reused, %d embedded)", index, new_collection, live_version,
              number, reused, embedded)
     return {"index": index, "swapped": True, "live": new_collection, "previous": live_collection, **evidence,

@@ -186,6 +186,13 @@ def hits_as_dicts(hits: list[Hit]) -> list[dict[str, Any]]:
     return [asdict(h) for h in hits]
 
 
+def _folder_bytes(settings: Settings, collection: str) -> int:
+    from ragops.lexical import folder_for
+
+    folder = folder_for(settings.data_dir, collection)
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0
+
+
 def index_status(settings: Settings, index: str | None = None, *, store: VectorStore | None = None,
                  check: bool = True) -> list[dict[str, Any]]:
     """Live collection, counts per source, last sync run and a self-check for each index."""
@@ -214,8 +221,11 @@ def index_status(settings: Settings, index: str | None = None, *, store: VectorS
                              .order_by(state.IndexVersion.version)).scalars().all()
             out.append({
                 "versions": [{"version": v.version, "collection": v.collection, "status": v.status,
-                              "embedding_model": v.embedding_model.split("|")[0],
-                              "created_at": v.created_at.isoformat()} for v in vers],
+                              "embedding_model": v.embedding_model.split("|")[0], "pipeline": v.pipeline,
+                              "pipeline_text": pipelines.describe(v.pipeline), "built_by": v.built_by,
+                              "stats": v.stats or {}, "created_at": v.created_at.isoformat(),
+                              "bm25_bytes": _folder_bytes(settings, v.collection)} for v in vers],
+                "pipeline_drift": pipelines.drift(settings, name),
                 "index": name, "collection": live.collection if live else None,
                 "version": live.version if live else None, "embedding_model": live.embedding_model if live else None,
                 "documents": int(sum(r[1] for r in sources)), "chunks": int(sum(r[2] or 0 for r in sources)),
@@ -234,6 +244,9 @@ def index_status(settings: Settings, index: str | None = None, *, store: VectorS
                 store.lock_timeout = 5.0
                 with store.writer():
                     item["self_check"] = _self_check_locked(settings, store, item["index"], item["collection"])
+                    for v in item["versions"]:
+                        if v["status"] in ("live", "retired") and store.has_collection(v["collection"]):
+                            v["vectors"] = store.count(v["collection"])
             except VectorStoreBusyError:
                 item["self_check"] = {"ok": None, "skipped": "a writer holds the embedded Chroma lock; try again"}
     return out

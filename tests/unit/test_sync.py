@@ -91,16 +91,26 @@ def test_moved_chunks_reuse_vectors_instead_of_embedding(settings, corpus: Path,
     assert_in_sync(settings, {"alpha.md", "beta.md", "sub/gamma.txt", "sub/delta.html"})
 
 
-def test_settings_change_reembeds_exactly_what_it_affects(settings, corpus: Path, embedder, tmp_path) -> None:
+def test_a_settings_change_waits_for_a_rebuild_then_reembeds_everything(settings, corpus: Path, embedder,
+                                                                        tmp_path) -> None:
+    from ragops.lifecycle import rebuild
+
     sync(settings, str(corpus), "docs", embedder=embedder)
+    before = assert_in_sync(settings, {"alpha.md", "beta.md", "sub/gamma.txt", "sub/delta.html"})
     cfg = tmp_path / "small.yaml"
     cfg.write_text("chunking:\n  chunk_tokens: 40\n  overlap_tokens: 5\nindexes:\n  docs: {}\n")
     small = load_settings(cfg)
-    r = sync(small, str(corpus), "docs", embedder=embedder)
-    assert r["counts"]["changed"] == 4
+    r = sync(small, str(corpus), "docs", embedder=embedder)  # the index keeps its live pipeline
+    assert r["counts"]["changed"] == 0 and r["chunks"]["embedded"] == 0
+    assert r["pipeline_drift"] == {"chunk_tokens": {"live": 200, "settings": 40},
+                                   "overlap_tokens": {"live": 30, "settings": 5}}
+    assert state_chunks(settings).keys() == before.keys()
+    swapped = rebuild(small, "docs", embedder=embedder)  # what rebuild_index does on that drift
+    assert swapped["swapped"] and swapped["pipeline_change"]
     chunks = assert_in_sync(small, {"alpha.md", "beta.md", "sub/gamma.txt", "sub/delta.html"})
-    assert r["chunks"]["embedded"] == len(chunks) and r["chunks"]["reused"] == 0
-    assert sync(small, str(corpus), "docs", embedder=embedder)["chunks"]["embedded"] == 0
+    assert swapped["embedded"] == len(chunks) > len(before) and swapped["reused"] == 0
+    again = sync(small, str(corpus), "docs", embedder=embedder)
+    assert again["chunks"]["embedded"] == 0 and again["pipeline_drift"] is None
 
 
 def test_two_sources_share_an_index(settings, corpus: Path, tmp_path: Path, embedder) -> None:

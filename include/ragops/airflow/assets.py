@@ -10,6 +10,7 @@ from __future__ import annotations
 from airflow.sdk import Asset, AssetAlias
 
 INDEX_UPDATES = AssetAlias("ragops_index_updates")
+PIPELINE_CHANGES = AssetAlias("ragops_pipeline_changes")
 EVAL_REPORTS = AssetAlias("ragops_eval_reports")
 
 
@@ -17,11 +18,17 @@ def index_asset(index: str) -> Asset:
     return Asset(name=f"ragops_index_{index}", uri=f"ragops://index/{index}", group="ragops")
 
 
+def pipeline_asset(index: str) -> Asset:
+    """Updated by an ingest that finds the settings' model or chunking changed for ``index``;
+    rebuild_index runs on it to apply the change through a validated blue/green rebuild."""
+    return Asset(name=f"ragops_pipeline_{index}", uri=f"ragops://pipeline/{index}", group="ragops")
+
+
 def eval_asset(index: str) -> Asset:
     """Updated by nightly_eval with each report (extra: run id, status, key metrics, report path)."""
     return Asset(name=f"ragops_eval_{index}", uri=f"ragops://eval/{index}", group="ragops")
 
 
-def index_from_uri(uri: str) -> str | None:
-    prefix = "ragops://index/"
+def index_from_uri(uri: str, kind: str = "index") -> str | None:
+    prefix = f"ragops://{kind}/"
     return uri[len(prefix):] if uri.startswith(prefix) else None

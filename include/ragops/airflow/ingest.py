@@ -58,6 +58,13 @@ def commit(run_id: str, outlet_events: Any) -> dict[str, Any]:
         from ragops.airflow.alerting import send_event
 
         send_event(quarantine_alert(report))
+    if report.get("pipeline_drift"):  # the settings' model or chunking changed: rebuild_index applies it
+        from ragops.airflow.assets import PIPELINE_CHANGES, pipeline_asset
+
+        log.warning("index %s: settings changed since its live version was built (%s); triggering rebuild_index",
+                    report["index"], ", ".join(report["pipeline_drift"]))
+        outlet_events[PIPELINE_CHANGES].add(pipeline_asset(report["index"]),
+                                            extra={"changed": sorted(report["pipeline_drift"])})
     changed = report["chunks"]["upserted"] or report["chunks"]["deleted"] or report["chunks"]["repaired_orphans"]
     if changed:  # downstream DAGs (rebuild, eval) run only when the index really changed
         outlet_events[INDEX_UPDATES].add(index_asset(report["index"]),
