@@ -66,6 +66,7 @@ class Alert:
     facts: list[tuple[str, str]] = field(default_factory=list)
     links: list[tuple[str, str]] = field(default_factory=list)
     figure_headers: list[str] | None = None  # None = FIGURE_HEADERS (candidate vs production)
+    dedupe: bool = True  # False for decisions (a swap, a promotion): each one is news, never folded
 
     def fingerprint(self) -> str:
         """Same event, place and kind of error = same alert (numbers and ids do not count)."""
@@ -258,7 +259,7 @@ def record(settings: Settings, alert: Alert, recipients: Iterable[str], *,
                                                state.AlertRecord.status.in_(("sent", "pending")),
                                                state.AlertRecord.created_at >= window).limit(1)
         ).scalar_one_or_none()
-        status = "folded" if recent is not None else "pending"
+        status = "folded" if recent is not None and alert.dedupe else "pending"
         row = state.AlertRecord(fingerprint=fp, event=alert.event, subject=subject(alert),
                                 recipients=list(recipients), payload=alert.to_json(), status=status,
                                 attempts=0, created_at=now)

@@ -75,7 +75,7 @@ def index_alert(r: dict[str, Any], margin: float, link: str) -> Any:
     if r["action"] == "rollback":
         how = ("its own chunks as of its retirement; its pipeline is pinned" if r.get("across_pipelines") else
                f"{r.get('copied', 0)} chunk(s) brought over from the live version, {r.get('removed', 0)} removed")
-        return Alert(event="index", status="ROLLED BACK", severity="warning", where=f"rebuild_index · index {index}",
+        return Alert(event="index", status="ROLLED BACK", severity="warning", dedupe=False, where=f"rebuild_index · index {index}",
                      headline=f"index {index} serves {r['to']} again (was {r['from']})",
                      summary=f"The alias moved back in one transaction: {how}.",
                      facts=[("index", index), ("from", r["from"]), ("to", r["to"])], links=links)
@@ -96,7 +96,7 @@ def index_alert(r: dict[str, Any], margin: float, link: str) -> Any:
              ("golden questions", str(check.get("questions") or check.get("skipped") or "none configured"))]
     if r["swapped"]:
         facts.insert(2, ("previous", r["previous"]))
-        return Alert(event="index", status="SWAPPED", severity="info", where=f"rebuild_index · index {index}",
+        return Alert(event="index", status="SWAPPED", severity="info", dedupe=False, where=f"rebuild_index · index {index}",
                      headline=f"index {index} now serves {r['live']} (was {r['previous']})",
                      summary=("The new version passed validation (ids and counts equal the state store, sampled "
                               "vectors equal their text's embedding, retrieval on the golden questions no worse "
@@ -105,7 +105,7 @@ def index_alert(r: dict[str, Any], margin: float, link: str) -> Any:
                               + (f" Old versions deleted: {', '.join(r['deleted'])}." if r.get("deleted") else "")),
                      figures=figures, facts=facts, links=links,
                      figure_headers=["metric", "rule", "new version", "live", "difference", "", ""])
-    return Alert(event="index", status="REJECTED", severity="warning", where=f"rebuild_index · index {index}",
+    return Alert(event="index", status="REJECTED", severity="warning", dedupe=False, where=f"rebuild_index · index {index}",
                  headline=f"rebuild of index {index} rejected; {r['live']} keeps serving",
                  summary="The new version failed validation and was dropped; nothing changed for readers.",
                  figures=figures, facts=facts, links=links,
