@@ -174,7 +174,7 @@ class RebuildSettings:
 class RetrievalSettings:
     """Dense (Chroma), lexical (BM25 over the same chunks, bm25s) or hybrid (reciprocal rank fusion)."""
 
-    mode: str = "dense"  # the default of `ragops search`, eval runs and the app; a query may override it
+    mode: str = "hybrid"  # the default of `ragops search`, eval runs and the app; a query may override it
     rrf_k: int = 60  # reciprocal rank fusion constant: score = sum(weight / (rrf_k + rank))
     dense_weight: float = 1.0
     lexical_weight: float = 1.0

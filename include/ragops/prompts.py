@@ -1,4 +1,5 @@
-"""Prompt versions: files under ``<prompts dir>/<name>/v<N>.yaml``, validated when loaded.
+"""Prompt versions: files under ``<prompts dir>/<name>/v<N>.yaml``, validated when loaded
+(registration, aliases and history: ``ragops.registry``).
 
 A prompt version is everything that decides an answer besides the index: the template and its
 declared variables, the model and its parameters, the retrieval parameters (top-k) and the
@@ -201,24 +202,10 @@ def versions(settings: Settings, name: str) -> list[Path]:
 
 
 def load_prompt(settings: Settings, ref: str) -> Prompt:
-    """Load ``NAME@VERSION`` (``rag_answer@2`` or ``@v2``), ``NAME@ALIAS`` or ``NAME`` (= production).
+    """Load ``NAME@VERSION`` (``rag_answer@2`` or ``@v2``), ``NAME@ALIAS`` (``production``,
+    ``candidate``, ..., ``latest`` = newest registered) or ``NAME`` (= production) through the
+    registry (``ragops.registry``): the version must be registered and its file unedited. An
+    application should call ``ragops.registry.get_prompt(name)``, which caches."""
+    from ragops import registry
 
-    Until the registry keeps aliases in the state store, ``production`` (and a bare name) means
-    the newest version on disk; any other alias is refused."""
-    name, _, which = ref.partition("@")
-    which = which or "production"
-    files = versions(settings, name)
-    if not files:
-        raise PromptError(f"prompt {name!r} has no versions: add {settings.prompts_dir / name}/v1.yaml")
-    m = re.fullmatch(r"v?([0-9]+)", which)
-    if m:
-        wanted = int(m.group(1))
-        for p in files:
-            if int(FILE_RE.match(p.name).group(1)) == wanted:  # type: ignore[union-attr]
-                return load_prompt_file(p)
-        have = ", ".join(p.stem for p in files)
-        raise PromptError(f"prompt {name!r} has no version {wanted}; versions: {have}")
-    if which in ("production", "latest"):
-        return load_prompt_file(files[-1])
-    raise PromptError(f"unknown alias {which!r} for prompt {name!r}: use a version number (e.g. {name}@1), "
-                      "'production' or 'latest'")
+    return registry.load(settings, ref)

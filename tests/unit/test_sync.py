@@ -67,8 +67,10 @@ def test_add_modify_delete_and_no_change(settings, corpus: Path, embedder) -> No
     assert r3["chunks"]["embedded"] == len(new_alpha - old_alpha) + len(new_eps)
     assert r3["chunks"]["deleted"] == len(old_alpha - new_alpha) + sum(1 for d in first.values() if d == "beta.md")
 
-    hits = search(settings, "Epsilon drift", k=3, embedder=embedder)
-    assert hits[0].doc_id == "epsilon.md" and hits[0].score > 0.3
+    hits = search(settings, "Epsilon drift", k=3, embedder=embedder, mode="dense")
+    assert hits[0].doc_id == "epsilon.md" and hits[0].score > 0.3  # cosine similarity
+    fused = search(settings, "Epsilon drift", k=3, embedder=embedder)  # the default: hybrid (RRF scores)
+    assert fused[0].doc_id == "epsilon.md" and 0 < fused[0].score <= 0.033  # at most 2/(60+1), rounded
     assert hits[0].chunk_id in third and "Epsilon" in hits[0].snippet
 
 
