@@ -171,6 +171,7 @@ def summarize_rebuild(report: dict[str, Any], wall_s: float, phases: dict[str, f
             "elapsed_s")
     out = {k: report[k] for k in keys if k in report}
     out["wall_s"] = round(wall_s, 3)
+    out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     out["phases_s"] = {k: round(v, 3) for k, v in sorted(phases.items())}
     return out
 
@@ -179,7 +180,7 @@ def timed_rebuild(settings: Settings, embedder: Embedder, store: VectorStore, fo
     from ragops.lifecycle import rebuild
 
     label = "forced (every chunk embedded again)" if force else "same model (stored vectors reused)"
-    log.info("rebuild, %s", label)
+    log.info("rebuild, %s (load average %.2f)", label, os.getloadavg()[0])
     with rebuild_phases() as spent:
         t0 = time.perf_counter()
         try:
@@ -213,7 +214,7 @@ def ingest(settings: Settings, corpus: Path, embedder: Embedder, store: VectorSt
     seconds = time.perf_counter() - t0
     log.info("   %.1fs, counts %s, chunks %s", seconds, report["counts"], report["chunks"])
     return {"skipped": False, "seconds": round(seconds, 3), "counts": report["counts"], "chunks": report["chunks"],
-            "live": live_collection(settings)}
+            "live": live_collection(settings), "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
 
 
 def golden_set(dataset: Path, out: Path, keep_docs: set[str] | None) -> dict[str, Any]:
@@ -307,7 +308,7 @@ def build_synthetic(store: VectorStore, base_ids: list[str], base: np.ndarray, t
         while total < target:
             take = min(n, target - total)
             vecs = base[:take]
-            ids, metas_c = base_ids[:take], metas[:take]
+            ids, texts_c, metas_c = base_ids[:take], texts[:take], metas[:take]
             if copy:
                 noisy = vecs + rng.normal(0.0, sigma, vecs.shape).astype(np.float32)
                 noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
@@ -316,7 +317,7 @@ def build_synthetic(store: VectorStore, base_ids: list[str], base: np.ndarray, t
                 ids = [f"{c}#syn{copy}" for c in ids]
                 metas_c = [{**m, "doc_id": f"{m.get('doc_id', '')}#syn{copy}"} for m in metas_c]
             for i in range(0, take, 10_000):
-                store.upsert(SYNTHETIC_COLLECTION, ids[i:i + 10_000], vecs[i:i + 10_000], texts[i:i + 10_000],
+                store.upsert(SYNTHETIC_COLLECTION, ids[i:i + 10_000], vecs[i:i + 10_000], texts_c[i:i + 10_000],
                              metas_c[i:i + 10_000])
             parts.append(vecs)
             all_ids += ids
@@ -363,7 +364,8 @@ def measure_latency(store: VectorStore, collection: str, embedder: Embedder, tex
     out: dict[str, Any] = {"collection": collection, "vectors": store.count(collection), "k": K,
                            "queries": len(texts), "repeat": repeat, "first_query_ms": round(cold_ms, 3),
                            "query_only": latency(query_ms), "with_query_embedding": latency(with_ms),
-                           "query_embedding_only": latency(embed_ms)}
+                           "query_embedding_only": latency(embed_ms),
+                           "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
     if exact is not None and len(first["ids"][0]):
         all_ids, matrix = exact
         top = np.argsort(-(vectors @ matrix.T), axis=1)[:, :K]

@@ -294,6 +294,114 @@ def cmd_eval_check(args: argparse.Namespace) -> int:
     return 1 if r["verdict"] == "regression" else 0
 
 
+def cmd_prompts_sync(args: argparse.Namespace) -> int:
+    from ragops import registry
+
+    r = registry.sync(_settings(args), "cli")
+    print(f"registered {len(r['registered'])} new version(s): {', '.join(r['registered']) or 'none'}")
+    return 0
+
+
+def cmd_prompts_list(args: argparse.Namespace) -> int:
+    from ragops import registry
+
+    rows = registry.list_prompts(_settings(args))
+    if args.json:
+        _print_json(rows)
+        return 0
+    for p in rows:
+        print(f"{p['name']}: " + ", ".join(f"{a} -> v{v}" for a, v in sorted(p["aliases"].items())))
+        for v in p["versions"]:
+            tags = f" [{', '.join(v['aliases'])}]" if v["aliases"] else ""
+            print(f"  v{v['version']}{tags}  {v['status']}  {v['hash']}  {v['author']}: {v['message'][:80]}")
+    return 0
+
+
+def cmd_prompts_show(args: argparse.Namespace) -> int:
+    from ragops.prompts import load_prompt
+
+    p = load_prompt(_settings(args), args.ref)
+    if args.json:
+        _print_json({**p.summary(), "author": p.author, "message": p.message, "system": p.system,
+                     "template": p.template, "variables": list(p.variables)})
+        return 0
+    print(f"{p.ref}  ({p.path}, sha256 {p.content_hash[:12]})\nauthor: {p.author}\nmessage: {p.message}\n"
+          f"model: {p.model.provider}/{p.model.name} {p.model.params}\nretrieval: top_k {p.top_k}, mode "
+          f"{p.retrieval_mode or 'the retrieval.mode setting'}; refusal below {p.refusal_threshold}\n"
+          f"system: {p.system}\ntemplate:\n{p.template}")
+    return 0
+
+
+def cmd_prompts_diff(args: argparse.Namespace) -> int:
+    from ragops import registry
+
+    print(registry.diff(_settings(args), args.name, args.a, args.b) or "(no difference)")
+    return 0
+
+
+def cmd_prompts_promote(args: argparse.Namespace) -> int:
+    from ragops import registry
+
+    r = registry.promote(_settings(args), args.name, args.version, actor="cli", reason=args.reason,
+                         alias=args.alias)
+    print(f"{r['name']}@{r['alias']}: v{r['from']} -> v{r['to']}")
+    return 0
+
+
+def cmd_prompts_rollback(args: argparse.Namespace) -> int:
+    from ragops import registry
+
+    r = registry.rollback(_settings(args), args.name, actor="cli", reason=args.reason, to=args.to)
+    print(f"{r['name']}@production rolled back: v{r['from']} -> v{r['to']}")
+    return 0
+
+
+def cmd_prompts_history(args: argparse.Namespace) -> int:
+    from ragops import registry
+
+    rows = registry.history(_settings(args), args.name)
+    if args.json:
+        _print_json(rows)
+        return 0
+    for e in rows:
+        moved = f"v{e['from']} -> v{e['to']}" if e["from"] is not None else f"v{e['to']}"
+        print(f"{e['at'][:19]}  {e['alias']:<10} {e['action']:<11} {moved:<10} by {e['actor']}: {e['reason']}")
+    return 0
+
+
+def cmd_prompts_gate(args: argparse.Namespace) -> int:
+    from ragops import promotion
+
+    s = _settings(args)
+    version = promotion.choose_candidate(s, args.name, args.version)
+    if version is None:
+        print(f"nothing to evaluate: {args.name} has no undecided version newer than production")
+        return 0
+    d = promotion.evaluate(s, args.name, version, gate=args.gate, dataset=args.dataset,
+                           run_prefix=f"cli_gate_{args.name}_v{version}_{new_run_suffix()}", trigger="cli")
+    if args.json:
+        _print_json(d)
+    else:
+        print(f"gate {d['profile']}: {args.name}@{version} vs @{d['production_version']} on {d['questions']} questions: "
+              f"{'PASSED' if d['passed'] else 'FAILED'}")
+        for c in d["checks"]:
+            diff = f" diff {c['difference']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]" if c.get("ci") else ""
+            cand = f"{c['candidate']:.4f}" if isinstance(c.get("candidate"), float) else str(c.get("candidate"))
+            print(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['kind']:<14} {c['metric']:<22} {c['rule']:<28} {cand}{diff}")
+    if args.promote and d["passed"]:
+        promotion.promote(s, d, "cli")
+        print(f"{args.name}@production -> v{version}")
+    elif args.promote:
+        promotion.reject(s, d, "cli")
+    return 0 if d["passed"] else 1
+
+
+def new_run_suffix() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragops", description="Operate the ragops RAG pipeline from a shell.")
     p.add_argument("--version", action="version", version=f"ragops {__version__}")
@@ -399,6 +507,47 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("run_id")
     ck.add_argument("--json", action="store_true")
     ck.set_defaults(fn=cmd_eval_check)
+
+    pr = sub.add_parser("prompts", help="the prompt registry: versions, aliases, history, gated promotion") \
+        .add_subparsers(dest="prompts_command", required=True)
+    x = pr.add_parser("sync", help="register new prompt files (registered versions are immutable)")
+    x.set_defaults(fn=cmd_prompts_sync)
+    x = pr.add_parser("list", help="prompts, versions, aliases and whether a file was edited")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_prompts_list)
+    x = pr.add_parser("show", help="one version: NAME, NAME@VERSION or NAME@ALIAS")
+    x.add_argument("ref")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_prompts_show)
+    x = pr.add_parser("diff", help="unified diff of two versions (numbers or aliases)")
+    x.add_argument("name")
+    x.add_argument("a")
+    x.add_argument("b")
+    x.set_defaults(fn=cmd_prompts_diff)
+    x = pr.add_parser("promote", help="point an alias (default production) at a version, without a gate")
+    x.add_argument("name")
+    x.add_argument("version", type=int)
+    x.add_argument("--alias", default="production")
+    x.add_argument("--reason", default="", help="recorded in the history")
+    x.set_defaults(fn=cmd_prompts_promote)
+    x = pr.add_parser("rollback", help="production back to the version before its last move")
+    x.add_argument("name")
+    x.add_argument("--to", type=int, help="a version number instead")
+    x.add_argument("--reason", default="")
+    x.set_defaults(fn=cmd_prompts_rollback)
+    x = pr.add_parser("history", help="who moved which alias, when, why")
+    x.add_argument("name")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_prompts_history)
+    x = pr.add_parser("gate", help="evaluate a candidate against production and apply a gate profile "
+                                   "(exit 1 when it fails)")
+    x.add_argument("name")
+    x.add_argument("version", type=int, nargs="?", help="default: the oldest undecided version newer than production")
+    x.add_argument("--gate", help="gates.<profile> (default: prompts.gate)")
+    x.add_argument("--dataset")
+    x.add_argument("--promote", action="store_true", help="promote when it passes (record the rejection otherwise)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_prompts_gate)
     return p
 
 

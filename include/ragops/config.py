@@ -187,6 +187,13 @@ class RetrievalSettings:
 @dataclass(frozen=True)
 class PromptSettings:
     dir: str = "include/prompts"  # relative paths resolve against the project root
+    sync_schedule: str | None = "*/15 * * * *"  # sync_prompts registers new versions; null = CLI only
+    gate: str = "default"  # the gates.<profile> promote_prompt applies unless a run picks another
+    dataset: str | None = None  # questions for candidate vs production; null = eval.default_dataset
+    index: str | None = None  # null = ingest.default_index
+    require_approval: bool = False  # a passed gate also waits for a person (Airflow's Required Actions)
+    approval_timeout_hours: int = 72  # no answer by then = not promoted
+    auto_rollback: bool = True  # nightly_eval rolls production back on a significant post-promotion drop
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,7 @@ class Settings:
     prompts: PromptSettings = PromptSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     rebuild: RebuildSettings = RebuildSettings()
+    gates: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_GATES), hash=False)
     indexes: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
     source_file: Path | None = None
 
@@ -337,6 +345,56 @@ def _resolve_profiles(c: ChunkingSettings, where: str) -> ChunkingSettings:
     return dataclasses.replace(c, profiles=full).with_profile(c.profile)
 
 
+DEFAULT_GATES: dict[str, dict[str, Any]] = {"default": {
+    "thresholds": {"hit_rate@5": (">=", 0.8), "faithfulness": (">=", 0.8)},
+    "non_regression": {"metrics": ["answer_f1", "faithfulness", "answer_similarity", "refusal_accuracy",
+                                   "hit_rate@5"], "margin": 0.02},
+    "budget": {"latency_p95_ms": 5000.0, "cost_per_1k_usd": 10.0},
+    "require_approval": None,
+}}
+GATE_KEYS = ("thresholds", "non_regression", "budget", "require_approval")
+BUDGETS = ("latency_p95_ms", "cost_per_1k_usd")
+
+
+def _gates(value: Any, key: str) -> dict[str, dict[str, Any]]:
+    """Gate profiles: absolute thresholds, non-regression against production, budgets."""
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{key}: expected a mapping of profile name to {{thresholds, non_regression, budget}}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, g in value.items():
+        at = f"{key}.{name}"
+        if not isinstance(g, dict) or set(g) - set(GATE_KEYS):
+            raise ConfigError(f"{at}: expected some of {', '.join(GATE_KEYS)}, got {g!r}")
+        thresholds: dict[str, tuple[str, float]] = {}
+        if not isinstance(g.get("thresholds") or {}, dict):
+            raise ConfigError(f"{at}.thresholds: expected a mapping of metric to a number or '>= 0.8' / '<= 0.1'")
+        for metric, rule in (g.get("thresholds") or {}).items():
+            m = re.fullmatch(r"\s*(>=|<=)?\s*(-?[0-9]+(?:\.[0-9]+)?|-?\.[0-9]+)\s*", str(rule)) \
+                if not isinstance(rule, bool) else None
+            if m is None:
+                raise ConfigError(f"{at}.thresholds.{metric}: expected a number or '>= 0.8' / '<= 0.1', got {rule!r}")
+            thresholds[str(metric)] = (m.group(1) or "", float(m.group(2)))  # "" = by the metric's direction
+        nr = g.get("non_regression") or {}
+        if not isinstance(nr, dict) or set(nr) - {"metrics", "margin"} or \
+                not isinstance(nr.get("metrics") or [], list) or \
+                not all(isinstance(x, str) for x in nr.get("metrics") or []):
+            raise ConfigError(f"{at}.non_regression: expected metrics (a list of names) and margin")
+        margin = nr.get("margin", 0.02)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
+            raise ConfigError(f"{at}.non_regression.margin: expected a number between 0 and 1, got {margin!r}")
+        budget = g.get("budget") or {}
+        if not isinstance(budget, dict) or set(budget) - set(BUDGETS) or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in budget.values()):
+            raise ConfigError(f"{at}.budget: expected non-negative numbers for {', '.join(BUDGETS)}")
+        approval = g.get("require_approval")
+        if approval is not None and not isinstance(approval, bool):
+            raise ConfigError(f"{at}.require_approval: expected true, false or null (= prompts.require_approval)")
+        out[str(name)] = {"thresholds": thresholds,
+                          "non_regression": {"metrics": list(nr.get("metrics") or []), "margin": float(margin)},
+                          "budget": {k: float(v) for k, v in budget.items()}, "require_approval": approval}
+    return out
+
+
 def _validate(s: Settings) -> None:
     where = str(s.source_file or "settings")
     if s.chroma.mode not in ("embedded", "server"):
@@ -366,6 +424,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"{where}: retrieval.mode must be one of {', '.join(RETRIEVAL_MODES)}, got {r.mode!r}")
     if r.rrf_k < 1 or r.candidates < 1 or r.candidates > 200:
         raise ConfigError(f"{where}: retrieval.rrf_k must be at least 1 and retrieval.candidates between 1 and 200")
+    if s.prompts.gate not in s.gates:
+        raise ConfigError(f"{where}: prompts.gate is {s.prompts.gate!r} but gates defines "
+                          f"{', '.join(sorted(s.gates))}")
     if s.rebuild.keep < 1:
         raise ConfigError(f"{where}: rebuild.keep must be at least 1 (the live version), got {s.rebuild.keep}")
     e = s.eval
@@ -417,7 +478,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
 
     where = str(cfg_path)
     top = {"data_dir", "state_db_url", "chroma", "embedding", "chunking", "quality", "ingest", "alerts", "eval",
-           "prompts", "retrieval", "rebuild", "indexes"}
+           "prompts", "retrieval", "rebuild", "gates", "indexes"}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(top))}")
@@ -453,6 +514,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         prompts=_coerce(PromptSettings, raw.get("prompts"), f"{where}: prompts"),
         retrieval=_coerce(RetrievalSettings, raw.get("retrieval"), f"{where}: retrieval"),
         rebuild=_coerce(RebuildSettings, raw.get("rebuild"), f"{where}: rebuild"),
+        gates=_gates(raw["gates"], f"{where}: gates") if raw.get("gates") is not None else dict(DEFAULT_GATES),
         indexes={k: dict(v or {}) for k, v in indexes_raw.items()},
         source_file=cfg_path if cfg_path.exists() else None,
     )

@@ -135,3 +135,86 @@ def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
                              "drop": round(d, 4)} for q, d in worst if d > 0],
     })
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# promotion gate: candidate vs production on the same questions
+
+
+def _run_summary(session: Any, run_id: str) -> state.EvalRun:
+    run = session.get(state.EvalRun, run_id)
+    if run is None:
+        raise EvalError(f"unknown eval run {run_id!r}; see `ragops eval runs`")
+    if run.status not in ("success", "partial"):
+        raise EvalError(f"eval run {run_id} ended {run.status}: a gate needs a finished run")
+    return run
+
+
+def evaluate_gate(settings: Settings, profile: str, candidate_run: str, production_run: str) -> dict[str, Any]:
+    """Apply a gate profile (``gates.<profile>``) to two eval runs of the same questions on the
+    same index version: absolute thresholds on the candidate, non-regression against production
+    (paired bootstrap on each metric's per-question difference), and the operations budget.
+    Returns ``passed``, every check, the failing ones and the questions that dropped most."""
+    if profile not in settings.gates:
+        raise EvalError(f"unknown gate profile {profile!r}: the settings define {', '.join(sorted(settings.gates))}")
+    gate = settings.gates[profile]
+    e = settings.eval
+    with state.session_scope(settings.state_db_url) as s:
+        cand, prod = _run_summary(s, candidate_run), _run_summary(s, production_run)
+        if (cand.dataset_hash, cand.index_name, cand.index_version) != \
+                (prod.dataset_hash, prod.index_name, prod.index_version):
+            raise EvalError(f"runs {candidate_run} and {production_run} differ in dataset or index version; a gate "
+                            "compares two runs of the same questions on the same index version")
+        cur, base = _per_question(s, candidate_run), _per_question(s, production_run)
+        asked = {qid: (p.get("question", ""), p.get("answer", "")) for qid, p in s.execute(
+            select(state.EvalResult.question_id, state.EvalResult.payload)
+            .where(state.EvalResult.run_id == candidate_run)).all()}
+        c_sum, p_sum = dict(cand.metrics or {}), dict(prod.metrics or {})
+        meta = {"candidate": f"{cand.prompt_name}@{cand.prompt_version}",
+                "production": f"{prod.prompt_name}@{prod.prompt_version}", "index_version": cand.index_version,
+                "questions": len(set(cur) & set(base))}
+    c_metrics, p_metrics = c_sum.get("metrics") or {}, p_sum.get("metrics") or {}
+    checks: list[dict[str, Any]] = []
+    for metric, (op, value) in gate["thresholds"].items():
+        op = op or ("<=" if metric in LOWER_IS_BETTER else ">=")
+        got = c_metrics.get(metric)
+        ok = got is not None and (got >= value if op == ">=" else got <= value)
+        checks.append({"kind": "threshold", "metric": metric, "rule": f"{op} {value}", "candidate": got,
+                       "production": p_metrics.get(metric), "passed": bool(ok),
+                       **({} if got is not None else {"note": "the run has no value for this metric"})})
+    nr = gate["non_regression"]
+    regressed: list[str] = []
+    for metric in nr["metrics"]:
+        c = compare_metric(metric, {q: m[metric] for q, m in cur.items() if metric in m},
+                           {q: m[metric] for q, m in base.items() if metric in m}, nr["margin"],
+                           e.bootstrap_samples, e.confidence, e.seed, metric not in LOWER_IS_BETTER)
+        if c is None:
+            checks.append({"kind": "non_regression", "metric": metric, "rule": f"no significant drop > {nr['margin']}",
+                           "passed": True, "note": "fewer than 5 paired questions: not tested"})
+            continue
+        if c.regressed:
+            regressed.append(metric)
+        checks.append({"kind": "non_regression", "metric": metric,
+                       "rule": f"no significant {'rise' if metric in LOWER_IS_BETTER else 'drop'} > {nr['margin']}",
+                       "candidate": c.current, "production": c.baseline, "difference": c.difference,
+                       "ci": [c.ci_low, c.ci_high], "n": c.n, "passed": not c.regressed})
+    ops = c_sum.get("operations") or {}
+    for name, key in (("latency_p95_ms", "latency_ms_p95"), ("cost_per_1k_usd", "cost_per_1k_questions_usd")):
+        if name in gate["budget"]:
+            got = ops.get(key)
+            checks.append({"kind": "budget", "metric": name, "rule": f"<= {gate['budget'][name]}", "candidate": got,
+                           "production": (p_sum.get("operations") or {}).get(key),
+                           "passed": got is None or got <= gate["budget"][name],
+                           **({} if got is not None else {"note": "not measured" + (
+                               " (no price for the model in eval.prices)" if name == "cost_per_1k_usd" else "")})})
+    drops: dict[str, float] = {}
+    for metric in regressed or nr["metrics"]:
+        for qid, ms in cur.items():
+            if metric in ms and metric in base.get(qid, {}):
+                d = base[qid][metric] - ms[metric]
+                drops[qid] = drops.get(qid, 0.0) + (-d if metric in LOWER_IS_BETTER else d)
+    worst = [{"id": q, "question": asked.get(q, ("", ""))[0], "answer": asked.get(q, ("", ""))[1], "drop": round(d, 4)}
+             for q, d in sorted(drops.items(), key=lambda kv: -kv[1])[:5] if d > 0]
+    failed = [c for c in checks if not c["passed"]]
+    return {"profile": profile, "passed": not failed, "checks": checks, "failed": failed,
+            "worst_questions": worst, "candidate_run": candidate_run, "production_run": production_run, **meta}

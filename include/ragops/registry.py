@@ -218,8 +218,9 @@ def get_prompt(name: str, alias: str = PRODUCTION, *, settings: Settings | None 
 def promote(settings: Settings, name: str, version: int, *, actor: str = "cli", reason: str = "",
             evidence: dict[str, Any] | None = None, alias: str = PRODUCTION) -> dict[str, Any]:
     """Point ``alias`` (default production) at a registered, unedited version; one transaction."""
-    if not ALIAS_RE.match(alias):
-        raise PromptError(f"invalid alias {alias!r}: use a-z, 0-9, '_' and '-'")
+    if not ALIAS_RE.match(alias) or alias == "latest" or re.fullmatch(r"v?[0-9]+", alias):
+        raise PromptError(f"invalid alias {alias!r}: use a-z, 0-9, '_' and '-', not 'latest' and not a version "
+                          "number (those always mean a version)")
     load(settings, f"{name}@{version}")  # registered and unedited, or a clear error
     with state.session_scope(settings.state_db_url) as s:
         current = s.get(state.PromptAlias, (name, alias))

@@ -146,7 +146,7 @@ def test_prompt_parameters_change_the_offline_answers(env, embedder) -> None:
     ("template_missing_variable", PromptError, "declares context but the template never uses"),
     ("no_llm", EvalError, "llm_default"),
     ("unknown_index", UnknownIndexError, "unknown index 'nope'"),
-    ("unknown_version", PromptError, "has no version 9"),
+    ("unknown_version", PromptError, "rag_answer@9 is not registered"),
 ])
 def test_bad_input_is_refused_before_anything_is_stored(env, embedder, tmp_path: Path, case: str, error: type,
                                                         needle: str, monkeypatch: pytest.MonkeyPatch) -> None:

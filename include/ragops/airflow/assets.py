@@ -18,6 +18,12 @@ def index_asset(index: str) -> Asset:
     return Asset(name=f"ragops_index_{index}", uri=f"ragops://index/{index}", group="ragops")
 
 
+PROMPT_VERSIONS = Asset(name="ragops_prompt_versions", uri="ragops://prompts/versions", group="ragops")
+"""Updated by sync_prompts (through the alias, so only when new prompt versions were
+registered; extra: the versions); promote_prompt runs on it."""
+PROMPT_UPDATES = AssetAlias("ragops_prompt_updates")
+
+
 def pipeline_asset(index: str) -> Asset:
     """Updated by an ingest that finds the settings' model or chunking changed for ``index``;
     rebuild_index runs on it to apply the change through a validated blue/green rebuild."""

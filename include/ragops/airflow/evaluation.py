@@ -104,4 +104,30 @@ def compare(result: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
         links=[("Airflow run", run_link(dag_id, run_id))],
     )
     out["alert"] = send_event(alert)
+    from ragops.promotion import after_promotion
+
+    rolled = run_library(after_promotion, settings, result["eval_run_id"], verdict, f"airflow:{dag_id}")
+    if rolled:
+        out["prompt_rollback"] = rolled
+        send_event(rollback_alert(rolled, run_link(dag_id, run_id)))
     return out
+
+
+def rollback_alert(r: dict[str, Any], link: str) -> Any:
+    from ragops.alerts import Alert
+
+    ref = f"{r['name']}@{r['version']}"
+    if r["rolled_back"]:
+        status, headline = "ROLLED BACK", f"{r['name']}@production rolled back from v{r['version']} to v{r['to']}"
+        summary = ("The nightly evaluation after this version's promotion dropped significantly against the nightly "
+                   f"runs before it ({', '.join(r['regressed'])}), so production was moved back "
+                   "(prompts.auto_rollback). Inspect with `ragops prompts history` and the eval report.")
+    else:
+        status, headline = "REGRESSED", f"{ref} regressed after its promotion (auto-rollback is off)"
+        summary = (f"Nightly run {r['run_id']} dropped significantly against the runs before the promotion "
+                   f"({', '.join(r['regressed'])}). Roll back with `ragops prompts rollback {r['name']}`.")
+    return Alert(event="prompt", status=status, where=f"nightly_eval · {r['name']}", headline=headline,
+                 severity="critical", summary=summary, dedupe=False,
+                 facts=[("prompt", r["name"]), ("promoted version", ref),
+                        ("versions before", ", ".join(f"v{v}" for v in r["baseline_versions"])),
+                        ("eval run", r["run_id"])], links=[("Airflow run", link)])

@@ -1,0 +1,357 @@
+"""The promotion gate's statistics on constructed eval runs whose answer is known: paired bootstrap
+intervals, the non-regression margin, thresholds, budgets, and the `gates:` settings section.
+Runs and per-question results are written straight into a real SQLite state store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragops import state
+from ragops.config import DEFAULT_GATES, _gates, load_settings
+from ragops.errors import ConfigError, EvalError
+from ragops.gates import compare_metric, evaluate_gate, paired_bootstrap
+
+N = 40
+QIDS = [f"q{i:02d}" for i in range(N)]
+NR_METRICS = ("answer_f1", "faithfulness", "answer_similarity", "refusal_accuracy", "hit_rate@5")
+
+
+def base_metrics(i: int) -> dict[str, float]:
+    """Per-question values that vary between questions (as real ones do)."""
+    return {"answer_f1": 0.5 + 0.5 * ((i * 7) % 10) / 10, "faithfulness": 0.8 + 0.02 * (i % 10),
+            "answer_similarity": 0.6 + 0.01 * (i % 30), "refusal_accuracy": float(i % 4 != 0),
+            "hit_rate@5": float(i % 5 != 0), "false_refusal": 0.0}
+
+
+SUMMARY = {"hit_rate@5": 0.9, "faithfulness": 0.9, "answer_f1": 0.7, "false_refusal": 0.05}
+OPS = {"latency_ms_p95": 1200.0, "cost_per_1k_questions_usd": 0.5}
+
+
+def add_run(settings, run_id: str, per_question: dict[str, dict[str, float]], *, summary: dict | None = None,
+            operations: dict | None = None, status: str = "success", index_version: int = 3,
+            dataset_hash: str = "d" * 64, prompt_version: int = 1, failed: tuple[str, ...] = ()) -> str:
+    with state.session_scope(settings.state_db_url) as s:
+        s.add(state.EvalRun(run_id=run_id, status=status, trigger="test", index_name="docs",
+                            index_version=index_version, collection=f"docs__v{index_version}",
+                            prompt_name="rag_answer", prompt_version=prompt_version, prompt_hash="h" * 64,
+                            dataset_path="golden.jsonl", dataset_hash=dataset_hash, n_questions=len(per_question),
+                            generator="extractive",
+                            metrics={"metrics": dict(SUMMARY if summary is None else summary),
+                                     "operations": dict(OPS if operations is None else operations)}))
+        s.flush()
+        for qid, metrics in per_question.items():
+            s.add(state.EvalResult(run_id=run_id, question_id=qid, ok=0 if qid in failed else 1,
+                                   payload={"question": f"question {qid}?", "answer": f"answer of {run_id} to {qid}",
+                                            "metrics": metrics}))
+    return run_id
+
+
+def baseline() -> dict[str, dict[str, float]]:
+    return {q: base_metrics(i) for i, q in enumerate(QIDS)}
+
+
+def shifted(metric: str, deltas: list[float] | float) -> dict[str, dict[str, float]]:
+    """The baseline with ``metric`` moved by ``deltas`` per question (a number = the same for all)."""
+    ds = [deltas] * N if isinstance(deltas, (int, float)) else deltas
+    return {q: {**m, metric: m[metric] + d} for (q, m), d in zip(baseline().items(), ds, strict=True)}
+
+
+def check(decision: dict, kind: str, metric: str) -> dict:
+    [c] = [c for c in decision["checks"] if c["kind"] == kind and c["metric"] == metric]
+    return c
+
+
+def failed(decision: dict) -> list[tuple[str, str]]:
+    return [(c["kind"], c["metric"]) for c in decision["failed"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# paired bootstrap and compare_metric
+
+
+def test_paired_bootstrap_of_constant_differences_is_a_point() -> None:
+    iv = paired_bootstrap([-0.25] * 30)
+    assert (iv.mean, iv.low, iv.high, iv.n) == (pytest.approx(-0.25), pytest.approx(-0.25), pytest.approx(-0.25), 30)
+
+
+def test_paired_bootstrap_of_symmetric_noise_contains_zero() -> None:
+    iv = paired_bootstrap([0.3, -0.3] * 25)
+    assert iv.mean == pytest.approx(0.0) and iv.n == 50
+    assert iv.low < 0 < iv.high
+    # the interval is about mean +- 1.96 standard errors (0.3 / sqrt(50) = 0.042)
+    assert iv.low == pytest.approx(-1.96 * 0.3 / np.sqrt(50), abs=0.015)
+    assert iv.high == pytest.approx(1.96 * 0.3 / np.sqrt(50), abs=0.015)
+
+
+def test_paired_bootstrap_is_seeded_and_refuses_empty_input() -> None:
+    rng = np.random.default_rng(1)
+    d = rng.normal(-0.05, 0.1, size=60)
+    assert paired_bootstrap(d) == paired_bootstrap(d)
+    assert paired_bootstrap(d, seed=1) != paired_bootstrap(d, seed=2)
+    wider = paired_bootstrap(d, confidence=0.99)
+    narrower = paired_bootstrap(d, confidence=0.8)
+    assert wider.low < narrower.low < narrower.high < wider.high
+    with pytest.raises(EvalError, match="no paired questions"):
+        paired_bootstrap([])
+
+
+def test_compare_metric_pairs_questions_and_needs_five() -> None:
+    base = {f"q{i}": 0.9 for i in range(10)}
+    cur = {f"q{i}": 0.5 for i in range(10)} | {"extra": 0.0}  # unpaired questions are ignored
+    c = compare_metric("answer_f1", cur, base, 0.02, 2000, 0.95, 13)
+    assert c is not None and c.n == 10 and c.regressed
+    assert (c.current, c.baseline, c.difference) == (pytest.approx(0.5), pytest.approx(0.9), pytest.approx(-0.4))
+    few = {f"q{i}": 0.9 for i in range(4)}
+    assert compare_metric("answer_f1", {q: 0.0 for q in few}, few, 0.02, 2000, 0.95, 13) is None
+    # lower is better: a rise is the regression, a fall is not
+    assert compare_metric("false_refusal", {q: 0.5 for q in base}, {q: 0.0 for q in base}, 0.02, 2000, 0.95, 13,
+                          higher_is_better=False).regressed
+    assert not compare_metric("false_refusal", {q: 0.0 for q in base}, {q: 0.5 for q in base}, 0.02, 2000, 0.95,
+                              13, higher_is_better=False).regressed
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate_gate on runs in the state store
+
+
+def test_identical_runs_pass(settings) -> None:
+    prod = add_run(settings, "prod", baseline())
+    cand = add_run(settings, "cand", baseline(), prompt_version=2)
+    d = evaluate_gate(settings, "default", cand, prod)
+    assert d["passed"] is True and d["failed"] == [] and d["worst_questions"] == []
+    assert (d["candidate"], d["production"], d["questions"], d["index_version"]) == \
+        ("rag_answer@2", "rag_answer@1", N, 3)
+    nr = [c for c in d["checks"] if c["kind"] == "non_regression"]
+    assert [c["metric"] for c in nr] == list(NR_METRICS)
+    for c in nr:
+        assert c["difference"] == 0 and c["ci"] == [0, 0] and c["n"] == N and c["passed"]
+    assert {c["kind"] for c in d["checks"]} == {"threshold", "non_regression", "budget"}
+
+
+def test_clear_drop_fails_non_regression_and_names_the_dropped_questions(settings) -> None:
+    dropped = set(QIDS[::2])  # 20 of 40 questions lose their answer
+    cand_rows = {q: {**m, "answer_f1": 0.0 if q in dropped else m["answer_f1"]} for q, m in baseline().items()}
+    prod = add_run(settings, "prod", baseline())
+    cand = add_run(settings, "cand", cand_rows)
+    d = evaluate_gate(settings, "default", cand, prod)
+    assert d["passed"] is False
+    assert failed(d) == [("non_regression", "answer_f1")]
+    c = check(d, "non_regression", "answer_f1")
+    expected = -np.mean([baseline()[q]["answer_f1"] for q in dropped]) / 2
+    assert c["difference"] == pytest.approx(expected)
+    assert c["ci"][1] < 0 and -c["difference"] > 0.02 and c["rule"] == "no significant drop > 0.02"
+    worst = d["worst_questions"]
+    assert len(worst) == 5 and {w["id"] for w in worst} <= dropped
+    top = sorted((baseline()[q]["answer_f1"] for q in dropped), reverse=True)[:5]
+    assert [w["drop"] for w in worst] == [pytest.approx(v) for v in top]
+    assert worst[0]["question"] == f"question {worst[0]['id']}?"
+    assert worst[0]["answer"] == f"answer of cand to {worst[0]['id']}"
+
+
+def test_total_drop_on_every_question(settings) -> None:
+    prod = add_run(settings, "prod", {q: {**m, "answer_f1": 1.0} for q, m in baseline().items()})
+    cand = add_run(settings, "cand", {q: {**m, "answer_f1": 0.5} for q, m in baseline().items()})
+    d = evaluate_gate(settings, "default", cand, prod)
+    c = check(d, "non_regression", "answer_f1")
+    assert (c["difference"], c["ci"], c["passed"]) == (pytest.approx(-0.5), [pytest.approx(-0.5)] * 2, False)
+    assert failed(d) == [("non_regression", "answer_f1")]
+    assert {w["drop"] for w in d["worst_questions"]} == {0.5}
+
+
+def test_noise_within_the_margin_passes(settings) -> None:
+    noise = [-0.06 if i % 2 else 0.04 for i in range(N)]  # mean -0.01, spread 0.05: not significant
+    assert np.mean(noise) == pytest.approx(-0.01)
+    prod = add_run(settings, "prod", baseline())
+    cand = add_run(settings, "cand", shifted("answer_similarity", noise))
+    d = evaluate_gate(settings, "default", cand, prod)
+    c = check(d, "non_regression", "answer_similarity")
+    assert c["difference"] == pytest.approx(-0.01)
+    assert c["ci"][0] < 0 < c["ci"][1]
+    assert c["passed"] and d["passed"]
+
+
+@pytest.mark.parametrize(("drop", "passes"), [(0.015, True), (0.03, False)])
+def test_a_significant_drop_fails_only_beyond_the_margin(settings, drop: float, passes: bool) -> None:
+    prod = add_run(settings, "prod", baseline())
+    cand = add_run(settings, "cand", shifted("faithfulness", -drop))
+    d = evaluate_gate(settings, "default", cand, prod)
+    c = check(d, "non_regression", "faithfulness")
+    assert c["difference"] == pytest.approx(-drop)
+    assert c["ci"][1] < 0, "every question dropped: the drop is significant either way"
+    assert c["passed"] is passes and d["passed"] is passes
+    assert failed(d) == ([] if passes else [("non_regression", "faithfulness")])
+
+
+def test_margin_zero_fails_any_significant_drop(settings) -> None:
+    gates = _gates({"tight": {"non_regression": {"metrics": ["faithfulness"], "margin": 0}}}, "gates")
+    s = settings.replace(gates=gates)
+    prod = add_run(s, "prod", baseline())
+    cand = add_run(s, "cand", shifted("faithfulness", -0.005))
+    d = evaluate_gate(s, "tight", cand, prod)
+    assert failed(d) == [("non_regression", "faithfulness")]
+    assert [c["kind"] for c in d["checks"]] == ["non_regression"], "no thresholds or budget in this profile"
+
+
+def test_threshold_below_fails(settings) -> None:
+    prod = add_run(settings, "prod", baseline())
+    cand = add_run(settings, "cand", baseline(), summary={**SUMMARY, "hit_rate@5": 0.5})
+    d = evaluate_gate(settings, "default", cand, prod)
+    c = check(d, "threshold", "hit_rate@5")
+    assert (c["rule"], c["candidate"], c["production"], c["passed"]) == (">= 0.8", 0.5, 0.9, False)
+    assert failed(d) == [("threshold", "hit_rate@5")] and d["passed"] is False
+    assert check(d, "threshold", "faithfulness")["passed"]
+
+
+def test_threshold_on_a_missing_metric_fails_with_a_note(settings) -> None:
+    prod = add_run(settings, "prod", baseline())
+    cand = add_run(settings, "cand", baseline(), summary={"hit_rate@5": 0.9})
+    d = evaluate_gate(settings, "default", cand, prod)
+    c = check(d, "threshold", "faithfulness")
+    assert c["passed"] is False and c["candidate"] is None and "no value" in c["note"]
+
+
+@pytest.mark.parametrize(("rule", "value", "passes"), [
+    ("<= 0.1", 0.05, True), ("<= 0.1", 0.2, False),
+    (0.1, 0.05, True), (0.1, 0.2, False),  # a bare number: by the metric's direction (lower is better)
+    (">= 0.1", 0.05, False),
+])
+def test_lower_is_better_thresholds(settings, rule, value: float, passes: bool) -> None:
+    gates = _gates({"refusals": {"thresholds": {"false_refusal": rule}}}, "gates")
+    s = settings.replace(gates={**settings.gates, **gates})
+    prod = add_run(s, "prod", baseline())
+    cand = add_run(s, "cand", baseline(), summary={**SUMMARY, "false_refusal": value})
+    d = evaluate_gate(s, "refusals", cand, prod)
+    c = check(d, "threshold", "false_refusal")
+    assert c["rule"] == (f"<= {float(rule)}" if isinstance(rule, float) else rule)
+    assert c["passed"] is passes and d["passed"] is passes
+
+
+def test_lower_is_better_non_regression_fails_on_a_rise(settings) -> None:
+    gates = _gates({"refusals": {"non_regression": {"metrics": ["false_refusal"], "margin": 0.02}}}, "gates")
+    s = settings.replace(gates=gates)
+    rise = [1.0 if i % 2 else 0.0 for i in range(N)]
+    prod = add_run(s, "prod", baseline())
+    cand = add_run(s, "cand", shifted("false_refusal", rise))
+    d = evaluate_gate(s, "refusals", cand, prod)
+    c = check(d, "non_regression", "false_refusal")
+    assert c["rule"] == "no significant rise > 0.02" and c["difference"] == pytest.approx(0.5)
+    assert c["ci"][0] > 0 and c["passed"] is False
+    assert {w["id"] for w in d["worst_questions"]} <= set(QIDS[1::2]) and d["worst_questions"][0]["drop"] == 1.0
+    # the same change the other way is an improvement
+    back = evaluate_gate(s, "refusals", prod, cand)
+    assert back["passed"] and back["worst_questions"] == []
+
+
+def test_budget_fails_when_latency_exceeds_it(settings) -> None:
+    prod = add_run(settings, "prod", baseline())
+    cand = add_run(settings, "cand", baseline(), operations={"latency_ms_p95": 6500.0})
+    d = evaluate_gate(settings, "default", cand, prod)
+    lat = check(d, "budget", "latency_p95_ms")
+    assert (lat["rule"], lat["candidate"], lat["production"], lat["passed"]) == ("<= 5000.0", 6500.0, 1200.0, False)
+    cost = check(d, "budget", "cost_per_1k_usd")
+    assert cost["passed"] is True and cost["candidate"] is None and "not measured" in cost["note"]
+    assert failed(d) == [("budget", "latency_p95_ms")]
+
+
+def test_budget_on_cost(settings) -> None:
+    prod = add_run(settings, "prod", baseline())
+    cand = add_run(settings, "cand", baseline(), operations={**OPS, "cost_per_1k_questions_usd": 12.5})
+    assert failed(evaluate_gate(settings, "default", cand, prod)) == [("budget", "cost_per_1k_usd")]
+
+
+def test_failed_questions_are_not_paired(settings) -> None:
+    prod = add_run(settings, "prod", baseline())
+    cand = add_run(settings, "cand", baseline(), failed=("q00", "q01", "q02"))
+    d = evaluate_gate(settings, "default", cand, prod)
+    assert d["questions"] == N - 3
+    assert check(d, "non_regression", "answer_f1")["n"] == N - 3
+
+
+def test_fewer_than_five_paired_questions_are_not_tested(settings) -> None:
+    few = dict(list(baseline().items())[:4])
+    prod = add_run(settings, "prod", few)
+    cand = add_run(settings, "cand", {q: {**m, "answer_f1": 0.0} for q, m in few.items()})
+    d = evaluate_gate(settings, "default", cand, prod)
+    c = check(d, "non_regression", "answer_f1")
+    assert c["passed"] is True and "fewer than 5" in c["note"]
+
+
+@pytest.mark.parametrize("change", [{"index_version": 4}, {"dataset_hash": "e" * 64}])
+def test_runs_on_different_index_versions_or_datasets_are_refused(settings, change: dict) -> None:
+    prod = add_run(settings, "prod", baseline())
+    cand = add_run(settings, "cand", baseline(), **change)
+    with pytest.raises(EvalError, match="differ in dataset or index version"):
+        evaluate_gate(settings, "default", cand, prod)
+
+
+def test_unfinished_or_unknown_runs_are_refused(settings) -> None:
+    prod = add_run(settings, "prod", baseline())
+    cand = add_run(settings, "cand", baseline(), status="failed")
+    with pytest.raises(EvalError, match="eval run cand ended failed"):
+        evaluate_gate(settings, "default", cand, prod)
+    with pytest.raises(EvalError, match="unknown eval run 'nope'"):
+        evaluate_gate(settings, "default", "nope", prod)
+    partial = add_run(settings, "partial", baseline(), status="partial")
+    assert evaluate_gate(settings, "default", partial, prod)["passed"]
+
+
+def test_unknown_gate_profile_names_the_known_ones(settings) -> None:
+    prod = add_run(settings, "prod", baseline())
+    with pytest.raises(EvalError) as exc:
+        evaluate_gate(settings, "nightly-ish", prod, prod)
+    assert "unknown gate profile 'nightly-ish'" in str(exc.value)
+    assert ", ".join(sorted(settings.gates)) in str(exc.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# the gates: settings section
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "ragops.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_gates_yaml_is_normalised(tmp_path: Path) -> None:
+    s = load_settings(write_config(tmp_path, """
+gates:
+  default:
+    thresholds: {hit_rate@5: 0.85, false_refusal: "<= 0.1", faithfulness: ">= 0.7"}
+    non_regression: {metrics: [answer_f1], margin: 0.05}
+    budget: {latency_p95_ms: 800}
+    require_approval: true
+"""))
+    assert s.gates == {"default": {"thresholds": {"hit_rate@5": ("", 0.85), "false_refusal": ("<=", 0.1),
+                                                  "faithfulness": (">=", 0.7)},
+                                   "non_regression": {"metrics": ["answer_f1"], "margin": 0.05},
+                                   "budget": {"latency_p95_ms": 800.0}, "require_approval": True}}
+    assert load_settings(write_config(tmp_path, "eval: {seed: 1}\n")).gates == DEFAULT_GATES
+
+
+@pytest.mark.parametrize(("gates_yaml", "needles"), [
+    ('{default: {thresholds: {hit_rate@5: "about 0.8"}}}', ["gates.default.thresholds.hit_rate@5", "'about 0.8'"]),
+    ("{default: {thresholds: {hit_rate@5: true}}}", ["gates.default.thresholds.hit_rate@5"]),
+    ("{default: {thresholdz: {hit_rate@5: 0.8}}}", ["gates.default", "thresholdz", "expected some of thresholds"]),
+    ("{default: {non_regression: {metrics: [answer_f1], margin: 2}}}", ["gates.default.non_regression.margin"]),
+    ("{default: {non_regression: {metric: [answer_f1]}}}", ["gates.default.non_regression"]),
+    ("{default: {budget: {latency_ms: 100}}}", ["gates.default.budget", "latency_p95_ms, cost_per_1k_usd"]),
+    ("{default: {budget: {latency_p95_ms: -1}}}", ["gates.default.budget"]),
+    ("{default: {require_approval: maybe}}", ["gates.default.require_approval"]),
+    ("[default]", ["gates: expected a mapping"]),
+    ('{default: {thresholds: {hit_rate@5: "0.8.1"}}}', ["gates.default.thresholds.hit_rate@5", "'0.8.1'"]),
+    ("{default: {thresholds: [hit_rate@5]}}", ["gates.default.thresholds: expected a mapping"]),
+    # a bare string would otherwise be split into letters and every check would be "not tested"
+    ("{default: {non_regression: {metrics: answer_f1}}}", ["gates.default.non_regression", "a list of names"]),
+    ("{strict: {thresholds: {hit_rate@5: 0.9}}}", ["prompts.gate is 'default'", "strict"]),
+])
+def test_bad_gates_yaml_names_the_key(tmp_path: Path, gates_yaml: str, needles: list[str]) -> None:
+    path = write_config(tmp_path, f"gates: {gates_yaml}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path)
+    for needle in needles:
+        assert needle in str(exc.value)
+    assert str(path) in str(exc.value)
