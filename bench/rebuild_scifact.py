@@ -666,6 +666,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
+    log.setLevel(logging.INFO)  # this script's progress, always shown (ragops' own INFO logs with -v)
     for noisy in ("chromadb", "httpx", "sentence_transformers", "great_expectations", "alembic", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     dataset = args.dataset.resolve() if args.dataset else DEFAULT_DATASET

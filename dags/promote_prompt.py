@@ -33,10 +33,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.operators.hitl import HITLBranchOperator
 from airflow.sdk import Param, dag, task
 
 from ragops.airflow.alerting import RagopsSmtpNotifier
+from ragops.airflow.approval import ApprovalBranchOperator
 from ragops.airflow.assets import PROMPT_VERSIONS
 from ragops.airflow.callbacks import record_failure
 from ragops.airflow.common import DEFAULT_ARGS
@@ -99,7 +99,7 @@ def promote_prompt() -> None:
     def route(decision: dict) -> str:
         return "promote" if decision["passed"] else "reject"
 
-    approval = HITLBranchOperator(
+    approval = ApprovalBranchOperator(
         task_id="approval",
         subject="Promote {{ ti.xcom_pull(task_ids='evaluate')['name'] }}@"
                 "{{ ti.xcom_pull(task_ids='evaluate')['candidate_version'] }} to production?",

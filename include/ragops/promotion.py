@@ -27,9 +27,11 @@ class IndexChangedError(RagopsError):
     permanent = False
 
 
-def choose_candidate(settings: Settings, name: str, version: int | None) -> int | None:
+def choose_candidate(settings: Settings, name: str, version: int | None, actor: str = "cli") -> int | None:
     """The version to evaluate: the one given, else the oldest registered version newer than
-    production that no gate has decided yet (None: nothing to do)."""
+    production that no gate has decided yet (None: nothing to do). New files are registered
+    first; an edited registered file is refused here."""
+    registry.sync(settings, actor, [name])
     if version:
         return int(version)
     pending = registry.pending(settings, name)

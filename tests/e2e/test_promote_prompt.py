@@ -24,12 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = (ROOT / "include" / "prompts" / "rag_answer" / "v1.yaml").read_text()
 
 
-def version_text(version: int, *, worse: bool = False, message: str = "") -> str:
-    """The shipped prompt as version N; ``worse``: one chunk of context and a refusal threshold that
-    refuses most questions (a clearly worse prompt)."""
+def version_text(version: int, *, better: bool = False, worse: bool = False, message: str = "") -> str:
+    """The shipped prompt as version N. ``better``: the top chunk only (measured on the demo golden
+    set: refuses more unanswerable questions, no significant loss of answer F1); ``worse``: the top
+    chunk and a refusal threshold that refuses nearly everything (answer F1 collapses)."""
     text = SHIPPED.replace("version: 1", f"version: {version}")
     if message:
         text = text.replace("message: First version.", f"message: {message}")
+    if better:
+        text = text.replace("top_k: 5", "top_k: 1")
     if worse:
         text = text.replace("top_k: 5", "top_k: 1").replace("threshold: 0.35", "threshold: 0.62")
     return text
@@ -44,7 +47,7 @@ def dags(airflow_db):
 def env(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, embedder, smtp_server: SmtpServer):
     prompts = tmp_path / "prompts" / "rag_answer"
     prompts.mkdir(parents=True)
-    (prompts / "v1.yaml").write_text(version_text(1, worse=True, message="A weak start."))
+    (prompts / "v1.yaml").write_text(version_text(1))
     monkeypatch.setenv("RAGOPS_PROMPTS_DIR", str(prompts.parent))
     cfg = tmp_path / "ragops.yaml"
     cfg.write_text("""
@@ -96,7 +99,7 @@ def test_promotion_rejection_edit_refusal_and_rollback(dags, env, smtp_server: S
     assert production(settings) == 1
 
     # 1. a better version is registered by sync_prompts, which announces it through the Asset
-    (folder / "v2.yaml").write_text(version_text(2, message="Five chunks and the usual threshold."))
+    (folder / "v2.yaml").write_text(version_text(2, better=True, message="The top chunk only."))
     events0 = asset_events("ragops://prompts/versions")
     dr = dags["sync_prompts"].test()
     assert dr.state == "success" and asset_events("ragops://prompts/versions") == events0 + 1
@@ -131,14 +134,14 @@ def test_promotion_rejection_edit_refusal_and_rollback(dags, env, smtp_server: S
 
     # 3. an edited registered version is refused: the run fails, naming the file and the fix
     original = (folder / "v2.yaml").read_text()
-    (folder / "v2.yaml").write_text(original.replace("top_k: 5", "top_k: 4"))
-    (folder / "v4.yaml").write_text(version_text(4, message="Same as v2, another message."))
+    (folder / "v2.yaml").write_text(original.replace("top_k: 1", "top_k: 2"))  # a quiet edit
+    (folder / "v4.yaml").write_text(version_text(4, better=True, message="Same as v2, another message."))
     dr = promote_run(dags["promote_prompt"])
     assert dr.state == "failed"
     with state.session_scope(settings.state_db_url) as s:
         failed = [a.detail for a in s.execute(select(state.AuditEntry).where(state.AuditEntry.action == "dag_failed"))
                   .scalars()]
-    assert failed and "evaluate" in str(failed[-1]["failed_tasks"])
+    assert failed and "prepare" in str(failed[-1]["failed_tasks"])
     with pytest.raises(Exception, match="was edited after rag_answer@2 was registered"):
         registry.load(settings, "rag_answer@production")
     (folder / "v2.yaml").write_text(original)
@@ -188,7 +191,7 @@ def _approve_when_asked(dag_id: str, choice: str, out: dict, monkeypatch: pytest
 @pytest.mark.parametrize("choice", ["Approve", "Reject"])
 def test_a_promotion_that_needs_a_person(dags, env, smtp_server: SmtpServer, monkeypatch, choice: str) -> None:
     settings, folder = env
-    (folder / "v2.yaml").write_text(version_text(2, message="Five chunks and the usual threshold."))
+    (folder / "v2.yaml").write_text(version_text(2, better=True, message="The top chunk only."))
     registry.sync(settings, "test")
     answered: dict = {}
     reviewer = _approve_when_asked("promote_prompt", choice, answered, monkeypatch)
@@ -212,7 +215,7 @@ def test_a_promotion_that_needs_a_person(dags, env, smtp_server: SmtpServer, mon
 
 def test_nightly_rolls_back_a_promotion_that_regressed(dags, env, smtp_server: SmtpServer) -> None:
     settings, folder = env
-    (folder / "v2.yaml").write_text(version_text(2, message="Good."))
+    (folder / "v2.yaml").write_text(version_text(2, better=True, message="Good."))
     (folder / "v3.yaml").write_text(version_text(3, worse=True, message="Bad, promoted by hand."))
     registry.sync(settings, "test")
     registry.promote(settings, "rag_answer", 2, actor="test")

@@ -38,7 +38,8 @@ def prepare(params: dict[str, Any], run_id: str, triggering_asset_events: Any) -
 
     settings = task_settings()
     name = _from_events(triggering_asset_events) or params["prompt"]
-    version = run_library(promotion.choose_candidate, settings, name, int(params.get("candidate_version") or 0))
+    version = run_library(promotion.choose_candidate, settings, name, int(params.get("candidate_version") or 0),
+                          "airflow:promote_prompt")
     if version is None:
         log.info("prompt %s has no registered version newer than production that is not decided yet", name)
         return {"skip": f"nothing to evaluate for prompt {name}", "name": name}
@@ -71,11 +72,11 @@ def branch(decision: dict[str, Any]) -> str | None:
 
 
 def _approval(ti: Any) -> tuple[str | None, list[str]]:
-    """(who answered, what) of the approval task, if it ran."""
-    detail = ti.xcom_pull(task_ids="approval") if ti is not None else None
+    """(who answered, what) of the approval task, if it ran and someone answered."""
+    detail = ti.xcom_pull(task_ids="approval", key="response") if ti is not None else None
     if not detail:
         return None, []
-    user = detail.get("responded_by_user") or {}
+    user = detail.get("responded_by") or {}
     return (user.get("name") or user.get("id") or "someone"), list(detail.get("chosen_options") or [])
 
 
@@ -96,7 +97,7 @@ def reject(decision: dict[str, Any], dag_id: str, run_id: str, ti: Any) -> dict[
 
     settings = task_settings()
     who, chosen = _approval(ti)
-    by_person = who if decision["passed"] else None
+    by_person = (who or "nobody (no answer within prompts.approval_timeout_hours)") if decision["passed"] else None
     reason = run_library(promotion.reject, settings, decision, f"airflow:{dag_id}", by_person)
     send_event(decision_alert(decision, "REJECTED", run_link(dag_id, run_id), rejected_by=by_person))
     return {"rejected": f"{decision['name']}@{decision['candidate_version']}", "reason": reason, "chosen": chosen}
