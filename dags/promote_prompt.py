@@ -37,7 +37,7 @@ from airflow.sdk import Param, dag, task
 
 from ragops.airflow.alerting import RagopsSmtpNotifier
 from ragops.airflow.approval import ApprovalBranchOperator
-from ragops.airflow.assets import PROMPT_VERSIONS
+from ragops.airflow.assets import PROMPT_UPDATES, PROMPT_VERSIONS
 from ragops.airflow.callbacks import record_failure
 from ragops.airflow.common import DEFAULT_ARGS
 from ragops.config import load_settings
@@ -111,17 +111,18 @@ def promote_prompt() -> None:
     )
 
     # the decision is read from XCom, not passed: these run only after route or approval chose them
-    @task(trigger_rule="none_failed_min_one_success")
-    def promote(dag=None, run_id=None, ti=None) -> dict:
+    # outlets: versions still waiting after this decision are announced again (one candidate per run)
+    @task(trigger_rule="none_failed_min_one_success", outlets=[PROMPT_UPDATES])
+    def promote(dag=None, run_id=None, ti=None, outlet_events=None) -> dict:
         from ragops.airflow import promotion
 
-        return promotion.promote(ti.xcom_pull(task_ids="evaluate"), dag.dag_id, run_id, ti)
+        return promotion.promote(ti.xcom_pull(task_ids="evaluate"), dag.dag_id, run_id, ti, outlet_events)
 
-    @task(trigger_rule="none_failed_min_one_success")
-    def reject(dag=None, run_id=None, ti=None) -> dict:
+    @task(trigger_rule="none_failed_min_one_success", outlets=[PROMPT_UPDATES])
+    def reject(dag=None, run_id=None, ti=None, outlet_events=None) -> dict:
         from ragops.airflow import promotion
 
-        return promotion.reject(ti.xcom_pull(task_ids="evaluate"), dag.dag_id, run_id, ti)
+        return promotion.reject(ti.xcom_pull(task_ids="evaluate"), dag.dag_id, run_id, ti, outlet_events)
 
     decision = evaluate(prepare())
     promoted, rejected = promote(), reject()

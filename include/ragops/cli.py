@@ -310,10 +310,12 @@ def cmd_prompts_list(args: argparse.Namespace) -> int:
         _print_json(rows)
         return 0
     for p in rows:
-        print(f"{p['name']}: " + ", ".join(f"{a} -> v{v}" for a, v in sorted(p["aliases"].items())))
+        print(f"{p['name']}: " + (", ".join(f"{a} -> v{v}" for a, v in sorted(p["aliases"].items()))
+                                  or "no aliases yet (`ragops prompts sync` registers it)"))
         for v in p["versions"]:
             tags = f" [{', '.join(v['aliases'])}]" if v["aliases"] else ""
-            print(f"  v{v['version']}{tags}  {v['status']}  {v['hash']}  {v['author']}: {v['message'][:80]}")
+            who = f"  {v['author']}: {v['message'][:80]}" if v["author"] or v["message"] else ""
+            print(f"  v{v['version']}{tags}  {v['status']}  {v['hash']}{who}")
     return 0
 
 
@@ -344,7 +346,7 @@ def cmd_prompts_promote(args: argparse.Namespace) -> int:
 
     r = registry.promote(_settings(args), args.name, args.version, actor="cli", reason=args.reason,
                          alias=args.alias)
-    print(f"{r['name']}@{r['alias']}: v{r['from']} -> v{r['to']}")
+    print(f"{r['name']}@{r['alias']}: " + (f"v{r['from']} -> " if r["from"] is not None else "new alias -> ") + f"v{r['to']}")
     return 0
 
 

@@ -128,6 +128,8 @@ def after_promotion(settings: Settings, run_id: str, verdict: dict[str, Any], ac
         return None
     with state.session_scope(settings.state_db_url) as s:
         run = s.get(state.EvalRun, run_id)
+        if (run.config or {}).get("purpose") != "nightly":
+            return None  # a sample or a question subset is no evidence against a promotion
         before = {v for (v,) in s.execute(select(state.EvalRun.prompt_version).where(
             state.EvalRun.run_id.in_(verdict["baseline_runs"]), state.EvalRun.prompt_name == run.prompt_name))}
         name, version = run.prompt_name, run.prompt_version

@@ -33,6 +33,11 @@ PRODUCTION = "production"
 ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
+def prompt_names(settings: Settings) -> list[str]:
+    """Prompts on disk (folders of the prompts directory)."""
+    return _names(settings)
+
+
 def _names(settings: Settings) -> list[str]:
     root = settings.prompts_dir
     return sorted(p.name for p in root.iterdir() if p.is_dir() and NAME_RE.match(p.name)) if root.is_dir() else []
@@ -94,7 +99,7 @@ def sync(settings: Settings, actor: str = "cli", names: list[str] | None = None)
 def _edited(name: str, version: int, path: Path | str, registered: str, now: str) -> str:
     return (f"{path} was edited after {name}@{version} was registered (content hash {registered[:12]} -> {now[:12]}); "
             f"registered versions are immutable: restore the file (e.g. `git checkout -- {path}`) and put the change "
-            f"in a new version v{version + 1}.yaml or later")
+            "in a new version file (the next free v<N>.yaml)")
 
 
 def _move(s: Any, name: str, alias: str, version: int, actor: str, action: str, reason: str,
@@ -266,7 +271,7 @@ def rollback(settings: Settings, name: str, *, actor: str = "cli", reason: str =
     load(settings, f"{name}@{to}")
     with state.session_scope(settings.state_db_url) as s:
         before = _move(s, name, PRODUCTION, to, actor, "rolled_back", reason or "manual rollback", evidence or {})
-    log.warning("prompt %s: production rolled back from %s to %d by %s", name, before, to, actor)
+    log.info("prompt %s: production rolled back from %s to %d by %s", name, before, to, actor)
     return {"name": name, "alias": PRODUCTION, "from": before, "to": to}
 
 

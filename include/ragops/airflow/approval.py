@@ -13,9 +13,9 @@ class ApprovalBranchOperator(HITLBranchOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if "error" not in event:
-            user = event.get("responded_by_user") or {}
+            user = event.get("responded_by_user")  # None when the timeout chose the defaults
             context["ti"].xcom_push(key="response", value={
                 "chosen_options": list(event.get("chosen_options") or []),
-                "responded_by": dict(user) if isinstance(user, dict) else {"name": str(user)},
+                "responded_by": (dict(user) if isinstance(user, dict) else {"name": str(user)}) if user else None,
                 "responded_at": str(event.get("responded_at"))})
         return super().execute_complete(context=context, event=event)

@@ -24,20 +24,41 @@ def sync(outlet_events: Any) -> dict[str, Any]:
     return {"registered": result["registered"], "announced": new}
 
 
-def _from_events(events: Any) -> str | None:
-    """The first prompt name in the triggering Asset events' extras."""
+def _from_events(events: Any) -> list[str]:
+    """The prompt names in the triggering Asset events' extras."""
+    names: list[str] = []
     for asset_events in (events or {}).values() if hasattr(events, "values") else []:
         for ev in asset_events:
             for v in (getattr(ev, "extra", None) or {}).get("versions", []):
-                return v["name"]
-    return None
+                if v["name"] not in names:
+                    names.append(v["name"])
+    return names
+
+
+def announce_rest(outlet_events: Any) -> list[dict[str, Any]]:
+    """After a decision: versions still waiting (another version of this prompt, or another
+    prompt announced together) get a new Asset event, so promote_prompt runs again for them."""
+    from ragops import registry
+    from ragops.airflow.assets import PROMPT_UPDATES, PROMPT_VERSIONS
+
+    settings = task_settings()
+    waiting = [{"name": n, "version": v} for n in registry.prompt_names(settings) for v in registry.pending(settings, n)]
+    if waiting and outlet_events is not None:
+        outlet_events[PROMPT_UPDATES].add(PROMPT_VERSIONS, extra={"versions": waiting})
+        log.info("versions still waiting for a decision, announced again: %s", waiting)
+    return waiting
 
 
 def prepare(params: dict[str, Any], run_id: str, triggering_asset_events: Any) -> dict[str, Any]:
-    from ragops import promotion
+    from ragops import promotion, registry
 
     settings = task_settings()
-    name = _from_events(triggering_asset_events) or params["prompt"]
+    names = _from_events(triggering_asset_events)
+    if names:  # an Asset-triggered run: the first announced prompt with an undecided version
+        run_library(registry.sync, settings, "airflow:promote_prompt", names)
+        name = next((n for n in names if registry.pending(settings, n)), names[0])
+    else:
+        name = params["prompt"]
     version = run_library(promotion.choose_candidate, settings, name, int(params.get("candidate_version") or 0),
                           "airflow:promote_prompt")
     if version is None:
@@ -77,10 +98,10 @@ def _approval(ti: Any) -> tuple[str | None, list[str]]:
     if not detail:
         return None, []
     user = detail.get("responded_by") or {}
-    return (user.get("name") or user.get("id") or "someone"), list(detail.get("chosen_options") or [])
+    return (user.get("name") or user.get("id") or None), list(detail.get("chosen_options") or [])
 
 
-def promote(decision: dict[str, Any], dag_id: str, run_id: str, ti: Any) -> dict[str, Any]:
+def promote(decision: dict[str, Any], dag_id: str, run_id: str, ti: Any, outlet_events: Any = None) -> dict[str, Any]:
     from ragops import promotion
     from ragops.airflow.alerting import run_link, send_event
 
@@ -88,10 +109,10 @@ def promote(decision: dict[str, Any], dag_id: str, run_id: str, ti: Any) -> dict
     approver, _ = _approval(ti)
     moved = run_library(promotion.promote, settings, decision, f"airflow:{dag_id}", approver)
     send_event(decision_alert(decision, "PROMOTED", run_link(dag_id, run_id), approver=approver))
-    return moved
+    return {**moved, "still_waiting": announce_rest(outlet_events)}
 
 
-def reject(decision: dict[str, Any], dag_id: str, run_id: str, ti: Any) -> dict[str, Any]:
+def reject(decision: dict[str, Any], dag_id: str, run_id: str, ti: Any, outlet_events: Any = None) -> dict[str, Any]:
     from ragops import promotion
     from ragops.airflow.alerting import run_link, send_event
 
@@ -100,7 +121,8 @@ def reject(decision: dict[str, Any], dag_id: str, run_id: str, ti: Any) -> dict[
     by_person = (who or "nobody (no answer within prompts.approval_timeout_hours)") if decision["passed"] else None
     reason = run_library(promotion.reject, settings, decision, f"airflow:{dag_id}", by_person)
     send_event(decision_alert(decision, "REJECTED", run_link(dag_id, run_id), rejected_by=by_person))
-    return {"rejected": f"{decision['name']}@{decision['candidate_version']}", "reason": reason, "chosen": chosen}
+    return {"rejected": f"{decision['name']}@{decision['candidate_version']}", "reason": reason, "chosen": chosen,
+            "still_waiting": announce_rest(outlet_events)}
 
 
 def summary_text(d: dict[str, Any]) -> str:
