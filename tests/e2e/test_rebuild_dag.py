@@ -194,6 +194,9 @@ def test_rebuild_against_a_chroma_server(dag, chroma_server: str, monkeypatch, t
     assert s.chroma.mode == "server"
     state.upgrade(s.state_db_url)
     server = dataclasses.replace(s, chroma=ChromaSettings(mode="server", url=chroma_server))
+    client = VectorStore(server).client  # the server is shared by the session: start from an empty one
+    for c in client.list_collections():
+        client.delete_collection(c.name if hasattr(c, "name") else str(c))
     sync(server, str(CORPUS), "docs", trigger="test", embedder=embedder)
     counting = Counting(monkeypatch)
     dr = run(dag)
