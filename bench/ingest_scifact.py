@@ -255,15 +255,10 @@ def warm_embedder(settings: Settings) -> tuple[Embedder, float]:
 
 
 @contextmanager
-def phase_timer() -> Iterator[dict[str, float]]:
-    """Wall-clock seconds spent in the library's steps while the block runs, found by wrapping
-    them: plan, process and commit, and inside process the chunking, quality checks, embedding."""
-    from ragops import chunking, embedding, indexing
-
+def timed_calls(wrapped: list[tuple[Any, str, str]]) -> Iterator[dict[str, float]]:
+    """Wall-clock seconds spent in each (owner, attribute, label) callable while the block runs,
+    found by wrapping them (the library itself is not changed)."""
     spent: dict[str, float] = {}
-    wrapped = [(indexing, "plan_sync", "plan"), (indexing, "process_batch", "process"),
-               (indexing, "commit_sync", "commit"), (indexing, "validate", "process.quality"),
-               (chunking.Chunker, "split", "process.chunking"), (embedding.Embedder, "encode", "process.embedding")]
     originals = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in wrapped]
 
     def timed(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
@@ -284,6 +279,19 @@ def phase_timer() -> Iterator[dict[str, float]]:
     finally:
         for owner, attr, fn in originals:
             setattr(owner, attr, fn)
+
+
+@contextmanager
+def phase_timer() -> Iterator[dict[str, float]]:
+    """Wall-clock seconds spent in the library's steps while the block runs, found by wrapping
+    them: plan, process and commit, and inside process the chunking, quality checks, embedding."""
+    from ragops import chunking, embedding, indexing
+
+    wrapped = [(indexing, "plan_sync", "plan"), (indexing, "process_batch", "process"),
+               (indexing, "commit_sync", "commit"), (indexing, "validate", "process.quality"),
+               (chunking.Chunker, "split", "process.chunking"), (embedding.Embedder, "encode", "process.embedding")]
+    with timed_calls(wrapped) as spent:
+        yield spent
 
 
 def timed_sync(settings: Settings, source: Path, embedder: Embedder) -> tuple[float, dict[str, Any]]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import functools
 import json
 import logging
 import os
@@ -41,7 +40,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +58,7 @@ from ingest_scifact import (
     settings_facts,
     setup_logging,
     text_table,
+    timed_calls,
     verdict,
     warm_embedder,
     write_copy,
@@ -110,27 +110,8 @@ def rebuild_phases() -> Iterator[dict[str, float]]:
                (embedding.Embedder, "encode", "embedder.encode"), (lifecycle, "_validate", "validate"),
                (lifecycle, "_retrieval_check", "validate.retrieval_gate"), (retrieval, "build_lexical", "bm25"),
                (lifecycle, "_retain", "retain")]
-    spent: dict[str, float] = {}
-    originals = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in wrapped]
-
-    def timed(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t0
-
-        return wrapper
-
-    for (owner, attr, fn), (_, _, label) in zip(originals, wrapped, strict=True):
-        setattr(owner, attr, timed(fn, label))
-    try:
+    with timed_calls(wrapped) as spent:
         yield spent
-    finally:
-        for owner, attr, fn in originals:
-            setattr(owner, attr, fn)
 
 
 def pct(values: list[float], q: float) -> float:

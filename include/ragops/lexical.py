@@ -63,6 +63,12 @@ def folder_for(data_dir: Path, collection: str) -> Path:
     return Path(data_dir) / "lexical" / collection
 
 
+def folder_bytes(data_dir: Path, collection: str) -> int:
+    """Size on disk of a collection's BM25 index (0 when it has none)."""
+    folder = folder_for(data_dir, collection)
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0
+
+
 def ids_digest(chunk_ids: Sequence[str]) -> str:
     """sha256 (hex) of the sorted chunk ids joined by newlines: compares the id set with Chroma's."""
     h = hashlib.sha256()

@@ -39,7 +39,7 @@ from ragops.config import Settings
 from ragops.embedding import Embedder
 from ragops.errors import RagopsError, SourceError, SourceUnreachableError, UnknownIndexError
 from ragops.indexing import _embedder_for, collection_name
-from ragops.lexical import folder_for
+from ragops.lexical import folder_bytes, folder_for
 from ragops.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ def versions(settings: Settings, index: str, store: VectorStore | None = None) -
     for v in out:
         if store is not None and v["status"] in ("live", "retired", "building"):
             v["vectors"] = store.count(v["collection"]) if store.has_collection(v["collection"]) else None
-        folder = folder_for(settings.data_dir, v["collection"])
-        v["bm25_bytes"] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0
+        v["bm25_bytes"] = folder_bytes(settings.data_dir, v["collection"])
     return out
 
 

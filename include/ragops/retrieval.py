@@ -186,16 +186,11 @@ def hits_as_dicts(hits: list[Hit]) -> list[dict[str, Any]]:
     return [asdict(h) for h in hits]
 
 
-def _folder_bytes(settings: Settings, collection: str) -> int:
-    from ragops.lexical import folder_for
-
-    folder = folder_for(settings.data_dir, collection)
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.exists() else 0
-
-
 def index_status(settings: Settings, index: str | None = None, *, store: VectorStore | None = None,
                  check: bool = True) -> list[dict[str, Any]]:
     """Live collection, counts per source, last sync run and a self-check for each index."""
+    from ragops.lexical import folder_bytes
+
     state.require_schema(settings.state_db_url)
     store = store or VectorStore(settings)
     with state.session_scope(settings.state_db_url) as s:
@@ -224,7 +219,7 @@ def index_status(settings: Settings, index: str | None = None, *, store: VectorS
                               "embedding_model": v.embedding_model.split("|")[0], "pipeline": v.pipeline,
                               "pipeline_text": pipelines.describe(v.pipeline), "built_by": v.built_by,
                               "stats": v.stats or {}, "created_at": v.created_at.isoformat(),
-                              "bm25_bytes": _folder_bytes(settings, v.collection)} for v in vers],
+                              "bm25_bytes": folder_bytes(settings.data_dir, v.collection)} for v in vers],
                 "pipeline_drift": pipelines.drift(settings, name),
                 "index": name, "collection": live.collection if live else None,
                 "version": live.version if live else None, "embedding_model": live.embedding_model if live else None,
