@@ -135,7 +135,10 @@ def cmd_index_rebuild(args: argparse.Namespace) -> int:
     from ragops.lifecycle import rebuild
     from ragops.pipelines import describe
 
-    r = rebuild(_settings(args), args.index, actor="cli", model=args.model, profile=args.profile, force=args.force)
+    settings = _settings(args)
+    r = rebuild(settings, args.index, actor="cli", model=args.model, profile=args.profile, force=args.force)
+    if r["swapped"]:
+        r["drift_snapshot"] = _reference_snapshot(settings, r["index"], "index_swap")
     if args.json:
         _print_json(r)
     elif r["swapped"]:
@@ -150,13 +153,104 @@ def cmd_index_rebuild(args: argparse.Namespace) -> int:
 def cmd_index_rollback(args: argparse.Namespace) -> int:
     from ragops.lifecycle import rollback
 
-    r = rollback(_settings(args), args.index, args.to, actor="cli")
+    settings = _settings(args)
+    r = rollback(settings, args.index, args.to, actor="cli")
+    r["drift_snapshot"] = _reference_snapshot(settings, r["index"], "index_rollback")
     if args.json:
         _print_json(r)
     else:
         how = ("its own chunks restored (another pipeline; pinned until a rebuild chooses)" if r["across_pipelines"]
                else f"{r['copied']} chunk(s) brought over, {r['removed']} removed")
         print(f"index {r['index']} now serves {r['to']} (was {r['from']}); {how}")
+    return 0
+
+
+def _reference_snapshot(settings: Any, index: str, reason: str) -> str | None:
+    """The drift reference for the version that now serves. The index change already happened, so
+    a failure here is reported, not fatal: the next drift check takes the snapshot itself."""
+    from ragops.drift.snapshots import take
+
+    try:
+        return str(take(settings, index, reason=reason, actor="cli")["name"])
+    except RagopsError as exc:
+        print(f"warning: index {index} changed, but its drift reference snapshot failed ({exc}); the next "
+              "`ragops drift check` takes one", file=sys.stderr)
+        return None
+
+
+def cmd_drift_check(args: argparse.Namespace) -> int:
+    from ragops.drift.checks import describe_check, run_check
+
+    r = run_check(_settings(args), args.index, checks=args.checks, methods=args.methods, reference=args.reference,
+                  reference_window=args.reference_window, current_window=args.current_window,
+                  sample_size=args.sample_size, permutations=args.permutations, seed=args.seed,
+                  targeted=False, check_id=args.check_id, trigger="cli", actor="cli")
+    if args.json:
+        _print_json(r)
+        return 1 if r["breaches"] else 0
+    print(f"drift check {r['check_id']} of index {r['index']}: "
+          + (f"BREACH ({', '.join(r['breaches'])})" if r["breaches"] else "no drift") + f" in {r['elapsed_s']}s")
+    if r.get("reference"):
+        print(f"  reference snapshot: {r['reference']}" + (f" ({r['reference_note']})" if r.get("reference_note") else ""))
+    for name, c in r["checks"].items():
+        print(f"  {name:<10} {c['status'].upper():<9} {describe_check(name, c)}")
+        for cl in c.get("clusters", []):
+            print(f"             {cl['size']} uncovered: {', '.join(cl['terms'])} (e.g. {cl['examples'][0]!r})")
+    print(f"  report: {r['report']}")
+    return 1 if r["breaches"] else 0
+
+
+def cmd_drift_snapshot(args: argparse.Namespace) -> int:
+    from ragops.drift.snapshots import take
+
+    r = take(_settings(args), args.index, name=args.name, actor="cli", sample_size=args.sample_size)
+    if args.json:
+        _print_json(r)
+    else:
+        print(f"snapshot {r['name']} of {r['collection']}: {r['vectors']} of {r['chunks']} chunk vectors, "
+              f"{r['documents']} documents")
+    return 0
+
+
+def cmd_drift_snapshots(args: argparse.Namespace) -> int:
+    from ragops.drift.snapshots import listing, remove
+
+    settings = _settings(args)
+    if args.delete:
+        r = remove(settings, args.index, args.delete)
+        print(f"deleted snapshot {r['name']} of index {r['index']}")
+        return 0
+    rows = listing(settings, args.index)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no drift snapshots yet: `ragops drift snapshot --name NAME` takes one; checks take them automatically")
+    for r in rows:
+        print(f"{r['created_at'][:19]}  {r['index']:<12} {r['name']:<44} {r['reason']:<17} {r['collection']:<14} "
+              f"{r['vectors']:>6} vectors  {r['chunks']:>7} chunks  by {r['created_by']}")
+    return 0
+
+
+def cmd_drift_history(args: argparse.Namespace) -> int:
+    from ragops.drift.checks import history
+
+    rows = history(_settings(args), args.index, args.limit)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no drift checks yet: run `ragops drift check` or trigger the check_drift DAG")
+    for r in rows:
+        print(f"{(r['started_at'] or '')[:19]}  {r['check_id']:<48} {r['status']:<8} "
+              f"{', '.join(r['breaches'] or []) or '-':<24} {r['report'] or r['error'] or ''}")
+    return 0
+
+
+def cmd_drift_show(args: argparse.Namespace) -> int:
+    from ragops.drift.checks import show
+
+    _print_json(show(_settings(args), args.check_id))
     return 0
 
 
@@ -550,6 +644,43 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--promote", action="store_true", help="promote when it passes (record the rejection otherwise)")
     x.add_argument("--json", action="store_true")
     x.set_defaults(fn=cmd_prompts_gate)
+
+    from ragops.config import DRIFT_CHECKS, DRIFT_METHODS
+
+    dr = sub.add_parser("drift", help="corpus, query, document and quality drift; reference snapshots") \
+        .add_subparsers(dest="drift_command", required=True)
+    x = dr.add_parser("check", help="run a drift check now (exit 1 on a breach); the check_drift DAG runs the same")
+    x.add_argument("--index", default=None)
+    x.add_argument("--checks", nargs="+", choices=DRIFT_CHECKS, help="default: drift.checks")
+    x.add_argument("--methods", nargs="+", choices=DRIFT_METHODS, help="default: drift.methods")
+    x.add_argument("--reference", default="last", help="snapshot name, or 'last' (default)")
+    x.add_argument("--reference-window", help="e.g. 7d (default: drift.reference_window)")
+    x.add_argument("--current-window", help="e.g. 1d (default: drift.current_window)")
+    x.add_argument("--sample-size", type=int)
+    x.add_argument("--permutations", type=int)
+    x.add_argument("--seed", type=int)
+    x.add_argument("--check-id", help="re-using a finished check's id returns its stored outcome")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_drift_check)
+    x = dr.add_parser("snapshot", help="take a named reference snapshot of an index's live version")
+    x.add_argument("--index", default="docs")
+    x.add_argument("--name", required=True)
+    x.add_argument("--sample-size", type=int)
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_drift_snapshot)
+    x = dr.add_parser("snapshots", help="reference snapshots (automatic and named)")
+    x.add_argument("--index", default=None)
+    x.add_argument("--delete", metavar="NAME", help="delete this snapshot (needs --index)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_drift_snapshots)
+    x = dr.add_parser("history", help="recent drift checks")
+    x.add_argument("--index", default=None)
+    x.add_argument("--limit", type=int, default=20)
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_drift_history)
+    x = dr.add_parser("show", help="one check's parameters, figures and breaches (JSON)")
+    x.add_argument("check_id")
+    x.set_defaults(fn=cmd_drift_show)
     return p
 
 

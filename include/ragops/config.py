@@ -171,6 +171,40 @@ class RebuildSettings:
 
 
 @dataclass(frozen=True)
+class DriftSettings:
+    """check_drift: corpus, query, document-statistics and quality drift (ragops.drift)."""
+
+    schedule: str | None = "30 4 * * *"  # after nightly_eval (02:00); null = on demand only
+    timezone: str = "UTC"
+    checks: tuple[str, ...] = ("corpus", "documents", "queries", "gaps", "quality")
+    methods: tuple[str, ...] = ("mmd", "classifier", "centroid")  # two-sample tests on embeddings
+    alpha: float = 0.01  # significance of a breach, split over the methods of a check (Bonferroni)
+    sample_size: int = 2000  # vectors per side (reference, current); sampled with `seed`
+    permutations: int = 200  # permutation resamples behind every p-value and the classifier's threshold
+    seed: int = 13
+    snapshot_keep: int = 10  # automatic reference snapshots kept per index (named ones are kept until deleted)
+    query_log: str | None = None  # file, folder or fsspec URL of JSONL/Parquet; null = <data_dir>/querylog
+    reference_window: str = "7d"  # queries of this long before the current window are the reference
+    current_window: str = "1d"  # the newest queries, ending at the run's data interval end
+    min_queries: int = 30  # fewer queries in a window: the query tests are skipped (reported, not a breach)
+    gap_threshold: float = 0.35  # a query whose best chunk's cosine similarity is below this is uncovered
+    max_gap_share: float = 0.2  # breach when more of the current window's queries are uncovered
+    gap_clusters: int = 5  # largest clusters of uncovered queries listed, with examples
+    cluster_distance: float = 0.55  # cosine distance below which uncovered queries share a cluster
+    psi_threshold: float = 0.2  # population stability index of a distribution above this (and KS significant)
+    count_change: float = 0.5  # relative change of document or chunk count beyond this is a breach
+    quarantine_rise: float = 0.1  # quarantine rate up by more than this (and significant) is a breach
+    baseline_runs: int = 14  # nightly eval runs before the window that set each metric's control limits
+    window_runs: int = 7  # newest nightly runs checked against them
+    min_sigma: float = 0.01  # floor of a metric's standard deviation (deterministic evals have none)
+    ewma_lambda: float = 0.3
+    run_length: int = 5  # this many runs in a row below the centre line (by half a sigma) is a breach
+    targeted_eval: bool = True  # on a corpus/query/gap breach, run nightly_eval on the nearest golden questions
+    targeted_questions: int = 10
+    targeted_min_similarity: float = 0.3  # golden questions less similar than this to the drifted region are not "near"
+
+
+@dataclass(frozen=True)
 class RetrievalSettings:
     """Dense (Chroma), lexical (BM25 over the same chunks, bm25s) or hybrid (reciprocal rank fusion)."""
 
@@ -210,6 +244,7 @@ class Settings:
     prompts: PromptSettings = PromptSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     rebuild: RebuildSettings = RebuildSettings()
+    drift: DriftSettings = DriftSettings()
     gates: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_GATES), hash=False)
     indexes: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
     source_file: Path | None = None
@@ -225,6 +260,14 @@ class Settings:
     @property
     def eval_dir(self) -> Path:
         return Path(self.resolve_path(self.eval.output_dir)) if self.eval.output_dir else self.data_dir / "eval"
+
+    @property
+    def drift_dir(self) -> Path:
+        return self.data_dir / "drift"
+
+    @property
+    def query_log_uri(self) -> str:
+        return self.resolve_path(self.drift.query_log) if self.drift.query_log else str(self.data_dir / "querylog")
 
     @property
     def prompts_dir(self) -> Path:
@@ -429,6 +472,7 @@ def _validate(s: Settings) -> None:
                           f"{', '.join(sorted(s.gates))}")
     if s.rebuild.keep < 1:
         raise ConfigError(f"{where}: rebuild.keep must be at least 1 (the live version), got {s.rebuild.keep}")
+    _validate_drift(s.drift, where)
     e = s.eval
     if not e.ks or any(k < 1 or k > 100 for k in e.ks):
         raise ConfigError(f"{where}: eval.ks must be cut-offs between 1 and 100, got {list(e.ks)}")
@@ -440,6 +484,45 @@ def _validate(s: Settings) -> None:
     if e.judge_runs < 1 or e.baseline_runs < 1 or e.bootstrap_samples < 100:
         raise ConfigError(f"{where}: eval.judge_runs and eval.baseline_runs must be at least 1, "
                           "eval.bootstrap_samples at least 100")
+
+
+DRIFT_CHECKS = ("corpus", "documents", "queries", "gaps", "quality")
+DRIFT_METHODS = ("mmd", "classifier", "centroid")
+WINDOW_RE = re.compile(r"^(\d+)\s*(m|h|d|w)$")
+
+
+def parse_window(value: str, key: str = "window") -> Any:
+    """'90m', '12h', '7d', '2w' -> timedelta; anything else names the problem."""
+    import datetime as dt
+
+    m = WINDOW_RE.match(str(value).strip().lower())
+    if not m or int(m.group(1)) < 1:
+        raise ConfigError(f"{key}: expected a duration like 90m, 12h, 7d or 2w, got {value!r}")
+    n, unit = int(m.group(1)), m.group(2)
+    return {"m": dt.timedelta(minutes=n), "h": dt.timedelta(hours=n), "d": dt.timedelta(days=n),
+            "w": dt.timedelta(weeks=n)}[unit]
+
+
+def _validate_drift(d: DriftSettings, where: str) -> None:
+    bad = sorted(set(d.checks) - set(DRIFT_CHECKS))
+    if bad:
+        raise ConfigError(f"{where}: drift.checks has unknown check(s) {', '.join(bad)}; use {', '.join(DRIFT_CHECKS)}")
+    bad = sorted(set(d.methods) - set(DRIFT_METHODS))
+    if bad or not d.methods:
+        raise ConfigError(f"{where}: drift.methods must be some of {', '.join(DRIFT_METHODS)}, got {list(d.methods)}")
+    if not 0 < d.alpha < 0.5:
+        raise ConfigError(f"{where}: drift.alpha must be between 0 and 0.5, got {d.alpha}")
+    if d.sample_size < 50 or d.permutations < 19:
+        raise ConfigError(f"{where}: drift.sample_size must be at least 50 and drift.permutations at least 19 "
+                          f"(a p-value of 0.05 needs 19 resamples), got {d.sample_size} and {d.permutations}")
+    for name in ("gap_threshold", "max_gap_share", "cluster_distance", "quarantine_rise", "ewma_lambda"):
+        if not 0 < getattr(d, name) <= 1:
+            raise ConfigError(f"{where}: drift.{name} must be in (0, 1], got {getattr(d, name)}")
+    if d.baseline_runs < 3 or d.window_runs < 1 or d.run_length < 2 or d.snapshot_keep < 1:
+        raise ConfigError(f"{where}: drift.baseline_runs must be at least 3, drift.window_runs and "
+                          "drift.snapshot_keep at least 1, drift.run_length at least 2")
+    parse_window(d.reference_window, f"{where}: drift.reference_window")
+    parse_window(d.current_window, f"{where}: drift.current_window")
 
 
 def check_index_name(name: str) -> str:
@@ -478,7 +561,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
 
     where = str(cfg_path)
     top = {"data_dir", "state_db_url", "chroma", "embedding", "chunking", "quality", "ingest", "alerts", "eval",
-           "prompts", "retrieval", "rebuild", "gates", "indexes"}
+           "prompts", "retrieval", "rebuild", "drift", "gates", "indexes"}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(top))}")
@@ -514,6 +597,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         prompts=_coerce(PromptSettings, raw.get("prompts"), f"{where}: prompts"),
         retrieval=_coerce(RetrievalSettings, raw.get("retrieval"), f"{where}: retrieval"),
         rebuild=_coerce(RebuildSettings, raw.get("rebuild"), f"{where}: rebuild"),
+        drift=_coerce(DriftSettings, raw.get("drift"), f"{where}: drift"),
         gates=_gates(raw["gates"], f"{where}: gates") if raw.get("gates") is not None else dict(DEFAULT_GATES),
         indexes={k: dict(v or {}) for k, v in indexes_raw.items()},
         source_file=cfg_path if cfg_path.exists() else None,

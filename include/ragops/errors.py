@@ -73,3 +73,7 @@ class EvalError(RagopsError):
 
 class LexicalIndexError(RagopsError):
     """A lexical (BM25) index is missing, corrupt or cannot be built or written."""
+
+
+class DriftError(RagopsError):
+    """A drift check cannot run as asked (bad query log, unknown snapshot, too little data)."""

@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -259,6 +260,49 @@ class EvalResult(Base):
     question_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     ok: Mapped[int] = mapped_column(Integer, default=1)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DriftSnapshot(Base):
+    """A reference for corpus drift: a seeded sample of the live collection's vectors plus the
+    index's length distributions, taken at an index swap, a prompt promotion or by name."""
+
+    __tablename__ = "drift_snapshots"
+    __table_args__ = (UniqueConstraint("index_name", "name", name="uq_drift_snapshots_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(32))  # index_swap | index_rollback | prompt_promotion | first_check | named
+    named: Mapped[int] = mapped_column(Integer, default=0)  # 1 = kept until deleted
+    collection: Mapped[str] = mapped_column(String(128))
+    index_version: Mapped[int] = mapped_column(Integer)
+    embedding_model: Mapped[str] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Integer)
+    n_vectors: Mapped[int] = mapped_column(Integer)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    data: Mapped[bytes] = mapped_column(LargeBinary)  # npz: vectors, chunk token lengths, chunks per document
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DriftCheck(Base):
+    """One check_drift run: its parameters, every test's figures, the breaches and the report."""
+
+    __tablename__ = "drift_checks"
+    __table_args__ = (Index("ix_drift_checks_index", "index_name", "started_at"),)
+
+    check_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    index_name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # running | ok | breach | failed
+    trigger: Mapped[str] = mapped_column(String(64), default="cli")
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    snapshot_id: Mapped[int | None] = mapped_column(Integer)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    results: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    breaches: Mapped[list[str]] = mapped_column(JSON, default=list)
+    report_path: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class LlmCacheEntry(Base):

@@ -1,0 +1,195 @@
+"""The query log: what users asked the RAG application, read for query drift and knowledge gaps.
+
+Schema (one JSON object per line in ``*.jsonl`` / ``*.jsonl.gz``, or columns of ``*.parquet``):
+
+- ``timestamp`` (required): ISO 8601 (``2026-11-22T08:15:00Z``; no offset = UTC) or Unix seconds;
+- ``query`` (required): the user's question, a non-empty string;
+- ``index`` (optional): the index that answered; rows for other indexes are ignored;
+- ``feedback`` (optional): the user's verdict: a number (> 0 good, < 0 bad, 0 neutral) or
+  ``true``/``false`` or ``"up"``/``"down"``;
+- ``answer`` (optional): the answer given; any other field is ignored.
+
+The URI (``drift.query_log``) is a file, a folder (every matching file under it) or any fsspec
+URL. :func:`append` writes this schema for applications that want ragops to keep their log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import io
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ragops.config import Settings
+from ragops.errors import DriftError
+
+log = logging.getLogger(__name__)
+SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class Query:
+    at: dt.datetime
+    text: str
+    feedback: float | None = None
+    answer: str | None = None
+
+
+@dataclass
+class LogRead:
+    """Queries of one read, and what was wrong with the rows that were skipped."""
+
+    queries: list[Query] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    rows: int = 0
+    invalid: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def bad(self, where: str, why: str) -> None:
+        self.invalid += 1
+        if len(self.problems) < MAX_EXAMPLES:
+            self.problems.append(f"{where}: {why}")
+
+
+def parse_time(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        ts = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        ts = dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+    elif isinstance(value, str) and value.strip():
+        try:
+            ts = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"timestamp {value!r} is not ISO 8601 (e.g. 2026-11-22T08:15:00Z) or Unix seconds") from exc
+    else:
+        raise ValueError(f"timestamp missing or not a time: {value!r}")
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
+
+
+def parse_feedback(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return 1.0 if value else -1.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        table = {"up": 1.0, "good": 1.0, "positive": 1.0, "down": -1.0, "bad": -1.0, "negative": -1.0,
+                 "neutral": 0.0, "": None}
+        if word in table:
+            return table[word]
+        try:
+            return float(word)
+        except ValueError:
+            pass
+    raise ValueError(f"feedback {value!r} is not a number, true/false or up/down")
+
+
+def _files(uri: str) -> tuple[Any, list[str]]:
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as exc:
+        raise DriftError(f"query log {uri!r}: cannot open ({exc}); set drift.query_log to a file, folder or "
+                         "fsspec URL") from exc
+    if not fs.exists(path):
+        return fs, []
+    if fs.isfile(path):
+        if not path.endswith(SUFFIXES):
+            raise DriftError(f"query log {uri!r}: unsupported file type; use {', '.join(SUFFIXES)}")
+        return fs, [path]
+    found = sorted(p for p in fs.find(path) if p.endswith(SUFFIXES) and "/." not in p[len(path):])
+    return fs, found
+
+
+def _rows(fs: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """(where, row) for every row; a row that is not a JSON object comes through as its error."""
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with fs.open(path, "rb") as fh:
+            try:
+                table = pq.read_table(fh)
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a broken file
+                raise DriftError(f"query log file {path}: not a readable Parquet file ({exc})") from exc
+        for i, row in enumerate(table.to_pylist(), start=1):
+            yield f"{path} row {i}", row
+        return
+    with fs.open(path, "rb") as raw:
+        stream = gzip.open(raw) if path.endswith(".gz") else raw
+        for i, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path} line {i}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield f"{path} line {i}", ValueError(f"not JSON ({exc.msg})")
+
+
+def read(settings: Settings, start: dt.datetime, end: dt.datetime, index: str | None = None,
+         uri: str | None = None) -> LogRead:
+    """Queries with ``start <= timestamp < end`` (for ``index``, or with no index field).
+    Invalid rows are skipped and counted with examples; a log where nothing is readable fails."""
+    uri = uri or settings.query_log_uri
+    fs, files = _files(uri)
+    out = LogRead(files=files)
+    for path in files:
+        for where, row in _rows(fs, path):
+            out.rows += 1
+            if isinstance(row, Exception):
+                out.bad(where, str(row))
+                continue
+            if not isinstance(row, dict):
+                out.bad(where, "not a JSON object")
+                continue
+            text = row.get("query")
+            if not isinstance(text, str) or not text.strip():
+                out.bad(where, "field 'query' missing or empty")
+                continue
+            try:
+                at = parse_time(row.get("timestamp"))
+                fb = parse_feedback(row.get("feedback"))
+            except ValueError as exc:
+                out.bad(where, str(exc))
+                continue
+            if index and row.get("index") not in (None, "", index):
+                continue
+            if start <= at < end:
+                answer = row.get("answer")
+                out.queries.append(Query(at=at, text=text.strip(), feedback=fb,
+                                         answer=answer if isinstance(answer, str) else None))
+    if out.rows and out.invalid == out.rows:
+        raise DriftError(f"query log {uri}: none of its {out.rows} rows is valid, e.g. {out.problems[0]}. "
+                         "Each row needs 'timestamp' (ISO 8601 or Unix seconds) and 'query' (see docs/drift.md)")
+    if out.invalid:
+        log.warning("query log %s: skipped %d of %d rows, e.g. %s", uri, out.invalid, out.rows, out.problems[0])
+    out.queries.sort(key=lambda q: q.at)
+    return out
+
+
+def append(settings: Settings, queries: Iterable[dict[str, Any]], uri: str | None = None) -> str:
+    """Append queries to ``<log>/queries-YYYY-MM-DD.jsonl`` (one file per UTC day of writing).
+    Each dict needs ``query``; ``timestamp`` defaults to now."""
+    import fsspec
+
+    base = (uri or settings.query_log_uri).rstrip("/")
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for q in queries:
+        if not isinstance(q.get("query"), str) or not q["query"].strip():
+            raise DriftError(f"query log entry without a 'query' string: {q!r}")
+        at = parse_time(q.get("timestamp") or now)
+        rows.append(json.dumps({**q, "timestamp": at.isoformat()}, ensure_ascii=False))
+    path = f"{base}/queries-{now:%Y-%m-%d}.jsonl"
+    fs, p = fsspec.core.url_to_fs(path)
+    fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(p, "a", encoding="utf-8") as fh:
+        fh.write("".join(r + "\n" for r in rows))
+    return path
