@@ -26,7 +26,8 @@ index, an audit entry (`index_swapped`, `index_rebuild_rejected`, `index_rolled_
 `nightly_eval` evaluates it).
 
 Tasks: `rebuild` (pool `ragops_chroma_writer`: the rebuild or rollback) → `notify` (the e-mail;
-a separate task, so an SMTP retry never repeats a rebuild).
+a separate task, so an SMTP retry never repeats a rebuild) and → `snapshot` (the reference
+snapshot `check_drift` compares the corpus with, taken when another version starts serving).
 
 **Connections**: `smtp_default` (e-mail); `chroma_default` in server mode.
 **Params**: `index`, `action`, `embedding_model`, `chunking_profile`, `force`, `rollback_to`.
@@ -101,7 +102,15 @@ def rebuild_index() -> None:
 
         return glue.notify(result, dag.dag_id, run_id)
 
-    notify(rebuild())
+    @task
+    def snapshot(result: dict, dag_run=None) -> dict:
+        from ragops.airflow import drift
+
+        return drift.snapshot_after_swap(result, f"airflow:rebuild_index:{getattr(dag_run, 'run_type', 'manual')}")
+
+    result = rebuild()
+    notify(result)
+    snapshot(result)
 
 
 rebuild_index()

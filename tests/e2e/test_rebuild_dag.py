@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from ragops import state
 from ragops.config import ChromaSettings, load_settings
+from ragops.drift.snapshots import listing as snapshot_listing
 from ragops.embedding import Embedder
 from ragops.indexing import self_check, sync
 from ragops.lifecycle import versions
@@ -147,10 +148,14 @@ def test_swap_gate_rollback_and_retention(dag, env, smtp_server: SmtpServer, mon
     assert rcpt == ["platform@test.local"] and "[SWAPPED]" in msg["Subject"]
     text, html = parts(msg)
     assert "docs__v2" in text and "hit_rate@5" in text and "ndcg@10" in text and "<table" in html
+    snap = xcom(dr, "snapshot")  # check_drift's corpus reference is the version that now serves
+    assert snap["taken"] and snap["name"].startswith("index_swap-")
+    assert [(x["collection"], x["reason"]) for x in snapshot_listing(env, "docs")] == [("docs__v2", "index_swap")]
 
     # 2. a worse model: re-embedded into v3, fails the golden gate; v2 keeps serving; REJECTED e-mail
     dr = run(dag, embedding_model=degraded_model)
     assert dr.state == "success"  # a failed gate is a finding, not a failed task
+    assert not xcom(dr, "snapshot")["taken"]  # nothing new serves: the reference stays
     r = xcom(dr, "rebuild")
     assert not r["swapped"] and r["pipeline_change"] and r["embedded"] > 300
     assert any("below live" in reason for reason in r["reasons"]), r["reasons"]
@@ -172,6 +177,8 @@ def test_swap_gate_rollback_and_retention(dag, env, smtp_server: SmtpServer, mon
     assert statuses(env) == [(1, "live"), (2, "retired"), (3, "rejected")]
     _, _, msg = smtp_server.inbox.messages[-1]
     assert "[ROLLED BACK]" in msg["Subject"] and "docs__v1" in parts(msg)[0]
+    assert snapshot_listing(env, "docs")[0]["reason"] == "index_rollback"
+    assert snapshot_listing(env, "docs")[0]["collection"] == "docs__v1"
     assert search(env, "How do I roll back an index?", k=3, index="docs")  # readers follow the alias
 
     # 4. another rebuild: retention keeps two versions and drops the rest

@@ -397,7 +397,7 @@ def _gaps(settings: Settings, p: dict[str, Any], prof: dict[str, Any], refq: que
             "rule": f"share of current queries whose best chunk scores below {d.gap_threshold} (cosine) > "
                     f"{d.max_gap_share:.0%}",
             "evidence": {"share": round(share, 4), "reference_share": None if ref_share is None else round(ref_share, 4),
-                         "uncovered": int(len(uncovered)), "queries": len(c)},
+                         "uncovered": int(len(uncovered)), "queries": len(c), "max_share": d.max_gap_share},
             "compared": f"queries {p['current_start']} to {p['end']} against {prof['collection']}"}
 
 
