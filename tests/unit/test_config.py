@@ -37,6 +37,13 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     ("colour: blue\n", "unknown top-level key(s) colour"),
     ("- a\n- b\n", "mapping at the top level"),
     ("indexes:\n  Bad__Name: {}\n", "invalid index name"),
+    ("drift:\n  checks: [corpus, vibes]\n", "unknown check(s) vibes"),
+    ("drift:\n  methods: [mmd, ks]\n", "drift.methods must be some of mmd, classifier, centroid"),
+    ("drift:\n  alpha: 0.7\n", "drift.alpha must be between 0 and 0.5"),
+    ("drift:\n  permutations: 10\n", "drift.permutations at least 19"),
+    ("drift:\n  current_window: 1 day\n", "expected a duration like 90m, 12h, 7d or 2w, got '1 day'"),
+    ("drift:\n  gap_threshold: 1.5\n", "drift.gap_threshold must be in (0, 1]"),
+    ("drift:\n  cluster_size: 3\n", "unknown key(s) cluster_size"),
 ])
 def test_bad_settings_name_file_and_field(tmp_path: Path, text: str, needle: str) -> None:
     cfg = tmp_path / "bad.yaml"
@@ -46,6 +53,13 @@ def test_bad_settings_name_file_and_field(tmp_path: Path, text: str, needle: str
     assert needle in str(err.value)
     if isinstance(err.value, ConfigError) and "index" not in needle:
         assert str(cfg) in str(err.value)
+
+
+def test_drift_defaults_follow_the_yaml(data_dir: Path) -> None:
+    s = load_settings()
+    assert s.drift.checks == ("corpus", "documents", "queries", "gaps", "quality")
+    assert s.drift.schedule == "30 4 * * *" and s.drift.alpha == 0.01
+    assert s.query_log_uri == str(s.data_dir / "querylog")
 
 
 def test_missing_explicit_config(tmp_path: Path) -> None:
