@@ -503,7 +503,7 @@ def build_synthetic(settings: Settings, store: VectorStore, target: int, sigma: 
         store.collection(collection, create=True)
         while total < target:
             take = min(n, target - total)
-            vecs = base[:take]
+            vecs, texts_c = base[:take], texts[:take]
             new_ids, new_metas, rows, docs = [], [], [], {}
             for i in range(take):
                 r = chunk_rows[base_ids[i]]
@@ -530,7 +530,7 @@ def build_synthetic(settings: Settings, store: VectorStore, target: int, sigma: 
                 vecs = noisy
             t1 = time.perf_counter()
             for i in range(0, take, 10_000):
-                store.upsert(collection, new_ids[i:i + 10_000], vecs[i:i + 10_000], texts[i:i + 10_000],
+                store.upsert(collection, new_ids[i:i + 10_000], vecs[i:i + 10_000], texts_c[i:i + 10_000],
                              new_metas[i:i + 10_000])
             t2 = time.perf_counter()
             with state.session_scope(settings.state_db_url) as s:

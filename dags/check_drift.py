@@ -7,8 +7,9 @@ corpus holds, and whether quality is sliding slowly.
 **When**: nightly (`drift.schedule`, after `nightly_eval`) and on manual trigger.
 
 **Checks** (each can be chosen with the `checks` Param):
-- `corpus`: the live collection's chunk vectors against a reference snapshot (taken when a version
-  started serving or a prompt was promoted, or a named one): MMD² (RBF kernel), a domain
+- `corpus`: the live collection's chunk vectors against a reference snapshot (taken by
+  rebuild_index when a version starts serving, by the first check after a prompt promotion, or a
+  named one): MMD² (RBF kernel), a domain
   classifier's cross-validated ROC AUC with its threshold set by permutation, and the distance of
   the centroids; every p-value from a permutation test, Bonferroni over the tests.
 - `documents`: chunk length and chunks-per-document distributions (PSI and KS), document and chunk
@@ -49,7 +50,7 @@ from ragops.config import DRIFT_CHECKS, DRIFT_METHODS, load_settings
 SETTINGS = load_settings()  # YAML only: no database, no Connection, no model at parse time
 D = SETTINGS.drift
 INDEXES = sorted(SETTINGS.indexes) or [SETTINGS.ingest.default_index]
-WINDOW = r"^\s*[1-9][0-9]*\s*[mhdwMHDW]\s*$"
+WINDOW = r"^\s*[1-9][0-9]*\s*[mhdw]\s*$"  # m = minutes
 
 
 @dag(

@@ -203,7 +203,9 @@ def cmd_drift_check(args: argparse.Namespace) -> int:
 def cmd_drift_snapshot(args: argparse.Namespace) -> int:
     from ragops.drift.snapshots import take
 
-    r = take(_settings(args), args.index, name=args.name, actor="cli", sample_size=args.sample_size)
+    settings = _settings(args)
+    r = take(settings, args.index or settings.ingest.default_index, name=args.name, actor="cli",
+             sample_size=args.sample_size)
     if args.json:
         _print_json(r)
     else:
@@ -217,7 +219,7 @@ def cmd_drift_snapshots(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.delete:
-        r = remove(settings, args.index, args.delete)
+        r = remove(settings, args.index or settings.ingest.default_index, args.delete)
         print(f"deleted snapshot {r['name']} of index {r['index']}")
         return 0
     rows = listing(settings, args.index)
@@ -663,14 +665,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true")
     x.set_defaults(fn=cmd_drift_check)
     x = dr.add_parser("snapshot", help="take a named reference snapshot of an index's live version")
-    x.add_argument("--index", default="docs")
+    x.add_argument("--index", default=None, help="default: ingest.default_index")
     x.add_argument("--name", required=True)
     x.add_argument("--sample-size", type=int)
     x.add_argument("--json", action="store_true")
     x.set_defaults(fn=cmd_drift_snapshot)
     x = dr.add_parser("snapshots", help="reference snapshots (automatic and named)")
     x.add_argument("--index", default=None)
-    x.add_argument("--delete", metavar="NAME", help="delete this snapshot (needs --index)")
+    x.add_argument("--delete", metavar="NAME", help="delete this snapshot (of --index, default ingest.default_index)")
     x.add_argument("--json", action="store_true")
     x.set_defaults(fn=cmd_drift_snapshots)
     x = dr.add_parser("history", help="recent drift checks")

@@ -194,6 +194,7 @@ class DriftSettings:
     psi_threshold: float = 0.2  # population stability index of a distribution above this (and KS significant)
     count_change: float = 0.5  # relative change of document or chunk count beyond this is a breach
     quarantine_rise: float = 0.1  # quarantine rate up by more than this (and significant) is a breach
+    feedback_rise: float = 0.05  # share of negative user feedback up by more than this (and significant)
     baseline_runs: int = 14  # nightly eval runs before the window that set each metric's control limits
     window_runs: int = 7  # newest nightly runs checked against them
     min_sigma: float = 0.01  # floor of a metric's standard deviation (deterministic evals have none)
@@ -515,7 +516,8 @@ def _validate_drift(d: DriftSettings, where: str) -> None:
     if d.sample_size < 50 or d.permutations < 19:
         raise ConfigError(f"{where}: drift.sample_size must be at least 50 and drift.permutations at least 19 "
                           f"(a p-value of 0.05 needs 19 resamples), got {d.sample_size} and {d.permutations}")
-    for name in ("gap_threshold", "max_gap_share", "cluster_distance", "quarantine_rise", "ewma_lambda"):
+    for name in ("gap_threshold", "max_gap_share", "cluster_distance", "quarantine_rise", "feedback_rise",
+                 "ewma_lambda"):
         if not 0 < getattr(d, name) <= 1:
             raise ConfigError(f"{where}: drift.{name} must be in (0, 1], got {getattr(d, name)}")
     if d.baseline_runs < 3 or d.window_runs < 1 or d.run_length < 2 or d.snapshot_keep < 1:

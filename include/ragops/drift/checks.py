@@ -145,7 +145,7 @@ def _compute(settings: Settings, p: dict[str, Any], actor: str, store: VectorSto
 
             emb = embedder or Embedder(pipelines.for_index(settings, index).embedding)
         return emb
-    fresh = note is not None and note.startswith("no reference")
+    fresh = note is not None  # the reference was taken by this run: nothing to compare the corpus with yet
     if "corpus" in p["checks"]:
         results["checks"]["corpus"] = _corpus(settings, p, prof, ref, arrays, fresh, store, region)
     if "documents" in p["checks"]:
@@ -177,9 +177,11 @@ def _corpus(settings: Settings, p: dict[str, Any], prof: dict[str, Any], ref: di
             arrays: dict[str, np.ndarray], fresh: bool, store: VectorStore,
             region: dict[str, np.ndarray]) -> dict[str, Any]:
     if ref["model"] != prof["model"]:
+        fix = ("the next check with reference 'last' takes a new one" if ref["reason"] != "named" else
+               f"take a new named snapshot (`ragops drift snapshot --index {p['index']} --name NAME`) or use 'last'")
         return {"status": "skipped", "reason": f"the reference snapshot {ref['name']} was embedded with {ref['model']} "
                                                f"and the live index with {prof['model']}: vectors of two models are "
-                                               "not comparable; the next check takes a new reference"}
+                                               f"not comparable; {fix}"}
     _, current = snapshots.sample_vectors(settings, prof["collection"], prof["ids"], p["sample_size"], p["seed"] + 1,
                                           store)
     reference = arrays["vectors"]
@@ -258,8 +260,12 @@ def _documents(settings: Settings, p: dict[str, Any], prof: dict[str, Any], ref:
     parts["quarantine_rate"] = q
     if q["breach"]:
         fired.append("quarantine_rate")
-    if fresh:
-        return {"status": "baseline", "reason": "reference taken by this run", "parts": parts, "fired": []}
+    if fresh:  # only the quarantine rate (ingest windows) does not depend on the new snapshot
+        late = ["quarantine_rate"] if q["breach"] else []
+        return {"status": "breach" if late else "baseline", "reason": "reference taken by this run", "parts": parts,
+                "fired": late, "rule": f"quarantine rate up by more than {d.quarantine_rise:.0%} (one-sided Fisher "
+                                      f"p < {d.alpha})",
+                "evidence": {"quarantine_rate": {k: q[k] for k in ("reference", "current", "p_value")}}}
     return {"status": "breach" if fired else "ok", "parts": parts, "fired": fired,
             "rule": (f"PSI >= {d.psi_threshold} with KS p < {d.alpha}; document or chunk count changed by more than "
                      f"{d.count_change:.0%}; quarantine rate up by more than {d.quarantine_rise:.0%} "
@@ -337,7 +343,8 @@ def _queries(settings: Settings, p: dict[str, Any], refq: querylog.LogRead, cur:
     fb = _feedback(r, c)
     if fb is not None:
         out["feedback"] = fb
-        if fb["p_value"] is not None and fb["p_value"] < d.alpha and (fb["current"] or 0) - (fb["reference"] or 0) > 0.05:
+        if fb["p_value"] is not None and fb["p_value"] < d.alpha and \
+                (fb["current"] or 0) - (fb["reference"] or 0) > d.feedback_rise:
             out["fired"].append("negative_feedback")
             out["status"] = "breach"
         out["evidence"]["negative_feedback"] = {k: fb[k] for k in ("reference", "current", "p_value")}

@@ -176,7 +176,8 @@ def read(settings: Settings, start: dt.datetime, end: dt.datetime, index: str | 
 
 def append(settings: Settings, queries: Iterable[dict[str, Any]], uri: str | None = None) -> str:
     """Append queries to ``<log>/queries-YYYY-MM-DD.jsonl`` (one file per UTC day of writing).
-    Each dict needs ``query``; ``timestamp`` defaults to now."""
+    Each dict needs ``query``; ``timestamp`` defaults to now. Needs a filesystem that can append
+    (local disk, NFS; not object stores: there, write one file per batch with your own writer)."""
     import fsspec
 
     base = (uri or settings.query_log_uri).rstrip("/")
@@ -185,7 +186,11 @@ def append(settings: Settings, queries: Iterable[dict[str, Any]], uri: str | Non
     for q in queries:
         if not isinstance(q.get("query"), str) or not q["query"].strip():
             raise DriftError(f"query log entry without a 'query' string: {q!r}")
-        at = parse_time(q.get("timestamp") or now)
+        try:
+            at = parse_time(q.get("timestamp") or now)
+            parse_feedback(q.get("feedback"))
+        except ValueError as exc:
+            raise DriftError(f"query log entry {q!r}: {exc}") from exc
         rows.append(json.dumps({**q, "timestamp": at.isoformat()}, ensure_ascii=False))
     path = f"{base}/queries-{now:%Y-%m-%d}.jsonl"
     fs, p = fsspec.core.url_to_fs(path)

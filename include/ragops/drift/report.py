@@ -41,7 +41,7 @@ def scatter_svg(proj: dict[str, Any], width: int = 360, height: int = 300) -> st
 
 
 def null_svg(null: list[float], observed: float, threshold: float | None, title: str, width: int = 360,
-             height: int = 200) -> str:
+             height: int = 200, caption: str | None = None) -> str:
     """Histogram of the permutation null with the observed statistic (red) and threshold (dashed)."""
     if not null:
         return ""
@@ -62,8 +62,9 @@ def null_svg(null: list[float], observed: float, threshold: float | None, title:
     if threshold is not None:
         body.append(f"<line x1='{x(threshold):.1f}' x2='{x(threshold):.1f}' y1='10' y2='{10 + h}' stroke='#344054' "
                     "stroke-dasharray='4 3'/>")
-    body.append(f"<text x='{left}' y='{height - 20}' font-size='11'>{esc(title)}: observed {observed:.4g} (red) vs "
-                f"{len(null)} permutations</text><text x='{left}' y='{height - 6}' font-size='10' fill='#667085'>"
+    body.append(f"<text x='{left}' y='{height - 20}' font-size='11'>"
+                + (esc(caption) if caption else f"{esc(title)}: observed {observed:.4g} (red) vs {len(null)} permutations")
+                + f"</text><text x='{left}' y='{height - 6}' font-size='10' fill='#667085'>"
                 f"{lo:.3g} … {hi:.3g}{'; dashed = threshold' if threshold is not None else ''}</text>")
     return _svg(width, height, f"permutation null of {title}", body)
 
@@ -189,8 +190,9 @@ def _section(name: str, chk: dict[str, Any]) -> str:
         parts.append(f"<p>{chk['uncovered']} of {chk['queries']} current queries ({chk['share']:.1%}; reference window "
                      f"{ref}) have no chunk with cosine similarity of at least {chk['threshold']}.</p>")
         if chk.get("scores"):
-            parts.append(hist_svg([chk["threshold"]], chk["scores"], "best chunk similarity per query")
-                         .replace("reference</tspan>", "threshold</tspan>"))
+            parts.append(null_svg(chk["scores"], chk["threshold"], None, "",
+                                  caption=f"best chunk similarity of {len(chk['scores'])} current queries; red = gap "
+                                          f"threshold {chk['threshold']}"))
         rows = [[i + 1, c["size"], f"{c['share']:.1%}", ", ".join(c["terms"]), " | ".join(c["examples"])]
                 for i, c in enumerate(chk.get("clusters", []))]
         if rows:
@@ -224,8 +226,14 @@ def write_report(path: Path, check_id: str, p: dict[str, Any], results: dict[str
         if ql.get("problems"):
             head += "<ul>" + "".join(f"<li class='bad'>{esc(x)}</li>" for x in ql["problems"]) + "</ul>"
     t = results.get("targeted")
-    if t and t.get("question_ids"):
-        head += (f"<p>Targeted evaluation: {esc(t['reason'])}: {esc(', '.join(t['question_ids']))}.</p>")
+    if t:
+        head += (f"<p>Targeted evaluation: {esc(t['reason'])}"
+                 + (f": {esc(', '.join(t['question_ids']))}" if t.get("question_ids") else "") + ".</p>")
+    used = {tt.get("permutations") for c in results["checks"].values() for tt in (c.get("tests") or {}).values()}
+    used.discard(None)
+    if used and max(used) != p["permutations"]:
+        head += (f"<p class='muted'>Permutations raised from {p['permutations']} to {max(used)} so that a p-value can "
+                 "fall below alpha divided by the number of methods.</p>")
     body = "".join(_section(name, chk) for name, chk in results["checks"].items())
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>ragops drift {esc(check_id)}</title>"
            f"<style>{CSS} svg{{margin:6px 12px 6px 0;border:1px solid #eaecf0}}</style></head><body>{head}{body}"

@@ -2,9 +2,11 @@
 
 A snapshot keeps a seeded sample of the live collection's vectors and the whole index's length
 distributions (chunk tokens, chunks per document) in the state store, so a worker on another
-machine can compare against it and a later rebuild cannot change it. Automatic snapshots are
-taken when an index version starts serving and at a prompt promotion (the moments quality was
-last verified); named ones are taken on request and kept until deleted.
+machine can compare against it and a later rebuild cannot change it. Automatic snapshots stand
+for the moments an index version started serving or a prompt was promoted (when quality was
+last verified): rebuild_index and the CLI take one when a version starts serving, and a check
+takes one itself when the last swap or prompt promotion is newer than the newest snapshot.
+Named ones are taken on request and kept until deleted.
 """
 
 from __future__ import annotations
@@ -147,7 +149,8 @@ def remove(settings: Settings, index: str, name: str, actor: str = "cli") -> dic
 
 def last_reference_event(settings: Settings, index: str) -> tuple[str, dt.datetime] | None:
     """The newest moment quality was verified for this index: a version started serving (swap,
-    rollback, first ingest) or a prompt's production alias moved after a gate."""
+    rollback, first ingest) or, for the index prompts are gated on (``prompts.index``), a prompt's
+    production alias moved."""
     with state.session_scope(settings.state_db_url) as s:
         live = state.live_version(s, index)
         swap = s.execute(select(state.AuditEntry.action, state.AuditEntry.at).where(
@@ -162,7 +165,7 @@ def last_reference_event(settings: Settings, index: str) -> tuple[str, dt.dateti
         events.append(("index_swap" if swap[0] == "index_swapped" else "index_rollback", swap[1]))
     elif live is not None:
         events.append(("index_swap", live.created_at))
-    if promo:
+    if promo and index == (settings.prompts.index or settings.ingest.default_index):
         events.append(("prompt_promotion", promo[1]))
     events = [(k, t if t.tzinfo else t.replace(tzinfo=dt.UTC)) for k, t in events if t is not None]
     return max(events, key=lambda e: e[1]) if events else None

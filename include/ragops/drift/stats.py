@@ -244,7 +244,8 @@ def control_chart(values: Sequence[float], *, baseline_runs: int, window_runs: i
     """Control limits from the ``baseline_runs`` values before the newest ``window_runs`` ones.
 
     Rules, each looking only in the bad direction and only counting when it fires on the newest
-    value (a persisting decline alerts every night until fixed):
+    value (a decline alerts every night while it is newer than the baseline; once the baseline
+    itself has slid, the limits follow it, so act on the first alerts):
     - ``shewhart``: the newest value is beyond centre -/+ 3 sigma (a sudden drop);
     - ``ewma``: the exponentially weighted mean of the window is beyond its limit
       centre -/+ 3 sigma sqrt(lambda / (2 - lambda)) (a slow slide every night passes alone);
