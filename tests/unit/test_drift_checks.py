@@ -211,8 +211,6 @@ def test_a_reference_event_after_the_newest_snapshot_takes_a_new_one(indexed, em
     assert again["name"] == out["reference"] and note is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a snapshot may be named 'last', but reference='last' always means the "
-                                       "newest automatic snapshot, so that named snapshot can never be the reference")
 def test_the_reserved_reference_name_last_is_refused_as_a_snapshot_name(indexed) -> None:
     with pytest.raises(DriftError, match="'last'"):
         snapshots.take(indexed, "docs", name="last", sample_size=60)

@@ -46,8 +46,8 @@ def _params(settings: Settings, index: str | None, checks: Sequence[str] | None,
     bad = [m for m in methods if m not in DRIFT_METHODS]
     if bad:
         raise DriftError(f"unknown method(s) {', '.join(bad)}: choose from {', '.join(DRIFT_METHODS)}")
-    sample = int(sample_size or d.sample_size)
-    perms = int(permutations or d.permutations)
+    sample = int(d.sample_size if sample_size is None else sample_size)
+    perms = int(d.permutations if permutations is None else permutations)
     if sample < 50:
         raise DriftError(f"sample size {sample} is too small for a two-sample test: use at least 50")
     if perms < 19:

@@ -20,6 +20,8 @@ import gzip
 import io
 import json
 import logging
+import math
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +62,10 @@ def parse_time(value: Any) -> dt.datetime:
     if isinstance(value, dt.datetime):
         ts = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        ts = dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+        try:
+            ts = dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(f"timestamp {value!r} is not a Unix time in range") from exc
     elif isinstance(value, str) and value.strip():
         try:
             ts = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -77,6 +82,8 @@ def parse_feedback(value: Any) -> float | None:
     if isinstance(value, bool):
         return 1.0 if value else -1.0
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"feedback {value!r} is not a finite number")
         return float(value)
     if isinstance(value, str):
         word = value.strip().lower()
@@ -85,9 +92,12 @@ def parse_feedback(value: Any) -> float | None:
         if word in table:
             return table[word]
         try:
-            return float(word)
+            number = float(word)
         except ValueError:
             pass
+        else:
+            if math.isfinite(number):
+                return number
     raise ValueError(f"feedback {value!r} is not a number, true/false or up/down")
 
 
@@ -124,13 +134,16 @@ def _rows(fs: Any, path: str) -> Iterator[tuple[str, Any]]:
         return
     with fs.open(path, "rb") as raw:
         stream = gzip.open(raw) if path.endswith(".gz") else raw
-        for i, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path} line {i}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield f"{path} line {i}", ValueError(f"not JSON ({exc.msg})")
+        try:
+            for i, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{path} line {i}", json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield f"{path} line {i}", ValueError(f"not JSON ({exc.msg})")
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise DriftError(f"query log file {path}: not a readable gzip file ({exc}); re-write or remove it") from exc
 
 
 def read(settings: Settings, start: dt.datetime, end: dt.datetime, index: str | None = None,
@@ -192,7 +205,8 @@ def append(settings: Settings, queries: Iterable[dict[str, Any]], uri: str | Non
         except ValueError as exc:
             raise DriftError(f"query log entry {q!r}: {exc}") from exc
         rows.append(json.dumps({**q, "timestamp": at.isoformat()}, ensure_ascii=False))
-    path = f"{base}/queries-{now:%Y-%m-%d}.jsonl"
+    # drift.query_log may name one file (append to it) or a folder (one file per day)
+    path = base if base.endswith(".jsonl") else f"{base}/queries-{now:%Y-%m-%d}.jsonl"
     fs, p = fsspec.core.url_to_fs(path)
     fs.makedirs(p.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(p, "a", encoding="utf-8") as fh:

@@ -82,6 +82,8 @@ def take(settings: Settings, index: str, *, name: str | None = None, reason: str
     d = settings.drift
     if name is not None and not NAME_RE.match(name):
         raise DriftError(f"invalid snapshot name {name!r}: use up to 128 letters, digits, '_', '.', ':' or '-'")
+    if name == "last":
+        raise DriftError("'last' is reserved (reference 'last' = the newest automatic snapshot): pick another name")
     size, seed = sample_size or d.sample_size, d.seed if seed is None else seed
     prof = index_profile(settings, index)
     if not prof["ids"]:
