@@ -97,18 +97,21 @@ class Embedder:
     def dimension(self) -> int:
         return int(self.model.get_embedding_dimension())
 
-    def encode(self, texts: list[str], log_every: float = 10.0) -> np.ndarray:
-        """Embed texts in length-sorted slices, logging count, rate and ETA as it goes."""
+    def encode(self, texts: list[str], log_every: float = 10.0, batch_size: int | None = None) -> np.ndarray:
+        """Embed texts in length-sorted slices, logging count, rate and ETA as it goes.
+        ``batch_size`` overrides the settings' for short texts (queries), where a larger batch is
+        faster and costs little memory."""
+        batch = batch_size or self.settings.batch_size
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")[::-1]
-        slice_size = max(self.settings.batch_size * 8, 256)
+        slice_size = max(batch * 8, 256)
         parts: list[np.ndarray] = []
         t0 = last = time.perf_counter()
         done = 0
         for start in range(0, len(texts), slice_size):
             idx = order[start:start + slice_size]
-            vecs = self.model.encode([texts[i] for i in idx], batch_size=self.settings.batch_size,
+            vecs = self.model.encode([texts[i] for i in idx], batch_size=batch,
                                      normalize_embeddings=self.settings.normalize, convert_to_numpy=True,
                                      show_progress_bar=False)
             parts.append(np.asarray(vecs, dtype=np.float32))

@@ -30,6 +30,7 @@ from ragops.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
 REGION_SIZE = 50  # vectors that mark the drifted region (least like the reference)
+QUERY_BATCH = 64  # queries are short: a larger batch embeds them faster at little memory
 
 
 def _params(settings: Settings, index: str | None, checks: Sequence[str] | None, methods: Sequence[str] | None,
@@ -145,6 +146,13 @@ def _compute(settings: Settings, p: dict[str, Any], actor: str, store: VectorSto
 
             emb = embedder or Embedder(pipelines.for_index(settings, index).embedding)
         return emb
+    encoded: dict[str, tuple[list[querylog.Query], np.ndarray]] = {}
+    def window(side: str, log: querylog.LogRead) -> tuple[list[querylog.Query], np.ndarray]:
+        """A window's seeded query sample and its vectors, embedded once for both query checks."""
+        if side not in encoded:
+            qs = _sample_queries(log.queries, p["sample_size"], p["seed"] + (1 if side == "current" else 0))
+            encoded[side] = (qs, embedder_().encode([q.text for q in qs], log_every=30, batch_size=QUERY_BATCH))
+        return encoded[side]
     fresh = note is not None  # the reference was taken by this run: nothing to compare the corpus with yet
     if "corpus" in p["checks"]:
         results["checks"]["corpus"] = _corpus(settings, p, prof, ref, arrays, fresh, store, region)
@@ -158,9 +166,9 @@ def _compute(settings: Settings, p: dict[str, Any], actor: str, store: VectorSto
                                 "invalid": cur.invalid, "problems": cur.problems,
                                 "current": len(cur.queries), "reference": len(refq.queries)}
         if "queries" in p["checks"]:
-            results["checks"]["queries"] = _queries(settings, p, refq, cur, embedder_, region)
+            results["checks"]["queries"] = _queries(settings, p, refq, cur, window, region)
         if "gaps" in p["checks"]:
-            results["checks"]["gaps"] = _gaps(settings, p, prof, refq, cur, embedder_, store, region)
+            results["checks"]["gaps"] = _gaps(settings, p, prof, refq, cur, window, store, region)
     if "quality" in p["checks"]:
         results["checks"]["quality"] = _quality(settings, p)
     breached_regions = {k: v for k, v in region.items() if results["checks"].get(k, {}).get("status") == "breach"}
@@ -317,7 +325,7 @@ def _sample_queries(qs: list[querylog.Query], size: int, seed: int) -> list[quer
 
 
 def _queries(settings: Settings, p: dict[str, Any], refq: querylog.LogRead, cur: querylog.LogRead,
-             embedder_: Any, region: dict[str, np.ndarray]) -> dict[str, Any]:
+             window: Any, region: dict[str, np.ndarray]) -> dict[str, Any]:
     d = settings.drift
     windows = (f"queries {p['reference_start']} to {p['current_start']} vs {p['current_start']} to {p['end']}")
     if len(refq.queries) < d.min_queries or len(cur.queries) < d.min_queries:
@@ -327,11 +335,8 @@ def _queries(settings: Settings, p: dict[str, Any], refq: querylog.LogRead, cur:
             why = (f"no query log at {settings.query_log_uri}: point drift.query_log at your application's log "
                    "(JSONL or Parquet with timestamp and query; see docs/drift.md)")
         return {"status": "skipped", "reason": why}
-    r = _sample_queries(refq.queries, p["sample_size"], p["seed"])
-    c = _sample_queries(cur.queries, p["sample_size"], p["seed"] + 1)
-    emb = embedder_()
-    R = emb.encode([q.text for q in r], log_every=30)
-    C = emb.encode([q.text for q in c], log_every=30)
+    r, R = window("reference", refq)
+    c, C = window("current", cur)
     t0 = time.perf_counter()
     res = S.two_sample(R, C, p["methods"], alpha=p["alpha"], permutations=p["permutations"], seed=p["seed"])
     out = _verdict(res, "queries", windows)
@@ -372,23 +377,20 @@ def best_scores(store: VectorStore, collection: str, vectors: np.ndarray, block:
 
 
 def _gaps(settings: Settings, p: dict[str, Any], prof: dict[str, Any], refq: querylog.LogRead,
-          cur: querylog.LogRead, embedder_: Any, store: VectorStore, region: dict[str, np.ndarray]) -> dict[str, Any]:
+          cur: querylog.LogRead, window: Any, store: VectorStore, region: dict[str, np.ndarray]) -> dict[str, Any]:
     d = settings.drift
     if len(cur.queries) < d.min_queries:
         why = (f"too few queries in the current window: {len(cur.queries)} (drift.min_queries = {d.min_queries})"
                if cur.files else f"no query log at {settings.query_log_uri}: point drift.query_log at your "
                                  "application's log (see docs/drift.md)")
         return {"status": "skipped", "reason": why}
-    emb = embedder_()
-    c = _sample_queries(cur.queries, p["sample_size"], p["seed"] + 1)
-    C = emb.encode([q.text for q in c], log_every=30)
+    c, C = window("current", cur)
     best = best_scores(store, prof["collection"], C)
     uncovered = np.flatnonzero(best < d.gap_threshold)
     share = len(uncovered) / len(c)
     ref_share = None
     if len(refq.queries) >= d.min_queries:
-        r = _sample_queries(refq.queries, p["sample_size"], p["seed"])
-        rb = best_scores(store, prof["collection"], emb.encode([q.text for q in r], log_every=30))
+        rb = best_scores(store, prof["collection"], window("reference", refq)[1])
         ref_share = float(np.mean(rb < d.gap_threshold))
     clusters = S.cluster_texts(C[uncovered], [c[i].text for i in uncovered], distance=d.cluster_distance,
                                top=d.gap_clusters)
