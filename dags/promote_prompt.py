@@ -66,7 +66,7 @@ DEFAULT_PROMPT = SETTINGS.eval.default_prompt.partition("@")[0]
         "candidate_version": Param(0, type="integer", minimum=0, title="Candidate version",
                                    description="0 = the oldest registered version newer than production that no "
                                                "gate has decided yet."),
-        "dataset": Param("", type="string", title="Golden dataset",
+        "dataset": Param(None, type=["null", "string"], title="Golden dataset",
                          description="JSONL question set; empty = prompts.dataset, else eval.default_dataset."),
         "gate_profile": Param(SETTINGS.prompts.gate, type="string", enum=sorted(SETTINGS.gates), title="Gate profile",
                               description="Thresholds, non-regression margin and budgets (gates.<profile>)."),

@@ -74,12 +74,16 @@ SCHEDULE = (AssetOrTimeSchedule(timetable=CronTriggerTimetable(SETTINGS.rebuild.
         "action": Param("rebuild", type="string", enum=["rebuild", "rollback"], title="Action",
                         description="rebuild: build, validate and swap in a new version. rollback: serve a "
                                     "retained earlier version again (see `ragops index status`)."),
-        "embedding_model": Param("", type="string", title="Embedding model",
+        "embedding_model": Param(None, type=["null", "string"], title="Embedding model",
                                  description="Empty: keep the index's model. 'settings': follow embedding.model. "
                                              "Otherwise a model to pin: bundled:all-MiniLM-L6-v2 or a local "
                                              "sentence-transformers folder (nothing is downloaded). Another model "
                                              "re-reads the sources and embeds everything."),
-        "chunking_profile": Param("", type="string", enum=["", "settings", *PROFILES], title="Chunking profile",
+        "chunking_profile": Param(None, type=["null", "string"], enum=[None, "settings", *PROFILES],
+                                  values_display={None: "(keep the index's chunking)",
+                                                  "settings": "settings: follow chunking.profile",
+                                                  **{p: f"pin profile {p}" for p in PROFILES}},
+                                  title="Chunking profile",
                                   description="Empty: keep the index's chunking. 'settings': follow "
                                               "chunking.profile. Otherwise a profile of chunking.profiles to pin."),
         "force": Param(False, type="boolean", title="Re-embed everything",

@@ -77,6 +77,11 @@ def test_required_arguments(dagbag, path: Path) -> None:
         param = dag.params.get_param(name)
         assert param.schema.get("title") and param.description, f"Param {name} needs a title and description"
         assert param.schema.get("type"), f"Param {name} needs a type"
+        # Airflow's trigger form refuses an empty required field: "nothing" must be null, not ""
+        assert param.value != "", f"Param {name}: default '' disables the trigger form; use None with type null"
+        if "enum" in param.schema:
+            assert param.value in param.schema["enum"], f"Param {name}: default not among its choices"
+    dag.params.validate()  # the defaults pass their own schemas: the form can be submitted as it opens
 
 
 def test_ingest_documents_shape(dagbag) -> None:

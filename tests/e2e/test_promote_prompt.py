@@ -81,7 +81,7 @@ indexes:
 
 
 def promote_run(dag, **conf):
-    full = {"prompt": "rag_answer", "candidate_version": 0, "dataset": "", "gate_profile": "default",
+    full = {"prompt": "rag_answer", "candidate_version": 0, "dataset": None, "gate_profile": "default",
             "require_approval": None, **conf}
     return dag.test(run_conf=full)
 

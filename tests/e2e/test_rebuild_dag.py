@@ -86,7 +86,7 @@ def degraded_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def run(dag, **conf):
     # every Param explicitly: dag.test() keeps a previous run's conf in the DAG object's params
-    full = {"index": "docs", "action": "rebuild", "embedding_model": "", "chunking_profile": "", "force": False,
+    full = {"index": "docs", "action": "rebuild", "embedding_model": None, "chunking_profile": None, "force": False,
             "rollback_to": 0, **conf}
     return dag.test(run_conf=full)
 

@@ -1,0 +1,185 @@
+"""HTML of the LLMOps page: server-rendered, no external assets (charts are inline SVG), every
+value escaped. Links are relative (the page lives under the API server's plugin mount and is
+shown inside Airflow's UI); links to Airflow's own pages open in the top window."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ragops.evaluation.reports import CSS, esc, fmt, trend_svg
+
+PAGE_CSS = CSS + """
+body{max-width:1250px}nav a{margin-right:14px}.pill{display:inline-block;padding:1px 7px;border-radius:9px;
+font-size:12px;background:#eaecf0}.live{background:#d1fadf;color:#05603a}.breach,.rejected,.failed{background:#fee4e2;
+color:#b42318}.ok,.success,.promoted{background:#d1fadf;color:#05603a}button{font-size:12px;margin:1px;cursor:pointer}
+#msg{position:sticky;top:0;background:#fffaeb;padding:6px;display:none;border:1px solid #fec84b}
+td.ctx{max-width:560px}.diff table{font-family:monospace;font-size:12px}.diff_add{background:#d1fadf}
+.diff_chg{background:#fef0c7}.diff_sub{background:#fee4e2}
+"""
+SCRIPT = """
+async function act(dag, conf, label) {
+  if (!confirm(label + "\\n\\nThis starts a run of " + dag + " (its gate, audit entry and e-mail apply).")) return;
+  const box = document.getElementById("msg");
+  box.style.display = "block"; box.textContent = "starting " + dag + " ...";
+  const r = await fetch("api/trigger/" + dag, {method: "POST", credentials: "same-origin",
+    headers: {"Content-Type": "application/json", "X-Ragops-Request": "1"}, body: JSON.stringify(conf)});
+  const body = await r.json().catch(() => ({}));
+  box.textContent = "";
+  if (!r.ok) { box.textContent = "refused: " + (body.detail || r.status); return; }
+  box.append("started " + dag + " run " + body.dag_run_id + (body.warning ? " (" + body.warning + ")" : "") + ": ");
+  const a = document.createElement("a"); a.href = "../" + body.url; a.target = "_top"; a.textContent = "open the run";
+  box.append(a);
+}
+"""
+
+
+def _pill(text: Any, cls: str = "") -> str:
+    return f"<span class='pill {esc(cls or text)}'>{esc(text)}</span>"
+
+
+def _button(label: str, dag: str, conf: dict[str, Any], confirm: str) -> str:
+    args = esc(json.dumps([dag, conf, confirm]))
+    return f"<button data-act='{args}' onclick='act(...JSON.parse(this.dataset.act))'>{esc(label)}</button>"
+
+
+def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+    if not rows:
+        return "<p class='muted'>none yet</p>"
+    return (f"<table class='{cls}'><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+
+
+def _indexes(data: list[dict[str, Any]]) -> str:
+    from ragops.pipelines import describe
+
+    out = ["<h2 id='indexes'>Indexes</h2>"]
+    for ix in data:
+        out.append(f"<h3>{esc(ix['name'])} <span class='muted'>serving {esc(ix['live'])}, {ix['chunks']} chunks</span> "
+                   + _button("Rebuild (blue/green)", "rebuild_index", {"index": ix["name"], "action": "rebuild"},
+                             f"Rebuild index {ix['name']}?") + "</h3>")
+        rows = []
+        for v in reversed(ix["versions"]):
+            act = ""
+            if v["status"] == "retired":
+                act = _button(f"Roll back to v{v['version']}", "rebuild_index",
+                              {"index": ix["name"], "action": "rollback", "rollback_to": v["version"]},
+                              f"Serve {v['collection']} again?")
+            stats = v.get("stats") or {}
+            rows.append([esc(v["version"]), esc(v["collection"]), _pill("live" if v["live"] else v["status"]),
+                         esc(describe(v.get("pipeline"))), esc(v.get("built_by") or ""),
+                         esc(stats.get("chunks", "")), esc(v["created_at"][:19]), act])
+        out.append(_table(["version", "collection", "status", "pipeline", "built by", "chunks", "created", ""], rows))
+        if ix.get("last_sync"):
+            ls = ix["last_sync"]
+            counts = ", ".join(f"{k} {v}" for k, v in (ls.get("counts") or {}).items())
+            out.append(f"<p class='muted'>last sync {esc(ls['run_id'])}: {esc(ls['status'])} ({esc(counts)})</p>")
+    return "".join(out)
+
+
+def _prompts(data: list[dict[str, Any]]) -> str:
+    out = ["<h2 id='prompts'>Prompts</h2>"]
+    for p in data:
+        name = p["name"]
+        aliases = ", ".join(f"{a} → v{v}" for a, v in sorted(p["aliases"].items())) or "no aliases yet"
+        out.append(f"<h3>{esc(name)} <span class='muted'>{esc(aliases)}</span></h3>")
+        rows = []
+        prod = p["aliases"].get("production")
+        for v in reversed(p["versions"]):
+            act = ""
+            if v["status"].startswith("registered") and v["version"] != prod:
+                act = _button(f"Evaluate v{v['version']} and promote if the gate passes", "promote_prompt",
+                              {"prompt": name, "candidate_version": v["version"]},
+                              f"Run the promotion gate for {name} v{v['version']} against production?")
+            rows.append([esc(v["version"]), esc(", ".join(v["aliases"])), _pill(v["status"].split(",")[0], ""),
+                         esc(v["status"]), esc(v["author"]), esc(v["message"]), esc((v["registered_at"] or "")[:19]), act])
+        out.append(_table(["version", "aliases", "", "status", "author", "message", "registered", ""], rows))
+        versions = [v["version"] for v in p["versions"]]
+        if len(versions) > 1:
+            opts = "".join(f"<option>{v}</option>" for v in versions)
+            out.append(f"<form method='get' action='prompts/{esc(name)}/diff'>Compare version <select name='a'>{opts}"
+                       f"</select> with <select name='b'>{opts.replace(f'<option>{versions[-1]}', f'<option selected>{versions[-1]}')}"
+                       "</select> <button type='submit'>side by side</button></form>")
+        hist = [[esc(e["at"][:19]), esc(e["alias"]), _pill(e["action"]), esc(f"v{e['from']}" if e["from"] else "–"),
+                 esc(f"v{e['to']}" if e["to"] else "–"), esc(e["actor"]), esc(e["reason"])] for e in p["history"]]
+        out.append("<h4>History</h4>" + _table(["when", "alias", "action", "from", "to", "who", "why"], hist))
+    return "".join(out)
+
+
+def _evals(data: dict[str, Any]) -> str:
+    out = ["<h2 id='evals'>Evaluations</h2>"]
+    for key, series in data["series"].items():
+        out.append(f"<h3>{esc(key)}</h3>" + trend_svg(series, data["metrics"]))
+    rows = [[f"<a href='eval/{esc(r['run_id'])}'>{esc(r['run_id'])}</a>", _pill(r["status"]), esc(r["purpose"]),
+             esc(r["started_at"][:19]), esc(r["index"]), esc(r["prompt"]), esc(r["questions"]),
+             *[fmt(r["metrics"].get(m)) for m in data["metrics"]]] for r in data["runs"]]
+    out.append(_table(["run", "status", "purpose", "started", "index", "prompt", "questions", *data["metrics"]], rows))
+    return "".join(out)
+
+
+def _drift(data: list[dict[str, Any]], indexes: list[str]) -> str:
+    out = ["<h2 id='drift'>Drift</h2><p>"]
+    out += [_button(f"Check drift of {i} now", "check_drift", {"index": i}, f"Run check_drift on {i}?") for i in indexes]
+    out.append("</p>")
+    rows = [[esc(r["check_id"]), _pill(r["status"]), esc((r["started_at"] or "")[:19]), esc(r["index"]),
+             " ".join(_pill(f"{k}: {v}", v) for k, v in (r.get("checks") or {}).items()),
+             f"<a href='drift/{esc(r['check_id'])}/report'>report with plots</a>" if r.get("report") else
+             esc(r.get("error") or "")] for r in data]
+    out.append(_table(["check", "status", "started", "index", "checks", ""], rows))
+    return "".join(out)
+
+
+def _quarantine(data: list[dict[str, Any]]) -> str:
+    rows = [[esc(q["created_at"][:19]), esc(q["index"]), esc(q["doc_id"]), esc(q["stage"]), _pill(q["reason"], "failed"),
+             esc(q["detail"][:300])] for q in data]
+    return "<h2 id='quarantine'>Data quality: quarantine (latest sync per index)</h2>" + _table(
+        ["when", "index", "document", "stage", "reason", "detail"], rows)
+
+
+def _audit(data: list[dict[str, Any]]) -> str:
+    rows = [[esc(a["at"][:19]), esc(a["actor"]), _pill(a["action"], ""), esc(a["index"] or ""),
+             f"<details><summary>evidence</summary><pre>{esc(json.dumps(a['detail'], indent=1, default=str)[:4000])}"
+             "</pre></details>"] for a in data]
+    return "<h2 id='audit'>Audit log</h2>" + _table(["when", "who", "action", "index", ""], rows)
+
+
+def _frame(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{PAGE_CSS}</style>"
+            f"<script>{SCRIPT}</script></head><body><div id='msg' role='status'></div>{body}</body></html>")
+
+
+def render_page(data: dict[str, Any], user: str) -> str:
+    nav = ("<nav><a href='#indexes'>Indexes</a><a href='#prompts'>Prompts</a><a href='#evals'>Evaluations</a>"
+           "<a href='#drift'>Drift</a><a href='#quarantine'>Quarantine</a><a href='#audit'>Audit log</a>"
+           f"<span class='muted'>signed in as {esc(user)}</span></nav>")
+    body = (f"<h1>ragops LLMOps</h1>{nav}{_indexes(data['indexes'])}{_prompts(data['prompts'])}{_evals(data['eval'])}"
+            f"{_drift(data['drift'], [i['name'] for i in data['indexes']])}{_quarantine(data['quarantine'])}"
+            f"{_audit(data['audit'])}")
+    return _frame("ragops LLMOps", body)
+
+
+def render_eval(data: dict[str, Any]) -> str:
+    r = data["run"]
+    head = (f"<p><a href='../'>← LLMOps</a></p><h1>Evaluation {esc(r['run_id'])} {_pill(r['status'])}</h1>"
+            f"<p>{esc(r['prompt'])} on index {esc(r['index'])} v{esc(r['index_version'])}, {esc(r['questions'])} "
+            f"questions of {esc(r['dataset'])}. Context texts from {esc(data['context_source'])}.</p>")
+    metrics = "".join(f"<tr><td><code>{esc(k)}</code></td><td class='num'>{fmt(v)}</td></tr>"
+                      for k, v in sorted(r["metrics"].items()))
+    out = [head, f"<table>{metrics}</table><h2>Questions</h2>"]
+    for q in data["questions"]:
+        ms = ", ".join(f"{k} {fmt(v)}" for k, v in sorted((q.get("metrics") or {}).items())
+                       if k in ("hit_rate@5", "ndcg@10", "faithfulness", "answer_f1", "refusal_accuracy"))
+        ctx = "".join(f"<div class='ctx'><b>[{esc(c.get('n'))}] {esc(c.get('doc_id'))}</b> "
+                      f"(score {fmt(c.get('score'))})\n{esc(c.get('text', ''))}</div>" for c in q.get("contexts") or [])
+        out.append(f"<details id='q-{esc(q.get('id'))}'><summary><b>{esc(q.get('id'))}</b> {esc(q.get('question'))} "
+                   f"<span class='muted'>{esc(ms)}</span></summary>"
+                   f"<p><b>answer</b>{' (refused)' if q.get('refused') else ''}: {esc(q.get('answer') or q.get('error') or '')}</p>"
+                   f"<p><b>reference</b>: {esc(q.get('reference_answer', ''))}</p>"
+                   f"<p><b>relevant</b>: {esc(', '.join(q.get('relevant_doc_ids') or []))}; <b>retrieved</b>: "
+                   f"{esc(', '.join(d['doc_id'] for d in q.get('retrieved_docs') or []))}</p>{ctx}</details>")
+    return _frame(f"ragops eval {r['run_id']}", "".join(out))
+
+
+def render_diff(name: str, a: int, b: int, table: str) -> str:
+    return _frame(f"{name} v{a} vs v{b}", f"<p><a href='../../'>← LLMOps</a></p><h1>{esc(name)}: v{a} vs v{b}</h1>"
+                                          f"<div class='diff'>{table}</div>")
