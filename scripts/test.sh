@@ -4,5 +4,12 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 bash scripts/setup.sh --dev
+# the LLMOps page is tested in a real browser: Debian's chromium, driven by Playwright (pip)
+if [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing Debian's chromium for the browser tests (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium > /dev/null 2>&1 || { apt-get update -q > /dev/null && apt-get install -y -q chromium > /dev/null; } \
+    || { echo "could not install chromium: run 'apt-get install chromium' as root, then make test" >&2; exit 2; }
+fi
 ruff check dags include plugins tests bench
 exec python -m pytest "$@"

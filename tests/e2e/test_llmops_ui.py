@@ -1,0 +1,256 @@
+"""The LLMOps page and the trigger forms in a real browser (Debian chromium driven by Playwright)
+against `airflow standalone` on this project (scripts/ui.sh), with the state store, embedded
+Chroma and the bundled model prepared by the real library calls, and a real SMTP catcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import ROOT, SmtpServer, free_port
+
+pytestmark = pytest.mark.e2e
+CHROMIUM = "/usr/bin/chromium"
+SHIPPED = (ROOT / "include" / "prompts" / "rag_answer" / "v1.yaml").read_text()
+CONFIG = """
+alerts:
+  from_email: ragops@test.local
+  send_attempts: 1
+  recipients:
+    default: [oncall@test.local]
+eval:
+  semantic_metrics: false
+  bootstrap_samples: 500
+gates:
+  default:
+    thresholds: {hit_rate@5: 0.8, faithfulness: 0.8}
+    non_regression: {metrics: [answer_f1, refusal_accuracy, hit_rate@5], margin: 0.02}
+    budget: {latency_p95_ms: 60000, cost_per_1k_usd: 1.0}
+drift:
+  sample_size: 200
+indexes:
+  docs:
+    golden: include/eval/golden/docs.jsonl
+"""
+
+
+def api(base: str, path: str, token: str | None = None, method: str = "GET", body: dict | None = None,
+        headers: dict | None = None) -> tuple[int, dict]:
+    h = {"Content-Type": "application/json", **(headers or {})}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(base + path, method=method, headers=h,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory: pytest.TempPathFactory, embedder):
+    """State prepared with the library (ingest, prompts, an eval run, a drift check), then
+    `airflow standalone` through scripts/ui.sh on a free port, stopped with SIGINT at the end."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/test.sh installs it with apt-get (Debian package chromium)")
+    from ragops import registry, state
+    from ragops.config import load_settings
+    from ragops.drift.checks import run_check
+    from ragops.evaluation.runner import run_eval
+    from ragops.indexing import sync
+
+    tmp = tmp_path_factory.mktemp("llmops")
+    prompts = tmp / "prompts" / "rag_answer"
+    prompts.mkdir(parents=True)
+    (prompts / "v1.yaml").write_text(SHIPPED)
+    v2 = (SHIPPED.replace("version: 1", "version: 2").replace(
+        "message: First version.", "message: Top chunk only <b>bold</b>.").replace("top_k: 5", "top_k: 1"))
+    (tmp / "ragops.yaml").write_text(CONFIG)
+    smtp = SmtpServer().start()
+    port = free_port()
+    env = dict(os.environ, AIRFLOW_HOME=str(tmp / "airflow"), RAGOPS_DATA_DIR=str(tmp / "data"),
+               RAGOPS_CONFIG=str(tmp / "ragops.yaml"), RAGOPS_PROMPTS_DIR=str(prompts.parent),
+               RAGOPS_UI_PORT=str(port), AIRFLOW_CONN_SMTP_DEFAULT=smtp.connection_json())
+    saved = {k: os.environ.get(k) for k in ("RAGOPS_DATA_DIR", "RAGOPS_CONFIG", "RAGOPS_PROMPTS_DIR")}
+    os.environ.update({k: env[k] for k in saved})
+    settings = load_settings()
+    state.upgrade(settings.state_db_url)
+    sync(settings, str(ROOT / "include" / "corpus"), "docs", trigger="test", embedder=embedder)
+    registry.sync(settings, "test")  # v1 is production
+    (prompts / "v2.yaml").write_text(v2)
+    registry.sync(settings, "test")  # v2 waits for a gate
+    run_eval(settings, None, "rag_answer@production", "docs", trigger="test", purpose="nightly")
+    run_check(settings, "docs", checks=["corpus", "documents"], check_id="ui-drift-1", embedder=embedder)
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "ui.sh")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines: list[str] = []
+    try:
+        password = None
+        deadline = time.time() + 300
+        while time.time() < deadline and password is None:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                pytest.fail("ui.sh exited early:\n" + "".join(lines))
+            lines.append(line)
+            if "password:" in line and "Airflow UI:" in line:
+                password = line.rsplit("password:", 1)[1].strip()
+        assert password, "".join(lines)
+        base = f"http://127.0.0.1:{port}"
+        _, tok = api(base, "/auth/token", method="POST", body={"username": "admin", "password": password})
+        for _ in range(180):  # the dag-processor parses dags/ shortly after start
+            status, body = api(base, "/api/v2/dags?limit=50", tok["access_token"])
+            if status == 200 and {"promote_prompt", "check_drift"} <= {d["dag_id"] for d in body["dags"]}:
+                break
+            time.sleep(1)
+        yield {"base": base, "password": password, "token": tok["access_token"], "settings": settings, "smtp": smtp}
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        smtp.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def browser(airflow):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = b.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{airflow['base']}/auth/login?next=%2F")
+        page.fill("input[name=username]", "admin")
+        page.fill("input[name=password]", airflow["password"])
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{airflow['base']}/")
+        yield page
+        b.close()
+
+
+def test_the_plugin_refuses_anonymous_and_cross_site_requests(airflow) -> None:
+    base = airflow["base"]
+    for path in ("/ragops/", "/ragops/api/overview", "/ragops/eval/x", "/ragops/drift/ui-drift-1/report"):
+        status, body = api(base, path)
+        assert status == 401, (path, status, body)
+    status, _ = api(base, "/ragops/api/trigger/check_drift", method="POST", body={"index": "docs"})
+    assert status == 401
+    # signed in, but without the page's header (what a forged cross-site form would send)
+    status, body = api(base, "/ragops/api/trigger/check_drift", airflow["token"], method="POST", body={"index": "docs"})
+    assert status == 403 and "X-Ragops-Request" in body["detail"]
+    # only the page's own actions and Params
+    status, body = api(base, "/ragops/api/trigger/ingest_documents", airflow["token"], method="POST",
+                       body={"source": "/etc"}, headers={"X-Ragops-Request": "1"})
+    assert status == 400 and "cannot start ingest_documents" in body["detail"]
+    status, body = api(base, "/ragops/api/trigger/rebuild_index", airflow["token"], method="POST",
+                       body={"index": "docs", "force": True}, headers={"X-Ragops-Request": "1"})
+    assert status == 400 and "force" in body["detail"]
+
+
+def test_page_shows_the_state_store(airflow, browser) -> None:
+    from ragops.overview import overview
+
+    data = overview(airflow["settings"])
+    status, api_data = api(airflow["base"], "/ragops/api/overview", airflow["token"])
+    assert status == 200 and api_data["indexes"][0]["live"] == data["indexes"][0]["live"] == "docs__v1"
+    page = browser
+    page.goto(f"{airflow['base']}/plugin/llmops")
+    page.get_by_role("link", name="LLMOps").first.wait_for()  # the nav entry the plugin adds
+    frame = page.frame_locator("iframe")
+    frame.get_by_role("heading", name="ragops LLMOps").wait_for(timeout=60000)
+    text = frame.locator("body").inner_text()
+    assert "serving docs__v1" in text and f"{data['indexes'][0]['chunks']} chunks" in text
+    assert "production → v1" in text
+    assert data["eval"]["runs"][0]["run_id"] in text
+    assert "ui-drift-1" in text and "corpus: baseline" in text
+    for a in data["audit"][:5]:
+        assert a["action"] in text
+    assert "Top chunk only <b>bold</b>." in text  # shown as text: the markup was escaped
+    assert frame.locator("b", has_text="bold").count() == 0
+    assert frame.locator("svg").count() >= 1  # the eval chart, rendered server-side
+    # drill-down: one run, its questions, their retrieved contexts
+    run_id = data["eval"]["runs"][0]["run_id"]
+    frame.get_by_role("link", name=run_id).click()
+    frame.get_by_role("heading", name=f"Evaluation {run_id}").wait_for()
+    frame.locator("details").first.click()
+    assert frame.locator("div.ctx").first.inner_text().strip()
+    # side-by-side diff of the two prompt versions
+    page.goto(f"{airflow['base']}/ragops/prompts/rag_answer/diff?a=1&b=2")
+    body = page.locator("body").inner_text().replace("\xa0", " ")  # HtmlDiff keeps spaces as nbsp
+    assert "rag_answer@1" in body and "rag_answer@2" in body and "top_k: 1" in body
+
+
+def test_every_trigger_form_opens_valid(airflow, browser) -> None:
+    page = browser
+    for dag in ("ingest_documents", "nightly_eval", "rebuild_index", "promote_prompt", "check_drift", "sync_prompts"):
+        page.goto(f"{airflow['base']}/dags/{dag}")
+        page.get_by_role("button", name="Trigger").first.click()
+        dialog = page.get_by_role("dialog")
+        button = dialog.get_by_role("button", name="Trigger")
+        button.wait_for()
+        if dag != "sync_prompts":  # the only DAG without Params
+            dialog.get_by_text("Run Parameters").wait_for()
+        page.wait_for_timeout(500)  # the form validates as it renders
+        assert button.is_enabled(), f"{dag}: the trigger form opens invalid"
+        page.keyboard.press("Escape")
+
+
+def wait_for_run(airflow, dag_id: str, timeout: float = 900) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        _, body = api(airflow["base"], f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after&limit=1", airflow["token"])
+        runs = body.get("dag_runs") or []
+        if runs and runs[0]["state"] in ("success", "failed"):
+            return runs[0]
+        time.sleep(3)
+    pytest.fail(f"no finished {dag_id} run after {timeout}s: {body}")
+
+
+def test_promote_through_the_trigger_form_then_the_page_shows_it(airflow, browser) -> None:
+    from ragops import registry
+
+    page = browser
+    page.goto(f"{airflow['base']}/dags/promote_prompt")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator("input[name=element_candidate_version]").fill("2")
+    dialog.get_by_role("button", name="Trigger").click()
+    run = wait_for_run(airflow, "promote_prompt")
+    assert run["state"] == "success" and run["conf"]["candidate_version"] == 2
+    assert registry.resolve(airflow["settings"], "rag_answer", "production") == 2
+    page.goto(f"{airflow['base']}/plugin/llmops")
+    frame = page.frame_locator("iframe")
+    frame.get_by_role("heading", name="ragops LLMOps").wait_for(timeout=60000)
+    text = frame.locator("body").inner_text()
+    assert "production → v2" in text
+    assert "prompt_promoted" in text and "prompt_gate_evaluated" in text  # the audit log
+    assert any("[PROMOTED]" in m["Subject"] for m in airflow["smtp"].messages)
+
+
+def test_a_page_action_starts_a_dag_run_through_the_rest_api(airflow, browser) -> None:
+    page = browser
+    page.goto(f"{airflow['base']}/ragops/")
+    page.once("dialog", lambda d: d.accept())  # the confirmation
+    page.get_by_role("button", name="Check drift of docs now").click()
+    page.locator("#msg a").wait_for(timeout=60000)
+    msg = page.locator("#msg").inner_text()
+    assert "started check_drift run" in msg
+    run_id = msg.split("run ", 1)[1].split(" ")[0].rstrip(":")
+    status, run = api(airflow["base"], f"/api/v2/dags/check_drift/dagRuns/{quote(run_id, safe='')}", airflow["token"])
+    assert status == 200 and run["conf"] == {"index": "docs"} and "LLMOps" in (run.get("note") or "")
