@@ -1,0 +1,76 @@
+"""The LLMOps page's HTML: untrusted text (documents, questions, answers, prompt messages) is
+escaped everywhere, actions carry only their DAG and Params, links stay relative."""
+
+from __future__ import annotations
+
+import re
+
+from ragops.airflow.llmops_html import render_diff, render_eval, render_page
+
+EVIL = "<script>alert('x')</script><img src=x onerror=alert(1)>"
+
+
+def page_data() -> dict:
+    return {
+        "indexes": [{"name": "docs", "live": "docs__v2", "chunks": 12, "last_sync": {
+            "run_id": "r1", "status": "committed", "counts": {"added": 3}},
+            "versions": [{"version": 1, "collection": "docs__v1", "status": "retired", "live": False, "pipeline": None,
+                          "built_by": EVIL, "stats": {}, "created_at": "2026-11-22T10:00:00"},
+                         {"version": 2, "collection": "docs__v2", "status": "live", "live": True, "pipeline": None,
+                          "built_by": "cli", "stats": {"chunks": 12}, "created_at": "2026-11-22T11:00:00"}]}],
+        "prompts": [{"name": "rag_answer", "aliases": {"production": 1},
+                     "versions": [{"version": 1, "status": "registered", "aliases": ["production"], "author": "a",
+                                   "message": "m", "registered_at": "2026-11-22T09:00:00"},
+                                  {"version": 2, "status": "registered", "aliases": [], "author": EVIL,
+                                   "message": EVIL, "registered_at": "2026-11-22T09:30:00"}],
+                     "history": [{"at": "2026-11-22T09:00:00", "alias": "production", "action": "initial",
+                                  "from": None, "to": 1, "actor": "cli", "reason": EVIL}]}],
+        "eval": {"runs": [{"run_id": "eval-1", "status": "success", "purpose": "nightly", "started_at":
+                           "2026-11-22T12:00:00", "index": "docs", "prompt": "rag_answer@1", "questions": 3,
+                           "metrics": {"hit_rate@5": 0.9}}],
+                 "series": {"docs · docs.jsonl": [{"label": "11-22 12:00", "metrics": {"hit_rate@5": 0.9}}]},
+                 "metrics": ["hit_rate@5"]},
+        "drift": [{"check_id": "d1", "status": "breach", "started_at": "2026-11-22T13:00:00", "index": "docs",
+                   "checks": {"gaps": "breach"}, "report": "/x/report.html", "error": None}],
+        "quarantine": [{"created_at": "2026-11-22T08:00:00", "index": "docs", "doc_id": EVIL, "stage": "parse",
+                        "reason": "too_short", "detail": EVIL}],
+        "audit": [{"at": "2026-11-22T13:00:00", "actor": EVIL, "action": "drift_breach", "index": "docs",
+                   "detail": {"evidence": EVIL}}],
+    }
+
+
+def assert_no_live_markup(html: str) -> None:
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+
+
+def test_page_escapes_everything_untrusted_and_offers_the_actions() -> None:
+    html = render_page(page_data(), EVIL)
+    assert_no_live_markup(html)
+    assert html.count("<script>") == 1  # the page's own script only
+    acts = re.findall(r"data-act='([^']*)'", html)
+    assert any("promote_prompt" in a and "candidate_version" in a for a in acts)  # v2 can be gated
+    assert any("rollback" in a and "rollback_to&quot;: 1" in a for a in acts)  # the retired version
+    assert any("check_drift" in a for a in acts)
+    assert "href='eval/eval-1'" in html and "href='drift/d1/report'" in html
+    assert not re.search(r"(href|src|action)='/", html), "links must be relative (the plugin mount may move)"
+    assert "<svg" in html  # the eval chart is rendered here, not fetched
+
+
+def test_eval_drill_down_escapes_questions_answers_and_contexts() -> None:
+    data = {"run": {"run_id": "eval-1", "status": "success", "prompt": "rag_answer@1", "index": "docs",
+                    "index_version": 1, "questions": 1, "dataset": "d.jsonl", "metrics": {"hit_rate@5": 1.0}},
+            "context_source": "results.jsonl",
+            "questions": [{"id": "q1", "question": EVIL, "answer": EVIL, "reference_answer": EVIL,
+                           "relevant_doc_ids": ["a"], "retrieved_docs": [{"doc_id": "a"}], "metrics": {},
+                           "contexts": [{"n": 1, "doc_id": "a", "score": 0.5, "text": EVIL}]}]}
+    html = render_eval(data)
+    assert_no_live_markup(html)
+    assert html.count("&lt;script&gt;") == 4  # question, answer, reference, context
+
+
+def test_diff_page_keeps_difflib_escaping() -> None:
+    import difflib
+
+    html = render_diff("p", 1, 2, difflib.HtmlDiff().make_table([EVIL], ["safe"], "a", "b"))
+    assert "<script>alert" not in html and "<img src=x" not in html and "&lt;script&gt;" in html
