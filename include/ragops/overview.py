@@ -130,6 +130,7 @@ def overview(settings: Settings) -> dict[str, Any]:
     from ragops.retrieval import quarantine_entries
 
     state.require_schema(settings.state_db_url)
-    return {"indexes": indexes(settings), "prompts": prompts(settings), "eval": eval_runs(settings),
-            "drift": drift_checks(settings), "quarantine": quarantine_entries(settings, limit=200),
-            "audit": audit_log(settings)}
+    ixs = indexes(settings)
+    quarantine = [q for ix in ixs for q in quarantine_entries(settings, ix["name"], limit=200)]  # latest sync each
+    return {"indexes": ixs, "prompts": prompts(settings), "eval": eval_runs(settings),
+            "drift": drift_checks(settings), "quarantine": quarantine, "audit": audit_log(settings)}

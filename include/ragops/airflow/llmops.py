@@ -23,10 +23,9 @@ log = logging.getLogger(__name__)
 
 # what the page may start, and which conf keys each run may carry
 ACTIONS: dict[str, set[str]] = {
-    "promote_prompt": {"prompt", "candidate_version", "gate_profile"},
+    "promote_prompt": {"prompt", "candidate_version"},
     "rebuild_index": {"index", "action", "rollback_to"},
     "check_drift": {"index"},
-    "nightly_eval": {"index"},
 }
 ACTION_HEADER = "X-Ragops-Request"  # a custom header: a cross-site form cannot send it (CSRF)
 
@@ -58,8 +57,19 @@ async def _read(fn: Any, *args: Any) -> Any:
     try:
         return await asyncio.to_thread(fn, *args)
     except RagopsError as exc:
-        raise HTTPException(status_code=404 if "unknown" in str(exc) or "no " in str(exc) else 400,
-                            detail=str(exc)) from exc
+        missing = str(exc).startswith(("unknown ", "no "))  # an id that is not in the state store
+        raise HTTPException(status_code=404 if missing else 400, detail=str(exc)) from exc
+
+
+def _api_base() -> str:
+    """Airflow's REST API as this process serves it: loopback on the API server's port (plus the
+    path of [api] base_url behind a proxy). Never the request's Host header, which a caller chooses."""
+    from urllib.parse import urlparse
+
+    from airflow.configuration import conf
+
+    path = urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+    return f"http://127.0.0.1:{conf.getint('api', 'port', fallback=8080)}{path}"
 
 
 ICON = ("<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24' fill='none' stroke='currentColor' "
@@ -159,10 +169,7 @@ async def trigger(dag_id: str, request: Request, user: User) -> JSONResponse:
                                                     f"got {sorted(conf) if isinstance(conf, dict) else conf!r}")
     auth = request.headers.get("authorization", "")
     token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else request.cookies.get("_token", "")
-    base = str(request.base_url).rstrip("/")
-    root = request.scope.get("root_path", "").rstrip("/")
-    if root and base.endswith(root):
-        base = base[: -len(root)]  # Airflow's API lives beside the plugin mount, not under it
+    base = _api_base()
     async with httpx.AsyncClient(timeout=30) as client:
         resp = await client.post(f"{base}/api/v2/dags/{quote(dag_id)}/dagRuns",
                                  json={"logical_date": None, "conf": conf, "note": "started from the LLMOps page"},

@@ -132,7 +132,7 @@ def _drift(data: list[dict[str, Any]], indexes: list[str]) -> str:
 def _quarantine(data: list[dict[str, Any]]) -> str:
     rows = [[esc(q["created_at"][:19]), esc(q["index"]), esc(q["doc_id"]), esc(q["stage"]), _pill(q["reason"], "failed"),
              esc(q["detail"][:300])] for q in data]
-    return "<h2 id='quarantine'>Data quality: quarantine (latest sync per index)</h2>" + _table(
+    return "<h2 id='quarantine'>Data quality: quarantine (each index's latest sync)</h2>" + _table(
         ["when", "index", "document", "stage", "reason", "detail"], rows)
 
 
