@@ -30,6 +30,7 @@ from ragops.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
 REGION_SIZE = 50  # vectors that mark the drifted region (least like the reference)
+MIN_SAMPLE = 20  # vectors per side below which the corpus tests are not run
 QUERY_BATCH = 64  # queries are short: a larger batch embeds them faster at little memory
 
 
@@ -190,8 +191,20 @@ def _corpus(settings: Settings, p: dict[str, Any], prof: dict[str, Any], ref: di
         return {"status": "skipped", "reason": f"the reference snapshot {ref['name']} was embedded with {ref['model']} "
                                                f"and the live index with {prof['model']}: vectors of two models are "
                                                f"not comparable; {fix}"}
-    _, current = snapshots.sample_vectors(settings, prof["collection"], prof["ids"], p["sample_size"], p["seed"] + 1,
-                                          store)
+    # the current sample is drawn from the chunks the reference did NOT sample: shared vectors would
+    # pull both samples together (p-values too high, a small index never drifting); an unchanged
+    # index is then two disjoint random halves of one corpus, which the permutation test is exact for
+    if len(arrays["vectors"]) < MIN_SAMPLE:
+        return {"status": "skipped", "reason": f"the reference snapshot {ref['name']} holds {len(arrays['vectors'])} "
+                                               f"vectors; the tests need at least {MIN_SAMPLE} (an index of at "
+                                               f"least {2 * MIN_SAMPLE} chunks)"}
+    taken = set(arrays["ids"].tolist()) if "ids" in arrays else set()
+    pool = [c for c in prof["ids"] if c not in taken]
+    if len(pool) < MIN_SAMPLE:
+        return {"status": "ok" if not fresh else "baseline",
+                "reason": f"only {len(pool)} chunk(s) outside the reference sample (at least {MIN_SAMPLE} needed): "
+                          "the corpus has hardly changed since the reference", "n_current": len(pool)}
+    _, current = snapshots.sample_vectors(settings, prof["collection"], pool, p["sample_size"], p["seed"] + 1, store)
     reference = arrays["vectors"]
     if fresh:
         return {"status": "baseline", "reason": "reference taken by this run", "n_reference": len(reference),

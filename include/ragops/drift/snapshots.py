@@ -1,6 +1,7 @@
 """Reference snapshots for corpus and document-statistics drift.
 
-A snapshot keeps a seeded sample of the live collection's vectors and the whole index's length
+A snapshot keeps a seeded sample of the live collection's vectors (at most half of its chunks,
+with their ids) and the whole index's length
 distributions (chunk tokens, chunks per document) in the state store, so a worker on another
 machine can compare against it and a later rebuild cannot change it. Automatic snapshots stand
 for the moments an index version started serving or a prompt was promoted (when quality was
@@ -88,7 +89,10 @@ def take(settings: Settings, index: str, *, name: str | None = None, reason: str
     prof = index_profile(settings, index)
     if not prof["ids"]:
         raise DriftError(f"index {index} has no chunks to snapshot; ingest documents first")
-    _, vectors = sample_vectors(settings, prof["collection"], prof["ids"], size, seed, store)
+    # at most half of the chunks: the other half stays for the current sample of a later check, so
+    # an unchanged index is compared as two disjoint random halves (see checks._corpus)
+    size = min(size, max(len(prof["ids"]) // 2, 1))
+    sampled, vectors = sample_vectors(settings, prof["collection"], prof["ids"], size, seed, store)
     now = state.utcnow()
     label = name or f"{reason}-{now:%Y%m%dT%H%M%S%fZ}"
     stats = {"documents": int(len(prof["chunks_per_doc"])), "chunks": len(prof["ids"]),
@@ -102,7 +106,8 @@ def take(settings: Settings, index: str, *, name: str | None = None, reason: str
                                   named=int(name is not None), collection=prof["collection"],
                                   index_version=prof["version"], embedding_model=prof["model"], seed=seed,
                                   n_vectors=len(vectors), stats=stats, created_by=actor, created_at=now,
-                                  data=_pack(vectors=vectors.astype(np.float32), n_tokens=prof["n_tokens"],
+                                  data=_pack(vectors=vectors.astype(np.float32), ids=np.array(sampled, dtype=str),
+                                             n_tokens=prof["n_tokens"],
                                              chunks_per_doc=prof["chunks_per_doc"]))
         s.add(row)
         s.flush()
