@@ -380,9 +380,9 @@ def child_main(argv: list[str]) -> int:
 
 
 def shared_vectors(settings: Settings, index: str, reference: str, stored: dict[str, Any]) -> int | None:
-    """How many of the corpus check's current vectors are byte-identical to a reference vector
-    (the same chunk drawn into both samples), found again after the timed check: the snapshot's
-    vectors, and the current sample drawn as ``_corpus`` draws it (same ids, size and seed)."""
+    """How many of the corpus check's current vectors are byte-identical to a reference vector,
+    found again after the timed check: the snapshot's vectors, and the current sample drawn as
+    ``_corpus`` draws it (the chunks outside the reference sample, same size and seed)."""
     from ragops.drift import snapshots
 
     params = stored.get("params") or {}
@@ -390,7 +390,9 @@ def shared_vectors(settings: Settings, index: str, reference: str, stored: dict[
         return None
     _, arrays, _ = snapshots.resolve(settings, index, reference)
     prof = snapshots.index_profile(settings, index)
-    _, current = snapshots.sample_vectors(settings, prof["collection"], prof["ids"], int(params["sample_size"]),
+    taken = set(arrays["ids"].tolist()) if "ids" in arrays else set()
+    pool = [c for c in prof["ids"] if c not in taken]  # as _corpus draws it: chunks the reference did not sample
+    _, current = snapshots.sample_vectors(settings, prof["collection"], pool, int(params["sample_size"]),
                                           int(params["seed"]) + 1)
     ref_rows = {row.tobytes() for row in arrays["vectors"].astype("float32")}
     return int(sum(row.astype("float32").tobytes() in ref_rows for row in current))
@@ -719,7 +721,7 @@ def check_rows(label: str, r: dict[str, Any]) -> list[tuple[str, str]]:
         if name in ("corpus", "queries") and c.get("tests"):
             rows.append((f"{label}: {name} ({c.get('n_reference')} vs {c.get('n_current')}) -> {c['status']}",
                          p_values(c) + (f"; two_sample {c['seconds']} s" if "seconds" in c else "")
-                         + (f"; {c['shared_vectors']:,} current vectors also in the reference sample"
+                         + (f"; {c['shared_vectors']:,} current vectors equal to a reference vector"
                             if c.get("shared_vectors") is not None else "")))
         elif name == "documents" and c.get("parts"):
             parts = c["parts"]
@@ -808,7 +810,7 @@ def shared_note(f: dict[str, Any]) -> str:
         return ""
     ps = ", ".join(f"{v['p_value']:.4g}" for v in (c.get("tests") or {}).values())
     return (f" At SciFact size {c['shared_vectors']:,} of the {c['n_current']:,} current vectors "
-            f"({c['shared_vectors'] / c['n_current']:.0%}) were in the reference sample too; p-values {ps}.")
+            f"({c['shared_vectors'] / c['n_current']:.0%}) equal a reference vector; p-values {ps}.")
 
 
 def render(results: dict[str, Any], markdown: bool) -> str:
@@ -833,10 +835,10 @@ def render(results: dict[str, Any], markdown: bool) -> str:
              "inherited from the parent through exec and is in the JSON for reference).",
              "`two_sample` raises the permutations to ceil(2 / (alpha / number of tests)): with alpha 0.01 over "
              "3 tests, 600 per test, not the configured 200 (see the JSON, `tests.*.permutations`).",
-             "Corpus check: the reference snapshot and the current sample are both drawn from the index's chunks, "
-             "so an unchanged chunk can be in both (byte-identical vectors; counted after each check). Each such "
-             "pair sits on both sides of the real split, which makes the two samples look more alike than random "
-             "relabellings do: the p-values become conservative, and the tests lose power against a real shift."
+             "Corpus check: the current sample is drawn from the chunks the reference snapshot did not sample (a "
+             "snapshot holds at most half of the chunks), so no chunk is on both sides; an unchanged index is two "
+             "disjoint random halves. Counted after each check: current vectors byte-identical to a reference "
+             "vector (only chunks with identical text can be)."
              + shared_note(results["figures"])]
     if results["figures"].get("synthetic"):
         notes.append(f"The {results['figures']['synthetic']['vectors']:,}-vector index is "

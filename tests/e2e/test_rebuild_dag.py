@@ -141,7 +141,10 @@ def test_swap_gate_rollback_and_retention(dag, env, smtp_server: SmtpServer, mon
     r = xcom(dr, "rebuild")
     assert r["swapped"] and r["live"] == "docs__v2" and r["embedded"] == 0 and r["reused"] == r["chunks"] > 300
     assert counting.texts < 200  # the 20-vector sample and the golden questions, never the chunks
-    assert r["retrieval"]["questions"] >= 30 and r["retrieval"]["new"] == r["retrieval"]["live"]
+    assert r["retrieval"]["questions"] >= 30
+    # the same vectors in a new collection: equal retrieval up to HNSW's approximate neighbours
+    for metric, live in r["retrieval"]["live"].items():
+        assert abs(r["retrieval"]["new"][metric] - live) <= 0.01, (metric, r["retrieval"])
     assert statuses(env) == [(1, "retired"), (2, "live")]
     assert asset_events("ragops://index/docs") == events0 + 1  # nightly_eval evaluates the new version
     _, rcpt, msg = smtp_server.inbox.messages[-1]
