@@ -251,3 +251,25 @@ def parts(msg) -> tuple[str, str]:
     text = msg.get_body(preferencelist=("plain",)).get_content()
     html = msg.get_body(preferencelist=("html",)).get_content()
     return text, html
+
+
+def start_ui(env: dict[str, str], timeout: float = 300) -> tuple[subprocess.Popen, str]:
+    """`make ui` as a person runs it: scripts/ui.sh in its own session with SIGINT at its default
+    (as from a terminal, even when the test runner itself ignores SIGINT); returns the process
+    and the admin password it prints. Stop it with os.killpg(proc.pid, signal.SIGINT)."""
+    import signal
+
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "ui.sh")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines: list[str] = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            pytest.fail("ui.sh exited early:\n" + "".join(lines))
+        lines.append(line)
+        if "password:" in line and "Airflow UI:" in line:
+            return proc, line.rsplit("password:", 1)[1].strip()
+    os.killpg(proc.pid, signal.SIGINT)
+    pytest.fail("no password printed:\n" + "".join(lines))

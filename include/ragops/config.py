@@ -274,6 +274,12 @@ class Settings:
     def prompts_dir(self) -> Path:
         return Path(self.resolve_path(os.environ.get("RAGOPS_PROMPTS_DIR") or self.prompts.dir))
 
+    def golden_set(self, index: str) -> str | None:
+        """The golden questions of ``index`` as configured (``indexes.<index>.golden``; the default
+        index falls back to ``eval.default_dataset``); resolve with :meth:`resolve_path`."""
+        return (self.indexes.get(index) or {}).get("golden") or (
+            self.eval.default_dataset if index == self.ingest.default_index else None)
+
     def resolve_path(self, value: str) -> str:
         """Resolve a relative local path against the project root; URLs pass through."""
         if "://" in value:

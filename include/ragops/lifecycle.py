@@ -120,11 +120,6 @@ def _cleanup_partial(settings: Settings, store: VectorStore, index: str, actor: 
     return removed
 
 
-def _golden(settings: Settings, index: str) -> str | None:
-    return (settings.indexes.get(index) or {}).get("golden") or (
-        settings.eval.default_dataset if index == settings.ingest.default_index else None)
-
-
 def _retrieval_check(settings: Settings, store: VectorStore, index: str, live: tuple[str, Embedder],
                      new: tuple[str, Embedder]) -> dict[str, Any] | None:
     """Hit rate@5 and nDCG@10 of the golden questions on the live and the new collection, each
@@ -134,7 +129,7 @@ def _retrieval_check(settings: Settings, store: VectorStore, index: str, live: t
     from ragops.evaluation.runner import Retriever, index_doc_ids
     from ragops.llm import SentenceEncoder
 
-    golden = _golden(settings, index)
+    golden = settings.golden_set(index)
     if not golden:
         return None
     ds = load_dataset(settings.resolve_path(golden))

@@ -326,15 +326,21 @@ def list_prompts(settings: Settings) -> list[dict[str, Any]]:
     return out
 
 
-def diff(settings: Settings, name: str, a: str, b: str) -> str:
-    """Unified diff of two versions' files (versions or aliases)."""
+def version_texts(settings: Settings, name: str, a: str, b: str) -> tuple[int, int, str, str]:
+    """Two versions (numbers or aliases) resolved, with their files' text."""
     va, vb = resolve(settings, name, a), resolve(settings, name, b)
     files = _files(settings, name)
     for v in (va, vb):
         if v not in files:
             raise PromptError(f"prompt {name} has no file for version {v}")
-    left, right = files[va].read_text().splitlines(keepends=True), files[vb].read_text().splitlines(keepends=True)
-    return "".join(difflib.unified_diff(left, right, fromfile=f"{name}@{va}", tofile=f"{name}@{vb}"))
+    return va, vb, files[va].read_text(), files[vb].read_text()
+
+
+def diff(settings: Settings, name: str, a: str, b: str) -> str:
+    """Unified diff of two versions' files (versions or aliases)."""
+    va, vb, left, right = version_texts(settings, name, a, b)
+    return "".join(difflib.unified_diff(left.splitlines(keepends=True), right.splitlines(keepends=True),
+                                        fromfile=f"{name}@{va}", tofile=f"{name}@{vb}"))
 
 
 def pending(settings: Settings, name: str) -> list[int]:

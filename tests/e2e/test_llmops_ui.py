@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import ROOT, SmtpServer, free_port
+from tests.conftest import ROOT, SmtpServer, free_port, start_ui
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
@@ -91,21 +91,8 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, embedder):
     registry.sync(settings, "test")  # v2 waits for a gate
     run_eval(settings, None, "rag_answer@production", "docs", trigger="test", purpose="nightly")
     run_check(settings, "docs", checks=["corpus", "documents"], check_id="ui-drift-1", embedder=embedder)
-    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "ui.sh")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    lines: list[str] = []
+    proc, password = start_ui(env)
     try:
-        password = None
-        deadline = time.time() + 300
-        while time.time() < deadline and password is None:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                pytest.fail("ui.sh exited early:\n" + "".join(lines))
-            lines.append(line)
-            if "password:" in line and "Airflow UI:" in line:
-                password = line.rsplit("password:", 1)[1].strip()
-        assert password, "".join(lines)
         base = f"http://127.0.0.1:{port}"
         _, tok = api(base, "/auth/token", method="POST", body={"username": "admin", "password": password})
         for _ in range(180):  # the dag-processor parses dags/ shortly after start

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, start_ui
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,22 +37,9 @@ def test_make_ui_starts_logs_in_and_stops_cleanly(tmp_path: Path) -> None:
                RAGOPS_UI_PORT=str(port))
     # as from a terminal: SIGINT at its default even when the test runner itself was started as a
     # background job (which ignores SIGINT, and a shell cannot trap a signal ignored on entry)
-    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "ui.sh")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    lines: list[str] = []
+    proc, password = start_ui(env)
     try:
-        deadline = time.time() + 300
-        password = None
-        while time.time() < deadline and password is None:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                pytest.fail("ui.sh exited early:\n" + "".join(lines))
-            lines.append(line)
-            if "password:" in line and "Airflow UI:" in line:
-                password = line.rsplit("password:", 1)[1].strip()
-        assert password, "no password printed:\n" + "".join(lines)
-
+        assert password
         req = urllib.request.Request(f"http://127.0.0.1:{port}/auth/token", method="POST",
                                      data=json.dumps({"username": "admin", "password": password}).encode(),
                                      headers={"Content-Type": "application/json"})

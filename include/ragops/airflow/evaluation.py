@@ -35,8 +35,7 @@ def evaluate(params: dict[str, Any], run_id: str, run_type: str, triggering_asse
     index = triggered_by or params.get("index") or settings.ingest.default_index
     dataset = params.get("dataset") or None
     if triggered_by:  # an ingest of some index: use that index's own golden set, if it has one
-        dataset = (settings.indexes.get(index) or {}).get("golden") or (
-            settings.eval.default_dataset if index == settings.ingest.default_index else None)
+        dataset = settings.golden_set(index)
         if dataset is None:
             log.info("index %s was updated but has no golden set (indexes.%s.golden in the settings); "
                      "nothing to evaluate", index, index)

@@ -16,6 +16,7 @@ import logging
 from typing import Annotated, Any
 from urllib.parse import quote
 
+from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -30,16 +31,8 @@ ACTIONS: dict[str, set[str]] = {
 ACTION_HEADER = "X-Ragops-Request"  # a custom header: a cross-site form cannot send it (CSRF)
 
 
-async def _user(request: Request) -> Any:
-    from airflow.api_fastapi.core_api.security import get_user, resolve_user_from_token
-
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return await resolve_user_from_token(auth.split(" ", 1)[1].strip())
-    return await get_user(request, None, None)
-
-
-User = Annotated[Any, Depends(_user)]
+# Airflow's own dependency: a Bearer token, else the UI's JWT cookie; 401 without either
+User = Annotated[Any, Depends(get_user)]
 app = FastAPI(title="ragops LLMOps", description="Indexes, prompts, evaluations, drift, quarantine and audit log "
                                                  "of the ragops state store.")
 
@@ -119,22 +112,11 @@ async def eval_page(run_id: str, user: User) -> HTMLResponse:
 @app.get("/prompts/{name}/diff", response_class=HTMLResponse)
 async def diff_page(name: str, a: str, b: str, user: User) -> HTMLResponse:
     from ragops.airflow.llmops_html import render_diff
-    from ragops.registry import _files, resolve
+    from ragops.registry import version_texts
 
-    def load() -> tuple[int, int, list[str], list[str]]:
-        s = _settings()
-        va, vb = resolve(s, name, a), resolve(s, name, b)
-        files = _files(s, name)
-        for v in (va, vb):
-            if v not in files:
-                from ragops.errors import PromptError
-
-                raise PromptError(f"no file for {name} version {v}")
-        return va, vb, files[va].read_text().splitlines(), files[vb].read_text().splitlines()
-
-    va, vb, left, right = await _read(load)
-    table = difflib.HtmlDiff(wrapcolumn=80).make_table(left, right, f"{name}@{va}", f"{name}@{vb}",
-                                                       context=False)  # HtmlDiff escapes <, > and &
+    va, vb, left, right = await _read(lambda: version_texts(_settings(), name, a, b))
+    table = difflib.HtmlDiff(wrapcolumn=80).make_table(left.splitlines(), right.splitlines(), f"{name}@{va}",
+                                                       f"{name}@{vb}", context=False)  # escapes <, > and &
     return HTMLResponse(render_diff(name, va, vb, table))
 
 

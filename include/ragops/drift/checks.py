@@ -480,8 +480,7 @@ def _quality(settings: Settings, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def golden_set(settings: Settings, index: str) -> str | None:
-    conf = settings.indexes.get(index) or {}
-    path = conf.get("golden") or (settings.eval.default_dataset if index == settings.ingest.default_index else None)
+    path = settings.golden_set(index)
     return settings.resolve_path(path) if path else None
 
 

@@ -29,7 +29,6 @@ from ragops.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-AUTO_REASONS = ("index_swap", "index_rollback", "prompt_promotion", "first_check", "reference_event")
 
 
 def index_profile(settings: Settings, index: str) -> dict[str, Any]:
@@ -202,8 +201,8 @@ def resolve(settings: Settings, index: str, reference: str = "last", *, actor: s
                              "--name NAME`, or use 'last'")
         return found[0], found[1], None
     event = last_reference_event(settings, index)
-    stale = found is not None and event is not None and dt.datetime.fromisoformat(found[0]["created_at"]).replace(
-        tzinfo=dt.UTC) < event[1].replace(tzinfo=dt.UTC) if found else False
+    stale = found is not None and event is not None and \
+        dt.datetime.fromisoformat(found[0]["created_at"]).replace(tzinfo=dt.UTC) < event[1]
     if found is None or stale:
         why = "first_check" if found is None else "reference_event"
         took = take(settings, index, reason=why, actor=actor, store=store)
