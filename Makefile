@@ -11,7 +11,7 @@ ui:  ## Airflow UI (standalone) on this project; Ctrl-C stops it cleanly
 	bash scripts/ui.sh
 
 bench:  ## SciFact ingest, eval and rebuild benchmarks (needs ../shared/datasets/scifact); figures in bench/results/
-	bash scripts/setup.sh && . scripts/env.sh && python bench/ingest_scifact.py && python bench/eval_scifact.py && python bench/rebuild_scifact.py && python bench/drift_scifact.py
+	bash scripts/setup.sh && . scripts/env.sh && python bench/ingest_scifact.py && python bench/eval_scifact.py && python bench/rebuild_scifact.py && python bench/drift_scifact.py && python bench/scaleout_scifact.py
 
 clean:  ## remove local state (venv, Airflow home, data dir)
 	rm -rf .venv .airflow .ragops
