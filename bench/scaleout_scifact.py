@@ -115,7 +115,7 @@ def write(results: dict[str, Any], stem: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
     rows = results["runs"]
-    lines = [f"# ragops scale-out benchmark, BEIR SciFact ingest through CeleryExecutor", "",
+    lines = ["# ragops scale-out benchmark, BEIR SciFact ingest through CeleryExecutor", "",
              f"command: `{results['command']}`", "",
              f"date {results['date']}; {results['machine']}; batch_documents {results['batch_documents']}; "
              "topology: tests/topology.py (PostgreSQL metadata DB and state store, Redis broker, api-server, "
@@ -170,7 +170,7 @@ def main() -> int:
             ratios[f"{by[b]['label']} / 1 worker"] = by[b]["documents_per_second"] / by["1w"]["documents_per_second"]
     results = {
         "command": " ".join(shlex.quote(x) for x in [".venv/bin/python", "bench/scaleout_scifact.py", *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} CPUs; Python {platform.python_version()}; torch {torch.__version__} "
                    f"({torch.get_num_threads()} threads by default)",
         "batch_documents": a.batch_documents, "limit": a.limit, "runs": runs, "ratios": ratios,

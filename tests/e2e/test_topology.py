@@ -22,7 +22,6 @@ import os
 import shutil
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
