@@ -56,7 +56,7 @@ CONFIGS = {
 }
 CONFIG = """
 chroma: {mode: server}
-ingest: {schedule: null, batch_documents: %d}
+ingest: {schedule: null, batch_documents: %d, default_index: scifact}
 eval: {schedule: null}
 rebuild: {schedule: null}
 drift: {schedule: null}

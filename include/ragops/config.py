@@ -469,6 +469,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"{where}: embedding.batch_size must be at least 1")
     for name in s.indexes:
         check_index_name(name)
+    if s.indexes and s.ingest.default_index not in s.indexes:
+        # the DAGs offer the declared indexes in their trigger forms, with this one as the default:
+        # Airflow refuses to load a DAG whose default is not among the choices
+        raise ConfigError(f"{where}: ingest.default_index is {s.ingest.default_index!r} but indexes declares only "
+                          f"{', '.join(sorted(s.indexes))}: add it under indexes: or set ingest.default_index "
+                          "to one of them")
     r = s.retrieval
     if r.mode not in RETRIEVAL_MODES:
         raise ConfigError(f"{where}: retrieval.mode must be one of {', '.join(RETRIEVAL_MODES)}, got {r.mode!r}")

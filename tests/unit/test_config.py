@@ -37,6 +37,8 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     ("colour: blue\n", "unknown top-level key(s) colour"),
     ("- a\n- b\n", "mapping at the top level"),
     ("indexes:\n  Bad__Name: {}\n", "invalid index name"),
+    # the trigger forms' default index must be one of their choices (Airflow would not load the DAGs)
+    ("indexes:\n  scifact: {}\n", "ingest.default_index is 'docs' but indexes declares only scifact"),
     ("drift:\n  checks: [corpus, vibes]\n", "unknown check(s) vibes"),
     ("drift:\n  methods: [mmd, ks]\n", "drift.methods must be some of mmd, classifier, centroid"),
     ("drift:\n  alpha: 0.7\n", "drift.alpha must be between 0 and 0.5"),
