@@ -145,7 +145,7 @@ MUST_QUARANTINE = {
 UTF16 = ("utf16-bom.txt", "utf16-le.txt")  # must be quarantined; the reason is checked on its own
 MUST_INDEX = {"xss.html", "injection.md", "raw-html.md", "deep.html", "bom.md", "zero-width.md", IMG_NAME,
               NEWLINE_NAME, "records.jsonl#r-ok", "records.jsonl#r-meta"}
-EITHER = {"bidi.md", "c1.txt"}  # indexed or quarantined; what must not happen is checked on its own
+EITHER = {"bidi.md", "bidi.txt", "records.jsonl#r-bidi", "c1.txt"}  # indexed or quarantined; what must not happen is checked on its own
 
 
 def write_hostile_corpus(root: Path, settings: Settings) -> Path:
@@ -155,6 +155,7 @@ def write_hostile_corpus(root: Path, settings: Settings) -> Path:
     write(root, "injection.md", INJECTION_MD)
     write(root, "raw-html.md", RAW_HTML_MD)
     write(root, "bidi.md", BIDI_MD)
+    write(root, "bidi.txt", BIDI_MD)
     write(root, "zero-width.md", ZERO_WIDTH_MD)
     write(root, "c1.txt", C1_TXT)
     write(root, "ansi.txt", ANSI_TXT)
@@ -188,6 +189,7 @@ def write_hostile_corpus(root: Path, settings: Settings) -> Path:
         json.dumps({"id": {"nested": "id"}, "text": body("NOIDMARKER")}),
         '{"id": "r-latin", "text": "caf\xe9 au lait, a latin-1 byte in a UTF-8 file"}',
         json.dumps({"id": "r-meta", "text": body("RECMETAMARKER"), "tags": {"nested": [1, 2]}, "author": "<b>x</b>"}),
+        json.dumps({"id": "r-bidi", "text": BIDI_MD}, ensure_ascii=False),
     ]
     write(root, "records.jsonl", b"".join((r.encode("latin-1") if "\xe9" in r else r.encode()) + b"\n"
                                           for r in records))
@@ -372,24 +374,30 @@ def test_markdown_inline_html_loses_scripts_and_handlers(hostile: HostileRun) ->
         assert bad not in joined.lower(), bad
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "quality.CONTROL_PATTERN and parsing.normalise ignore Unicode bidi controls (U+202A-U+202E, U+2066-U+2069): "
-    "a document with a right-to-left override is indexed with it, so 'Trojan Source' style reversed text "
-    "reaches the LLM context and every page that shows chunks; neither stripped nor quarantined"))
-def test_bidi_overrides_are_stripped_or_quarantined(hostile: HostileRun) -> None:
-    """Bidi overrides must not reach the index."""
-    if "bidi.md" in hostile.quarantined:
-        assert hostile.quarantined["bidi.md"]["reason"] == "invalid_characters"
+BIDI_GAP = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "nothing in ragops removes or flags Unicode bidi controls (U+202A-U+202E, U+2066-U+2069; quality."
+    "CONTROL_PATTERN covers C0 controls only): .txt files and JSONL records are indexed with a right-to-left "
+    "override ('Trojan Source' style reversed text reaches the LLM context and every page that shows chunks). "
+    "In .md/.html/.rst they vanish only because langchain's MarkdownHeaderTextSplitter drops non-printable "
+    "characters"))
+
+
+@pytest.mark.parametrize("doc_id", ["bidi.md", pytest.param("bidi.txt", marks=BIDI_GAP),
+                                    pytest.param("records.jsonl#r-bidi", marks=BIDI_GAP)])
+def test_bidi_overrides_are_stripped_or_quarantined(hostile: HostileRun, doc_id: str) -> None:
+    """Bidi overrides must not reach the index, whatever the format."""
+    if doc_id in hostile.quarantined:
+        assert hostile.quarantined[doc_id]["reason"] == "invalid_characters"
         return
-    joined = "\n".join(hostile.texts("bidi.md"))
+    joined = "\n".join(hostile.texts(doc_id))
     assert "BIDIMARKER" in joined
     assert not set(BIDI) & set(joined)
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "quality.CONTROL_PATTERN ([\\x00-\\x08\\x0b\\x0e-\\x1f\\x7f\\ufffd]) covers C0 controls only: C1 controls "
-    "(U+0080-U+009F, e.g. U+009B, the 8-bit CSI terminal escape, and U+009D OSC) pass quality and are indexed, "
-    "while the same escapes written with ESC (\\x1b) are quarantined as invalid_characters"))
+    "(U+0080-U+009F, e.g. U+009B, the 8-bit CSI terminal escape, and U+009D OSC) in a .txt file pass quality and "
+    "are indexed, while the same escapes written with ESC (\\x1b) are quarantined as invalid_characters"))
 def test_c1_controls_are_treated_like_c0_controls(hostile: HostileRun) -> None:
     """8-bit terminal escapes are as hostile as 7-bit ones."""
     if "c1.txt" in hostile.quarantined:
