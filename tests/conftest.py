@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.llm_server import llm_server  # noqa: F401
+from tests.topology import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ragops-test-airflow-"))
@@ -94,12 +94,6 @@ def corpus(tmp_path: Path) -> Path:
           "<style>p{color:red}</style></head><body><h1>Delta page</h1><p>" + PARA.format(topic="Delta assets") * 2
           + "</p><h2>Details</h2><ul><li>first point about delta</li><li>second point</li></ul></body></html>")
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PROXY_TEMPLATE = ROOT / "deploy" / "chroma-proxy" / "default.conf.template"
+
+
+def render_proxy(token: str, upstream: str, listen: str) -> str:
+    """The compose file's Chroma proxy site, rendered as the nginx image does: only the template's
+    own variables are substituted, so nginx's $variables stay."""
+    values = {"CHROMA_TOKEN": token, "CHROMA_UPSTREAM": upstream, "CHROMA_PROXY_PORT": listen}
+    return subprocess.run([shutil.which("envsubst") or "envsubst", " ".join(f"${{{k}}}" for k in values)],
+                          input=PROXY_TEMPLATE.read_text(), text=True, capture_output=True, check=True,
+                          env={"PATH": os.environ.get("PATH", ""), **values}).stdout
+
+
+def nginx_conf(prefix: Path, site: str) -> Path:
+    """A self-contained nginx.conf under ``prefix`` (pid, logs, temp files there) serving ``site``."""
+    (prefix / "conf.d").mkdir(parents=True, exist_ok=True)
+    (prefix / "conf.d" / "chroma.conf").write_text(site)
+    temp = "".join(f"{k}_temp_path {prefix}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        # as root, nginx's workers would run as nobody and could not buffer request bodies here
+        f"{'user root root;' + chr(10) if os.geteuid() == 0 else ''}"
+        f"daemon off;\nworker_processes 1;\npid {prefix}/nginx.pid;\nerror_log {prefix}/error.log;\n"
+        f"events {{ worker_connections 512; }}\nhttp {{\naccess_log {prefix}/access.log;\n{temp}"
+        f"include {prefix}/conf.d/*.conf;\n}}\n")
+    return conf
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the process that started it dies (a killed test run
     leaves no Airflow, Chroma or nginx behind)."""
@@ -108,6 +135,7 @@ class Topology:
         self.api_port = free_port()
         self.chroma_port = free_port()
         self.proxy_port = free_port()
+        self.log_port = free_port()  # the same in every process's configuration
         self.procs: dict[str, subprocess.Popen] = {}
         self._token: str | None = None
         self._token_at = 0.0
@@ -167,7 +195,7 @@ class Topology:
             "AIRFLOW__API__SECRET_KEY": self.secret,
             "AIRFLOW__API_AUTH__JWT_SECRET": self.secret,
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_port),
             "AIRFLOW_CONN_CHROMA_DEFAULT": json.dumps(conn_chroma),
             "RAGOPS_PROJECT_DIR": str(ROOT),
             "RAGOPS_DATA_DIR": str(self.data_dir),
@@ -263,21 +291,8 @@ class Topology:
         self._spawn("chroma", [str(BIN / "chroma"), "run", "--path", str(self.workdir / "chroma"), "--host",
                                "127.0.0.1", "--port", str(self.chroma_port)], env={**os.environ})
         ngx = self.workdir / "nginx"
-        (ngx / "conf.d").mkdir(parents=True, exist_ok=True)
-        rendered = subprocess.run(
-            ["envsubst", "${CHROMA_TOKEN} ${CHROMA_UPSTREAM} ${CHROMA_PROXY_PORT}"],
-            input=(ROOT / "deploy" / "chroma-proxy" / "default.conf.template").read_text(), text=True,
-            capture_output=True, check=True,
-            env={**os.environ, "CHROMA_TOKEN": self.chroma_token, "CHROMA_UPSTREAM": f"127.0.0.1:{self.chroma_port}",
-                 "CHROMA_PROXY_PORT": f"127.0.0.1:{self.proxy_port}"}).stdout
-        (ngx / "conf.d" / "chroma.conf").write_text(rendered)
-        temp = "".join(f"{k}_temp_path {ngx}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        (ngx / "nginx.conf").write_text(
-            # as root, nginx's workers would run as nobody and could not buffer request bodies here
-            f"{'user root root;' + chr(10) if os.geteuid() == 0 else ''}"
-            f"daemon off;\nworker_processes 1;\npid {ngx}/nginx.pid;\nerror_log {ngx}/error.log;\n"
-            f"events {{ worker_connections 512; }}\nhttp {{\naccess_log {ngx}/access.log;\n{temp}"
-            f"include {ngx}/conf.d/*.conf;\n}}\n")
+        site = render_proxy(self.chroma_token, f"127.0.0.1:{self.chroma_port}", f"127.0.0.1:{self.proxy_port}")
+        nginx_conf(ngx, site)
         self._spawn("chroma-proxy", [NGINX, "-p", str(ngx), "-c", str(ngx / "nginx.conf")], env={**os.environ})
 
         def up() -> bool:

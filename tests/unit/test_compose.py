@@ -23,6 +23,8 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from tests.topology import nginx_conf, render_proxy
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -492,12 +494,8 @@ def test_proxy_template_renders_and_nginx_accepts_it(cfg: dict[str, Any], tmp_pa
     assert not any(re.search(penv["NGINX_ENVSUBST_FILTER"], n) for n in ("PATH", "HOSTNAME", "host"))
     # the nginx image substitutes only the variables its filter matches; so does this explicit list.
     # The upstream is an address here: `nginx -t` resolves host names and `chroma` exists only in compose.
-    values = {**penv, "CHROMA_TOKEN": "tok_EN-123", "CHROMA_UPSTREAM": "127.0.0.1:9", "CHROMA_PROXY_PORT": "18000"}
-    proc = subprocess.run([envsubst, " ".join(f"${{{n}}}" for n in names)], input=TEMPLATE.read_text(),
-                          env={"PATH": os.environ.get("PATH", ""), **values}, capture_output=True, text=True,
-                          timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    conf = proc.stdout
+    # the same rendering and nginx.conf as the native topology (tests/topology.py) uses
+    conf = render_proxy("tok_EN-123", "127.0.0.1:9", "18000")
     assert '"tok_EN-123" 1;' in conf and '"Bearer tok_EN-123" 1;' in conf
     assert "listen 18000;" in conf and "proxy_pass http://127.0.0.1:9;" in conf
     assert "${ragops_chroma_header_ok}" in conf and "$http_x_chroma_token" in conf  # nginx's own, untouched
@@ -505,13 +503,8 @@ def test_proxy_template_renders_and_nginx_accepts_it(cfg: dict[str, Any], tmp_pa
     nginx = Path("/usr/sbin/nginx")
     if not nginx.exists():
         return
-    (tmp_path / "default.conf").write_text(conf)
-    (tmp_path / "nginx.conf").write_text("\n".join([
-        f"pid {tmp_path}/nginx.pid;", f"error_log {tmp_path}/error.log;", "events {}", "http {",
-        "  access_log off;",
-        *(f"  {kind}_temp_path {tmp_path}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
-        f"  include {tmp_path}/default.conf;", "}", ""]))
+    main = nginx_conf(tmp_path, conf)
     check = subprocess.run([str(nginx), "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"),
-                            "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True, timeout=30)
+                            "-c", str(main)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
     assert "syntax is ok" in check.stderr
