@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -20,6 +21,14 @@ from ragops.parsing import ParsedDoc
 log = logging.getLogger(__name__)
 HEADER_FORMATS = {"md", "rst", "html"}
 MAX_CONTEXT_TOKENS = 64
+# Every whitespace character but the newline and the plain space (tab, no-break, ideographic, em
+# and other Unicode spaces, vertical tab, line and paragraph separators...). The Markdown header
+# splitter deletes non-printable characters, which glues the words such a space separates.
+ODD_SPACE_RE = re.compile(r"[^\S\n ]")
+# The recursive splitter's separators, coarsest first. No "" (cut anywhere): its pieces are
+# measured one character at a time, so a run without separators was cut every ``size``
+# characters however few word pieces it has; such a run is cut on token boundaries instead.
+SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " "]
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,9 @@ class Chunker:
         self._splitters: dict[int, Any] = {}
 
     def count(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # verbose=False: counting a whole section longer than the model takes is intended, not
+        # the "sequence length is longer than the specified maximum" mistake transformers warns of
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     @cached_property
     def _header_splitter(self) -> Any:
@@ -76,16 +87,23 @@ class Chunker:
             overlap = min(self.settings.overlap_tokens, max(size // 4, 0))
             self._splitters[size] = RecursiveCharacterTextSplitter(
                 chunk_size=size, chunk_overlap=overlap, length_function=self.count,
-                separators=["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""], keep_separator="end",
+                separators=SEPARATORS, keep_separator="end",
             )
         return self._splitters[size]
 
     def sections(self, doc: ParsedDoc) -> list[tuple[str, str]]:
-        """(heading path, section text) pairs; one section for formats without headings."""
+        """(heading path, section text) pairs; one section for formats without headings.
+
+        The header splitter drops every non-printable character, so whitespace other than
+        newlines becomes a plain space first: a tab or an ideographic space between two words
+        must keep them two words. Zero-width joiners and other format characters are still
+        dropped: they sit inside a word, never between two, and the model's tokenizer ignores
+        them anyway.
+        """
         if doc.fmt not in HEADER_FORMATS:
             return [("", doc.text)]
         out = []
-        for part in self._header_splitter.split_text(doc.text):
+        for part in self._header_splitter.split_text(ODD_SPACE_RE.sub(" ", doc.text)):
             heads = [part.metadata[k] for k in sorted(part.metadata) if k.startswith("h")]
             if heads and heads[0] == doc.title:
                 heads = heads[1:]  # the title is already the first element of the context
@@ -100,19 +118,42 @@ class Chunker:
         return ctx
 
     def hard_split(self, body: str, budget: int) -> list[str]:
-        """Cut on token boundaries into pieces of at most ``budget`` tokens; no character lost."""
-        enc = self.tokenizer(body, add_special_tokens=False, return_offsets_mapping=True)
+        """Cut on token boundaries into pieces of at most ``budget`` tokens; no character lost.
+
+        A piece that starts inside a word is tokenized afresh and may need more word pieces
+        than it had in place, so every piece is counted again and shortened until it fits.
+        """
+        enc = self.tokenizer(body, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
         if len(offsets) <= budget:
             return [body]
-        pieces, start_tok = [], 0
+        # cut points: the start of every token but the first, so text between tokens stays
+        cuts = [0] + [start for start, _ in offsets[1:]] + [len(body)]
+        pieces: list[str] = []
+        start_tok = 0
         while start_tok < len(offsets):
             end_tok = min(start_tok + budget, len(offsets))
-            start_char = 0 if start_tok == 0 else offsets[start_tok][0]
-            end_char = len(body) if end_tok == len(offsets) else offsets[end_tok][0]
-            pieces.append(body[start_char:end_char].strip())
+            piece = body[cuts[start_tok]:cuts[end_tok]].strip()
+            excess = self.count(piece) - budget
+            while excess > 0 and end_tok - start_tok > 1:
+                end_tok = max(end_tok - excess, start_tok + 1)
+                piece = body[cuts[start_tok]:cuts[end_tok]].strip()
+                excess = self.count(piece) - budget
+            pieces.extend([piece] if excess <= 0 else self._cut_chars(piece, budget))
             start_tok = end_tok
         return [p for p in pieces if p]
+
+    def _cut_chars(self, text: str, budget: int) -> list[str]:
+        """Last resort for one token whose text alone needs more than ``budget`` word pieces:
+        the longest prefixes that fit, at least one character each."""
+        pieces: list[str] = []
+        while text:
+            end = len(text)
+            while end > 1 and self.count(text[:end]) > budget:
+                end -= 1
+            pieces.append(text[:end].strip())
+            text = text[end:].strip()
+        return pieces
 
     def split(self, doc: ParsedDoc) -> list[ChunkPiece]:
         pieces: list[ChunkPiece] = []
@@ -121,10 +162,7 @@ class Chunker:
             ctx_tokens = self.count(context) + 1 if context else 0
             budget = max(self.max_tokens - ctx_tokens, 16)
             size = min(self.settings.chunk_tokens, budget)
-            for body in self._splitter(size).split_text(section):
-                body = body.strip()
-                if not body:
-                    continue
+            for body in self._bodies(section, size):
                 for part in self._fit(context, body, budget):
                     text = f"{context}\n\n{part}" if context else part
                     pieces.append(ChunkPiece(
@@ -132,6 +170,22 @@ class Chunker:
                         n_tokens=self.count(text),
                     ))
         return pieces
+
+    def _bodies(self, section: str, size: int) -> list[str]:
+        """Stripped, non-empty pieces of ``section`` of at most ``size`` tokens: the section
+        itself when it fits, else the recursive splitter's pieces, and a run without any
+        separator that is still too long cut on token boundaries."""
+        section = section.strip()
+        if not section:
+            return []
+        if self.count(section) <= size:
+            return [section]
+        out: list[str] = []
+        for body in self._splitter(size).split_text(section):
+            body = body.strip()
+            if body:
+                out.extend(self.hard_split(body, size) if self.count(body) > size else [body])
+        return out
 
     def _fit(self, context: str, body: str, budget: int) -> list[str]:
         """Pieces of ``body`` whose embedded text fits the model; re-split with a smaller budget

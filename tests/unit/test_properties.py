@@ -86,9 +86,6 @@ def chunking_of(name: str) -> ChunkingSettings:
     return {"small": SMALL_CHUNKING, "big": BIG_CHUNKING}.get(name) or project_chunking()
 
 
-SPLIT_SEPARATORS = ("\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ")  # the chunker's, before "" (characters)
-
-
 def visible(text: str) -> str:
     """What must survive Markdown chunking: every printable, non-space character. The header
     splitter drops non-printable characters (controls, zero-width joiners, other line separators);
@@ -143,11 +140,10 @@ LONG_WORD = st.one_of(
     st.text(alphabet=ANY_CHAR, min_size=40, max_size=300),
 )
 WORD = st.one_of(ASCII_WORD, ASCII_WORD, UNICODE_WORD, COMBINING_WORD, EMOJI, CJK_WORD, CONTROL_WORD, LONG_WORD)
+# Any of them separates two words, in Markdown too (parsing turns a no-break space into a space, the
+# chunker every other space but the newline, before langchain's header splitter drops it).
 SEPARATOR = st.sampled_from([" ", " ", " ", "  ", "\t", "\u3000", "\u2003", "\u00a0"])
-# Separators that Markdown chunking keeps as word boundaries (parsing turns a no-break space into a
-# space); tabs and ideographic spaces glue words together, see the xfail test below.
-MD_SEPARATOR = st.sampled_from([" ", " ", " ", "  ", "\u00a0"])
-LINE = st.lists(st.tuples(WORD, MD_SEPARATOR), min_size=1, max_size=30).map(lambda ws: "".join(w + s for w, s in ws))
+LINE = st.lists(st.tuples(WORD, SEPARATOR), min_size=1, max_size=30).map(lambda ws: "".join(w + s for w, s in ws))
 PARAGRAPH = st.lists(LINE, min_size=1, max_size=3).map("\n".join)
 HEADING = st.builds(lambda level, words: "#" * level + " " + " ".join(words), st.integers(1, 6),
                     st.lists(st.one_of(ASCII_WORD, UNICODE_WORD, EMOJI, CJK_WORD), max_size=6))
@@ -188,14 +184,13 @@ def test_markdown_chunks_fit_the_model_cover_the_body_and_have_stable_ids(
     # coverage: the paragraphs' visible characters, in document order
     joined = visible("".join(p.body for p in pieces))
     assert is_subsequence(visible("".join(paragraphs)), joined), "text of the body is missing from the chunks"
-    # and every word that fits in a chunk is a whole word of some chunk (not cut, not glued),
-    # except in a section without any separator, which is cut by characters (xfail test below)
+    # and every word that fits in a chunk is a whole word of some chunk (not cut, not glued), in a
+    # section without any separator too
     chunk_words = {visible(w) for p in pieces for w in p.body.split()}
-    unsplittable = " ".join(sec for _, sec in chunker.sections(parsed) if not any(s in sec for s in SPLIT_SEPARATORS))
     for para in paragraphs:
         for word in para.split():
             w = visible(word)
-            if w and chunker.count(w) <= 32 and w not in visible(unsplittable):
+            if w and chunker.count(w) <= 32:
                 assert w in chunk_words, f"word {word!r} is not a whole word of any chunk"
 
     # determinism: a fresh chunker on the same input gives the same chunks and ids
@@ -234,17 +229,15 @@ def test_splitting_any_text_never_raises(embedder: Embedder, text: str, title: s
 @CHUNKER_SETTINGS
 def test_hard_split_loses_no_text(embedder: Embedder, text: str, budget: int) -> None:
     """The last resort for a piece that does not fit cuts on token boundaries: whatever it cuts,
-    no character may be lost and no piece may be empty."""
+    no character may be lost, no piece may be empty and none may exceed the budget."""
     chunker = chunker_for(embedder, project_chunking())
     pieces = chunker.hard_split(text, budget)
     assert no_space("".join(pieces)) == no_space(text)
     if chunker.count(text) > budget:
         assert all(p and p == p.strip() for p in pieces)
+        assert max(chunker.count(p) for p in pieces) <= budget
 
 
-@pytest.mark.xfail(strict=True, reason="hard_split promises pieces of at most `budget` word pieces, but a piece "
-                   "that starts inside a word is tokenized afresh and can get more (harmless in split(): _fit "
-                   "re-checks every part and re-splits it with a smaller budget)")
 def test_hard_split_keeps_its_budget(embedder: Embedder) -> None:
     """Minimal example hypothesis found for the documented promise of ``Chunker.hard_split``."""
     chunker = chunker_for(embedder, project_chunking())
@@ -252,9 +245,6 @@ def test_hard_split_keeps_its_budget(embedder: Embedder) -> None:
     assert [chunker.count(p) for p in pieces] == [min(chunker.count(p), 8) for p in pieces]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: langchain's MarkdownHeaderTextSplitter drops every non-printable "
-                   "character, so a tab or an ideographic space between two words of a Markdown document "
-                   "glues them into one word (.md and .rst; .txt keeps them, HTML parsing turns them into spaces)")
 def test_markdown_keeps_words_apart_that_tabs_or_ideographic_spaces_separate(embedder: Embedder) -> None:
     """Found by the Markdown property: words separated only by a tab, U+3000 or U+2003 must stay
     separate words, or neither BM25 nor the embedding model sees them."""
@@ -264,9 +254,6 @@ def test_markdown_keeps_words_apart_that_tabs_or_ideographic_spaces_separate(emb
     assert pieces[0].body.split()[:4] == ["alpha", "beta", "gamma", "delta"], pieces[0].body
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a section without any separator (a long URL, hash or identifier) "
-                   "is cut by characters at chunk_tokens *characters*, although it has far fewer word pieces: "
-                   "RecursiveCharacterTextSplitter sums the per-character token counts")
 def test_a_section_that_fits_is_not_cut_even_without_separators(embedder: Embedder) -> None:
     """Found by the Markdown property (minimal case: one 41-character word with chunk_tokens=40):
     a section that fits the chunk size must stay one chunk, whole."""
