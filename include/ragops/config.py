@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ragops.errors import ConfigError, UnknownIndexError
+from ragops.errors import ConfigError, UnknownIndexError, brief
+from ragops.yamlio import YamlDoc, dotted, load_yaml
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 INDEX_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{1,46}[a-z0-9]$")
@@ -291,23 +290,51 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _coerce(cls: type, raw: Any, where: str) -> Any:
+@dataclass(frozen=True)
+class _Key:
+    """A settings field as messages name it: ``<file>:<line>: <dotted.field>`` (the line when the
+    field, or else its nearest parent, is in the file)."""
+
+    file: str
+    doc: YamlDoc | None = None
+    keys: tuple[Any, ...] = ()
+
+    def child(self, *names: Any) -> _Key:
+        return _Key(self.file, self.doc, (*self.keys, *names))
+
+    @property
+    def loc(self) -> str:
+        return self.doc.at(*self.keys) if self.doc is not None else self.file
+
+    @property
+    def name(self) -> str:
+        return dotted(self.keys)
+
+    def __str__(self) -> str:
+        return ": ".join(part for part in (self.loc, self.name) if part)
+
+
+def _unknown(where: _Key, unknown: list[Any], allowed: Any) -> ConfigError:
+    """Unknown keys, at the line of the first of them."""
+    return ConfigError(f"{where.child(unknown[0]).loc}: {where.name}: unknown key(s) "
+                       f"{', '.join(map(str, unknown))}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _coerce(cls: type, raw: Any, where: _Key) -> Any:
     """Build dataclass ``cls`` from a mapping, naming unknown keys and bad types."""
     if raw is None:
         return cls()
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(set(raw) - set(fields), key=str)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
-        )
+        raise _unknown(where, unknown, fields)
     kwargs: dict[str, Any] = {}
     defaults = cls()
     for name, value in raw.items():
         default = getattr(defaults, name)
-        key = f"{where}.{name}"
+        key = where.child(name)
         if dataclasses.is_dataclass(default):
             kwargs[name] = _coerce(type(default), value, key)
         elif name == "prices":  # model -> {input_per_1m, output_per_1m}
@@ -320,10 +347,11 @@ def _coerce(cls: type, raw: Any, where: str) -> Any:
             out: dict[str, tuple[str, ...]] = {}
             for event, addrs in value.items():
                 if event not in (*EVENT_TYPES, "default"):
-                    raise ConfigError(f"{key}.{event}: unknown event type; use one of default, {', '.join(EVENT_TYPES)}")
+                    raise ConfigError(f"{key.child(event)}: unknown event type; use one of default, "
+                                      f"{', '.join(EVENT_TYPES)}")
                 addrs = [addrs] if isinstance(addrs, str) else (addrs or [])
                 if not isinstance(addrs, list) or not all(isinstance(a, str) and "@" in a for a in addrs):
-                    raise ConfigError(f"{key}.{event}: expected a list of e-mail addresses, got {addrs!r}")
+                    raise ConfigError(f"{key.child(event)}: expected a list of e-mail addresses, got {brief(addrs)}")
                 out[event] = tuple(addrs)
             kwargs[name] = out
         elif isinstance(default, tuple):
@@ -331,26 +359,26 @@ def _coerce(cls: type, raw: Any, where: str) -> Any:
             if isinstance(value, (str, int)) and not isinstance(value, bool):
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
-                raise ConfigError(f"{key}: expected a list of {'numbers' if kind is int else 'strings'}, got {value!r}")
+                raise ConfigError(f"{key}: expected a list of {'numbers' if kind is int else 'strings'}, got {brief(value)}")
             kwargs[name] = tuple(value)
         elif isinstance(default, bool):
             if not isinstance(value, bool):
-                raise ConfigError(f"{key}: expected true or false, got {value!r}")
+                raise ConfigError(f"{key}: expected true or false, got {brief(value)}")
             kwargs[name] = value
         elif isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{key}: expected a number, got {value!r}")
+                raise ConfigError(f"{key}: expected a number, got {brief(value)}")
             if value < 0:
-                raise ConfigError(f"{key}: must not be negative, got {value!r}")
+                raise ConfigError(f"{key}: must not be negative, got {brief(value)}")
             kwargs[name] = type(default)(value) if isinstance(default, float) else int(value)
         else:
             if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{key}: expected a string, got {value!r}")
+                raise ConfigError(f"{key}: expected a string, got {brief(value)}")
             kwargs[name] = value
     return cls(**kwargs)
 
 
-def _prices(value: Any, key: str) -> dict[str, dict[str, float]]:
+def _prices(value: Any, key: _Key) -> dict[str, dict[str, float]]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -358,15 +386,15 @@ def _prices(value: Any, key: str) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for model, p in value.items():
         if not isinstance(p, dict) or set(p) - {"input_per_1m", "output_per_1m"}:
-            raise ConfigError(f"{key}.{model}: expected input_per_1m and output_per_1m (price per million tokens)")
+            raise ConfigError(f"{key.child(model)}: expected input_per_1m and output_per_1m (price per million tokens)")
         for k, v in p.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ConfigError(f"{key}.{model}.{k}: expected a non-negative number, got {v!r}")
+                raise ConfigError(f"{key.child(model, k)}: expected a non-negative number, got {brief(v)}")
         out[str(model)] = {k: float(p.get(k, 0.0)) for k in ("input_per_1m", "output_per_1m")}
     return out
 
 
-def _profiles(value: Any, key: str) -> dict[str, dict[str, Any]]:
+def _profiles(value: Any, key: _Key) -> dict[str, dict[str, Any]]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -375,21 +403,22 @@ def _profiles(value: Any, key: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, p in value.items():
         if not isinstance(p, dict) or not p or set(p) - set(PROFILE_KEYS):
-            raise ConfigError(f"{key}.{name}: expected some of {', '.join(PROFILE_KEYS)}, got {p!r}")
+            raise ConfigError(f"{key.child(name)}: expected some of {', '.join(PROFILE_KEYS)}, got {brief(p)}")
         for k, v in p.items():
             ok = (isinstance(v, list) and all(isinstance(h, str) for h in v)) if k == "markdown_headers" else \
                 (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
             if not ok:
-                raise ConfigError(f"{key}.{name}.{k}: expected {'a list of strings' if k == 'markdown_headers' else 'a whole number'}, got {v!r}")
+                raise ConfigError(f"{key.child(name, k)}: expected "
+                                  f"{'a list of strings' if k == 'markdown_headers' else 'a whole number'}, got {brief(v)}")
         out[str(name)] = dict(p)
     return out
 
 
-def _resolve_profiles(c: ChunkingSettings, where: str) -> ChunkingSettings:
+def _resolve_profiles(c: ChunkingSettings, where: _Key) -> ChunkingSettings:
     """Every profile fully spelled out (the default's values fill the gaps), then the chosen one applied."""
     base = {k: (list(getattr(c, k)) if k == "markdown_headers" else getattr(c, k)) for k in PROFILE_KEYS}
     if "default" in c.profiles:
-        raise ConfigError(f"{where}: chunking.profiles.default: the default profile is chunking's own "
+        raise ConfigError(f"{where.child('chunking', 'profiles', 'default')}: the default profile is chunking's own "
                           "chunk_tokens/overlap_tokens/markdown_headers; give the profile another name")
     full = {"default": base, **{n: {**base, **p} for n, p in c.profiles.items()}}
     return dataclasses.replace(c, profiles=full).with_profile(c.profile)
@@ -406,96 +435,113 @@ GATE_KEYS = ("thresholds", "non_regression", "budget", "require_approval")
 BUDGETS = ("latency_p95_ms", "cost_per_1k_usd")
 
 
-def _gates(value: Any, key: str) -> dict[str, dict[str, Any]]:
-    """Gate profiles: absolute thresholds, non-regression against production, budgets."""
+def _gates(value: Any, key: _Key | str) -> dict[str, dict[str, Any]]:
+    """Gate profiles: absolute thresholds, non-regression against production, budgets. ``key``
+    names them in messages (a dotted name outside a settings file)."""
+    if isinstance(key, str):
+        key = _Key("", None, (key,))
     if not isinstance(value, dict) or not value:
         raise ConfigError(f"{key}: expected a mapping of profile name to {{thresholds, non_regression, budget}}")
     out: dict[str, dict[str, Any]] = {}
     for name, g in value.items():
-        at = f"{key}.{name}"
+        at = key.child(name)
         if not isinstance(g, dict) or set(g) - set(GATE_KEYS):
-            raise ConfigError(f"{at}: expected some of {', '.join(GATE_KEYS)}, got {g!r}")
+            raise ConfigError(f"{at}: expected some of {', '.join(GATE_KEYS)}, got {brief(g)}")
         thresholds: dict[str, tuple[str, float]] = {}
         if not isinstance(g.get("thresholds") or {}, dict):
-            raise ConfigError(f"{at}.thresholds: expected a mapping of metric to a number or '>= 0.8' / '<= 0.1'")
+            raise ConfigError(f"{at.child('thresholds')}: expected a mapping of metric to a number or '>= 0.8' / '<= 0.1'")
         for metric, rule in (g.get("thresholds") or {}).items():
             m = re.fullmatch(r"\s*(>=|<=)?\s*(-?[0-9]+(?:\.[0-9]+)?|-?\.[0-9]+)\s*", str(rule)) \
                 if not isinstance(rule, bool) else None
             if m is None:
-                raise ConfigError(f"{at}.thresholds.{metric}: expected a number or '>= 0.8' / '<= 0.1', got {rule!r}")
+                raise ConfigError(f"{at.child('thresholds', metric)}: expected a number or '>= 0.8' / '<= 0.1', "
+                                  f"got {brief(rule)}")
             thresholds[str(metric)] = (m.group(1) or "", float(m.group(2)))  # "" = by the metric's direction
         nr = g.get("non_regression") or {}
         if not isinstance(nr, dict) or set(nr) - {"metrics", "margin"} or \
                 not isinstance(nr.get("metrics") or [], list) or \
                 not all(isinstance(x, str) for x in nr.get("metrics") or []):
-            raise ConfigError(f"{at}.non_regression: expected metrics (a list of names) and margin")
+            raise ConfigError(f"{at.child('non_regression')}: expected metrics (a list of names) and margin")
         margin = nr.get("margin", 0.02)
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
-            raise ConfigError(f"{at}.non_regression.margin: expected a number between 0 and 1, got {margin!r}")
+            raise ConfigError(f"{at.child('non_regression', 'margin')}: expected a number between 0 and 1, "
+                              f"got {brief(margin)}")
         budget = g.get("budget") or {}
         if not isinstance(budget, dict) or set(budget) - set(BUDGETS) or any(
                 isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in budget.values()):
-            raise ConfigError(f"{at}.budget: expected non-negative numbers for {', '.join(BUDGETS)}")
+            raise ConfigError(f"{at.child('budget')}: expected non-negative numbers for {', '.join(BUDGETS)}")
         approval = g.get("require_approval")
         if approval is not None and not isinstance(approval, bool):
-            raise ConfigError(f"{at}.require_approval: expected true, false or null (= prompts.require_approval)")
+            raise ConfigError(f"{at.child('require_approval')}: expected true, false or null (= prompts.require_approval)")
         out[str(name)] = {"thresholds": thresholds,
                           "non_regression": {"metrics": list(nr.get("metrics") or []), "margin": float(margin)},
                           "budget": {k: float(v) for k, v in budget.items()}, "require_approval": approval}
     return out
 
 
-def _validate(s: Settings) -> None:
-    where = str(s.source_file or "settings")
+def _validate(s: Settings, root: _Key | None = None) -> None:
+    """Cross-field and range checks; ``root`` knows the lines of the settings file."""
+    root = root or _Key(str(s.source_file or "settings"))
+
+    def at(*keys: str) -> str:
+        return root.child(*keys).loc
+
     if s.chroma.mode not in ("embedded", "server"):
-        raise ConfigError(f"{where}: chroma.mode must be 'embedded' or 'server', got {s.chroma.mode!r}")
+        raise ConfigError(f"{at('chroma', 'mode')}: chroma.mode must be 'embedded' or 'server', "
+                          f"got {brief(s.chroma.mode)}")
     for name, c in (s.chunking.profiles or {"default": {k: getattr(s.chunking, k) for k in PROFILE_KEYS}}).items():
-        at = "chunking" if name == "default" else f"chunking.profiles.{name}"
+        keys = ("chunking",) if name == "default" else ("chunking", "profiles", name)
+        where = dotted(keys)
         if c["chunk_tokens"] < 16:
-            raise ConfigError(f"{where}: {at}.chunk_tokens must be at least 16, got {c['chunk_tokens']}")
+            raise ConfigError(f"{at(*keys, 'chunk_tokens')}: {where}.chunk_tokens must be at least 16, "
+                              f"got {c['chunk_tokens']}")
         if c["overlap_tokens"] >= c["chunk_tokens"]:
             raise ConfigError(
-                f"{where}: {at}.overlap_tokens ({c['overlap_tokens']}) must be smaller than "
-                f"{at}.chunk_tokens ({c['chunk_tokens']})"
+                f"{at(*keys, 'overlap_tokens')}: {where}.overlap_tokens ({c['overlap_tokens']}) must be smaller than "
+                f"{where}.chunk_tokens ({c['chunk_tokens']})"
             )
     q = s.quality
     for name in ("max_failed_share", "max_duplicate_text_share", "max_delete_share"):
         v = getattr(q, name)
         if not 0 <= v <= 1:
-            raise ConfigError(f"{where}: quality.{name} must be between 0 and 1, got {v}")
+            raise ConfigError(f"{at('quality', name)}: quality.{name} must be between 0 and 1, got {v}")
     if s.ingest.batch_documents < 1:
-        raise ConfigError(f"{where}: ingest.batch_documents must be at least 1")
+        raise ConfigError(f"{at('ingest', 'batch_documents')}: ingest.batch_documents must be at least 1")
     if s.embedding.batch_size < 1:
-        raise ConfigError(f"{where}: embedding.batch_size must be at least 1")
+        raise ConfigError(f"{at('embedding', 'batch_size')}: embedding.batch_size must be at least 1")
     for name in s.indexes:
         check_index_name(name)
     if s.indexes and s.ingest.default_index not in s.indexes:
         # the DAGs offer the declared indexes in their trigger forms, with this one as the default:
         # Airflow refuses to load a DAG whose default is not among the choices
-        raise ConfigError(f"{where}: ingest.default_index is {s.ingest.default_index!r} but indexes declares only "
-                          f"{', '.join(sorted(s.indexes))}: add it under indexes: or set ingest.default_index "
-                          "to one of them")
+        raise ConfigError(f"{at('indexes')}: ingest.default_index is {brief(s.ingest.default_index)} but indexes "
+                          f"declares only {', '.join(sorted(s.indexes))}: add it under indexes: or set "
+                          "ingest.default_index to one of them")
     r = s.retrieval
     if r.mode not in RETRIEVAL_MODES:
-        raise ConfigError(f"{where}: retrieval.mode must be one of {', '.join(RETRIEVAL_MODES)}, got {r.mode!r}")
+        raise ConfigError(f"{at('retrieval', 'mode')}: retrieval.mode must be one of {', '.join(RETRIEVAL_MODES)}, "
+                          f"got {brief(r.mode)}")
     if r.rrf_k < 1 or r.candidates < 1 or r.candidates > 200:
-        raise ConfigError(f"{where}: retrieval.rrf_k must be at least 1 and retrieval.candidates between 1 and 200")
+        raise ConfigError(f"{at('retrieval', 'rrf_k' if r.rrf_k < 1 else 'candidates')}: retrieval.rrf_k must be at "
+                          "least 1 and retrieval.candidates between 1 and 200")
     if s.prompts.gate not in s.gates:
-        raise ConfigError(f"{where}: prompts.gate is {s.prompts.gate!r} but gates defines "
+        raise ConfigError(f"{at('prompts', 'gate')}: prompts.gate is {brief(s.prompts.gate)} but gates defines "
                           f"{', '.join(sorted(s.gates))}")
     if s.rebuild.keep < 1:
-        raise ConfigError(f"{where}: rebuild.keep must be at least 1 (the live version), got {s.rebuild.keep}")
-    _validate_drift(s.drift, where)
+        raise ConfigError(f"{at('rebuild', 'keep')}: rebuild.keep must be at least 1 (the live version), "
+                          f"got {s.rebuild.keep}")
+    _validate_drift(s.drift, root.child("drift"))
     e = s.eval
     if not e.ks or any(k < 1 or k > 100 for k in e.ks):
-        raise ConfigError(f"{where}: eval.ks must be cut-offs between 1 and 100, got {list(e.ks)}")
+        raise ConfigError(f"{at('eval', 'ks')}: eval.ks must be cut-offs between 1 and 100, got {brief(list(e.ks))}")
     for name in ("support_threshold", "regression_margin"):
         if not 0 <= getattr(e, name) <= 1:
-            raise ConfigError(f"{where}: eval.{name} must be between 0 and 1, got {getattr(e, name)}")
+            raise ConfigError(f"{at('eval', name)}: eval.{name} must be between 0 and 1, got {getattr(e, name)}")
     if not 0.5 <= e.confidence < 1:
-        raise ConfigError(f"{where}: eval.confidence must be in [0.5, 1), got {e.confidence}")
+        raise ConfigError(f"{at('eval', 'confidence')}: eval.confidence must be in [0.5, 1), got {e.confidence}")
     if e.judge_runs < 1 or e.baseline_runs < 1 or e.bootstrap_samples < 100:
-        raise ConfigError(f"{where}: eval.judge_runs and eval.baseline_runs must be at least 1, "
+        bad = "judge_runs" if e.judge_runs < 1 else "baseline_runs" if e.baseline_runs < 1 else "bootstrap_samples"
+        raise ConfigError(f"{at('eval', bad)}: eval.judge_runs and eval.baseline_runs must be at least 1, "
                           "eval.bootstrap_samples at least 100")
 
 
@@ -510,33 +556,42 @@ def parse_window(value: str, key: str = "window") -> Any:
 
     m = WINDOW_RE.match(str(value).strip().lower())
     if not m or int(m.group(1)) < 1:
-        raise ConfigError(f"{key}: expected a duration like 90m, 12h, 7d or 2w, got {value!r}")
+        raise ConfigError(f"{key}: expected a duration like 90m, 12h, 7d or 2w, got {brief(value)}")
     n, unit = int(m.group(1)), m.group(2)
     return {"m": dt.timedelta(minutes=n), "h": dt.timedelta(hours=n), "d": dt.timedelta(days=n),
             "w": dt.timedelta(weeks=n)}[unit]
 
 
-def _validate_drift(d: DriftSettings, where: str) -> None:
+def _validate_drift(d: DriftSettings, where: _Key) -> None:
+    def at(name: str) -> str:
+        return where.child(name).loc
+
     bad = sorted(set(d.checks) - set(DRIFT_CHECKS))
     if bad:
-        raise ConfigError(f"{where}: drift.checks has unknown check(s) {', '.join(bad)}; use {', '.join(DRIFT_CHECKS)}")
+        raise ConfigError(f"{at('checks')}: drift.checks has unknown check(s) {', '.join(bad)}; "
+                          f"use {', '.join(DRIFT_CHECKS)}")
     bad = sorted(set(d.methods) - set(DRIFT_METHODS))
     if bad or not d.methods:
-        raise ConfigError(f"{where}: drift.methods must be some of {', '.join(DRIFT_METHODS)}, got {list(d.methods)}")
+        raise ConfigError(f"{at('methods')}: drift.methods must be some of {', '.join(DRIFT_METHODS)}, "
+                          f"got {brief(list(d.methods))}")
     if not 0 < d.alpha < 0.5:
-        raise ConfigError(f"{where}: drift.alpha must be between 0 and 0.5, got {d.alpha}")
+        raise ConfigError(f"{at('alpha')}: drift.alpha must be between 0 and 0.5, got {d.alpha}")
     if d.sample_size < 50 or d.permutations < 19:
-        raise ConfigError(f"{where}: drift.sample_size must be at least 50 and drift.permutations at least 19 "
-                          f"(a p-value of 0.05 needs 19 resamples), got {d.sample_size} and {d.permutations}")
+        raise ConfigError(f"{at('sample_size' if d.sample_size < 50 else 'permutations')}: drift.sample_size must be "
+                          "at least 50 and drift.permutations at least 19 (a p-value of 0.05 needs 19 resamples), "
+                          f"got {d.sample_size} and {d.permutations}")
     for name in ("gap_threshold", "max_gap_share", "cluster_distance", "quarantine_rise", "feedback_rise",
                  "ewma_lambda"):
         if not 0 < getattr(d, name) <= 1:
-            raise ConfigError(f"{where}: drift.{name} must be in (0, 1], got {getattr(d, name)}")
+            raise ConfigError(f"{at(name)}: drift.{name} must be in (0, 1], got {getattr(d, name)}")
     if d.baseline_runs < 3 or d.window_runs < 1 or d.run_length < 2 or d.snapshot_keep < 1:
-        raise ConfigError(f"{where}: drift.baseline_runs must be at least 3, drift.window_runs and "
+        bad_key = next(k for k, v, lo in (("baseline_runs", d.baseline_runs, 3), ("window_runs", d.window_runs, 1),
+                                          ("run_length", d.run_length, 2), ("snapshot_keep", d.snapshot_keep, 1))
+                       if v < lo)
+        raise ConfigError(f"{at(bad_key)}: drift.baseline_runs must be at least 3, drift.window_runs and "
                           "drift.snapshot_keep at least 1, drift.run_length at least 2")
-    parse_window(d.reference_window, f"{where}: drift.reference_window")
-    parse_window(d.current_window, f"{where}: drift.current_window")
+    parse_window(d.reference_window, str(where.child("reference_window")))
+    parse_window(d.current_window, str(where.child("current_window")))
 
 
 def check_index_name(name: str) -> str:
@@ -557,28 +612,29 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     """Read settings: defaults < YAML file < RAGOPS_* environment variables < ``overrides``."""
     cfg_path = Path(path or os.environ.get("RAGOPS_CONFIG") or default_config_path())
     raw: dict[str, Any] = {}
+    doc: YamlDoc | None = None
     if cfg_path.exists():
         try:
-            text = cfg_path.read_text(encoding="utf-8")
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{cfg_path}{line}: invalid YAML: {exc}") from exc
-        except (OSError, UnicodeDecodeError) as exc:
+            data = cfg_path.read_bytes()
+        except OSError as exc:
             raise ConfigError(f"{cfg_path}: cannot read settings file: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
+        doc = load_yaml(data, cfg_path, ConfigError)
+        if doc.data is not None and not isinstance(doc.data, dict):
             raise ConfigError(f"{cfg_path}: expected a mapping at the top level")
-        raw = loaded or {}
+        raw = doc.data or {}
     elif path or os.environ.get("RAGOPS_CONFIG"):
         raise ConfigError(f"settings file {cfg_path} does not exist (set by RAGOPS_CONFIG or --config)")
 
-    where = str(cfg_path)
+    where = _Key(str(cfg_path), doc)
     top = {"data_dir", "state_db_url", "chroma", "embedding", "chunking", "quality", "ingest", "alerts", "eval",
            "prompts", "retrieval", "rebuild", "drift", "gates", "indexes"}
-    unknown = sorted(set(raw) - top)
+    unknown = sorted(set(raw) - top, key=str)
     if unknown:
-        raise ConfigError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(top))}")
+        raise ConfigError(f"{where.child(unknown[0]).loc}: unknown top-level key(s) {', '.join(map(str, unknown))}; "
+                          f"allowed: {', '.join(sorted(top))}")
+    for name in ("data_dir", "state_db_url"):
+        if raw.get(name) is not None and not isinstance(raw[name], str):
+            raise ConfigError(f"{where.child(name)}: expected a string, got {brief(raw[name])}")
 
     data_dir_raw = os.environ.get("RAGOPS_DATA_DIR") or raw.get("data_dir")
     data_dir = Path(data_dir_raw).expanduser() if data_dir_raw else project_root() / ".ragops"
@@ -586,7 +642,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         data_dir = project_root() / data_dir
     state_url = os.environ.get("RAGOPS_STATE_DB_URL") or raw.get("state_db_url") or f"sqlite:///{data_dir / 'state.db'}"
 
-    chroma = _coerce(ChromaSettings, raw.get("chroma"), f"{where}: chroma")
+    chroma = _coerce(ChromaSettings, raw.get("chroma"), where.child("chroma"))
     env_mode = os.environ.get("RAGOPS_CHROMA_MODE")
     env_url = os.environ.get("RAGOPS_CHROMA_URL")
     chroma = dataclasses.replace(
@@ -597,28 +653,32 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     )
     indexes_raw = raw.get("indexes") or {}
     if not isinstance(indexes_raw, dict):
-        raise ConfigError(f"{where}: indexes must be a mapping of index name to options")
+        raise ConfigError(f"{where.child('indexes')}: expected a mapping of index name to options")
+    for name, options in indexes_raw.items():
+        if options is not None and not isinstance(options, dict):
+            raise ConfigError(f"{where.child('indexes', name)}: expected a mapping of options (e.g. golden: ...), "
+                              f"got {brief(options)}")
     settings = Settings(
         data_dir=data_dir.resolve(),
         state_db_url=state_url,
         chroma=chroma,
-        embedding=_coerce(EmbeddingSettings, raw.get("embedding"), f"{where}: embedding"),
-        chunking=_resolve_profiles(_coerce(ChunkingSettings, raw.get("chunking"), f"{where}: chunking"), where),
-        quality=_coerce(QualitySettings, raw.get("quality"), f"{where}: quality"),
-        ingest=_coerce(IngestSettings, raw.get("ingest"), f"{where}: ingest"),
-        alerts=_coerce(AlertSettings, raw.get("alerts"), f"{where}: alerts"),
-        eval=_coerce(EvalSettings, raw.get("eval"), f"{where}: eval"),
-        prompts=_coerce(PromptSettings, raw.get("prompts"), f"{where}: prompts"),
-        retrieval=_coerce(RetrievalSettings, raw.get("retrieval"), f"{where}: retrieval"),
-        rebuild=_coerce(RebuildSettings, raw.get("rebuild"), f"{where}: rebuild"),
-        drift=_coerce(DriftSettings, raw.get("drift"), f"{where}: drift"),
-        gates=_gates(raw["gates"], f"{where}: gates") if raw.get("gates") is not None else dict(DEFAULT_GATES),
+        embedding=_coerce(EmbeddingSettings, raw.get("embedding"), where.child("embedding")),
+        chunking=_resolve_profiles(_coerce(ChunkingSettings, raw.get("chunking"), where.child("chunking")), where),
+        quality=_coerce(QualitySettings, raw.get("quality"), where.child("quality")),
+        ingest=_coerce(IngestSettings, raw.get("ingest"), where.child("ingest")),
+        alerts=_coerce(AlertSettings, raw.get("alerts"), where.child("alerts")),
+        eval=_coerce(EvalSettings, raw.get("eval"), where.child("eval")),
+        prompts=_coerce(PromptSettings, raw.get("prompts"), where.child("prompts")),
+        retrieval=_coerce(RetrievalSettings, raw.get("retrieval"), where.child("retrieval")),
+        rebuild=_coerce(RebuildSettings, raw.get("rebuild"), where.child("rebuild")),
+        drift=_coerce(DriftSettings, raw.get("drift"), where.child("drift")),
+        gates=_gates(raw["gates"], where.child("gates")) if raw.get("gates") is not None else dict(DEFAULT_GATES),
         indexes={k: dict(v or {}) for k, v in indexes_raw.items()},
         source_file=cfg_path if cfg_path.exists() else None,
     )
     if overrides:
         settings = dataclasses.replace(settings, **overrides)
-    _validate(settings)
+    _validate(settings, where)
     return settings
 
 

@@ -6,6 +6,25 @@ Airflow layer whether a retry could help (``AirflowFailException``) or not.
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 6, 6, 4, 6
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+
+
+def brief(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters.
+
+    A value from a file can be megabytes long (or, through YAML aliases, a million items): the
+    message must name it, not carry it."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:  # an int of more than 4,300 digits cannot even be turned into a string
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
 
 class RagopsError(Exception):
     """Base class. ``permanent`` errors are not retried by the DAGs."""
@@ -49,6 +68,18 @@ class StateStoreError(RagopsError):
 
 class VectorStoreBusyError(RagopsError):
     """Another writer holds the embedded Chroma lock. Transient: a retry may succeed."""
+
+    permanent = False
+
+
+class VectorStoreFullError(RagopsError):
+    """The disk under the embedded Chroma store has no room for a write. Permanent: a person
+    must free space (or move the data directory) before a retry can succeed."""
+
+
+class StateStoreUnavailableError(StateStoreError):
+    """The state store dropped the connection or did not answer (server restart, network).
+    Transient: the transaction was rolled back and a retry may succeed."""
 
     permanent = False
 

@@ -1,7 +1,10 @@
 """Turn raw bytes or records into (title, Markdown-ish text).
 
 Headings survive parsing as Markdown headings (``#``, ``##``...) whatever the input format,
-so the chunker can keep them as context. HTML loses scripts, styles and markup, keeps text.
+so the chunker can keep them as context. HTML loses scripts, styles and markup, keeps text; so
+does raw HTML inside Markdown (code excepted: there it is text). Bidi override and isolate
+controls are removed from every format ("Trojan Source" reordering); other control characters
+are left for the quality suite to quarantine.
 """
 
 from __future__ import annotations
@@ -11,8 +14,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f\x80-\x9f]")
+BIDI_RE = re.compile("[\u202a-\u202e\u2066-\u2069]")  # embeddings, overrides, isolates (not LRM/RLM)
+# elements whose content is never shown as text: removed with their content, from HTML and Markdown alike
 DROP_TAGS = ("script", "style", "noscript", "template", "iframe", "svg", "canvas", "object", "embed", "head")
+# byte order marks of the encodings that are not UTF-8 (UTF-32 first: its LE mark starts like UTF-16's)
+BOMS = ((b"\x00\x00\xfe\xff", "UTF-32BE"), (b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\xfe\xff", "UTF-16BE"),
+        (b"\xff\xfe", "UTF-16LE"))
 
 
 class ParseError(Exception):
@@ -34,9 +42,22 @@ class ParsedDoc:
 
 
 def decode(data: bytes, name: str) -> str:
-    """Strict UTF-8 (BOM tolerated). Binary and invalid UTF-8 are refused with the fix."""
+    """Strict UTF-8 (BOM tolerated). Binary and invalid UTF-8 are refused with the fix.
+
+    UTF-16 and UTF-32 are text in the wrong encoding, not binary files, although they are full of
+    NUL bytes: their byte order mark (or, without one, the NUL in every other byte of ASCII
+    text) is checked first so that the message says how to re-encode them."""
     if not data.strip():
         raise ParseError("empty", f"{name} is empty; remove it or add content")
+    encoding = next((enc for bom, enc in BOMS if data.startswith(bom) and _decodes(data[len(bom):], enc)), None)
+    if encoding:
+        raise ParseError("invalid_utf8", f"{name} is {encoding} text (it starts with a {encoding} byte order mark), "
+                                         f"not UTF-8; re-encode it as UTF-8 (e.g. iconv -f {encoding[:6]} -t UTF-8)")
+    encoding = _bomless_utf16(data[:8192])
+    if encoding:
+        raise ParseError("invalid_utf8", f"{name} looks like {encoding} text without a byte order mark (every "
+                                         f"other byte is NUL), not UTF-8; re-encode it as UTF-8 "
+                                         f"(e.g. iconv -f {encoding} -t UTF-8)")
     if b"\x00" in data[:8192]:
         raise ParseError("binary", f"{name} looks binary (NUL bytes); only text formats are indexed")
     try:
@@ -47,9 +68,39 @@ def decode(data: bytes, name: str) -> str:
     return normalise(text)
 
 
+def _decodes(data: bytes, encoding: str) -> bool:
+    """A byte order mark followed by bytes that are not that encoding is just binary."""
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _bomless_utf16(head: bytes) -> str | None:
+    """UTF-16 of mostly ASCII text: NUL in (nearly) every odd byte (LE) or every even byte (BE)."""
+    head = head[:len(head) // 2 * 2]
+    if len(head) < 16:
+        return None
+    even, odd = head[0::2], head[1::2]
+    share = len(even) * 0.9
+    if odd.count(0) >= share and even.count(0) <= len(even) * 0.1:
+        encoding = "UTF-16LE"
+    elif even.count(0) >= share and odd.count(0) <= len(odd) * 0.1:
+        encoding = "UTF-16BE"
+    else:
+        return None
+    return encoding if _decodes(head, encoding) else None
+
+
 def normalise(text: str) -> str:
-    """Unix newlines, form feeds as paragraph breaks, no trailing spaces."""
+    """Unix newlines, form feeds as paragraph breaks, no trailing spaces, no bidi controls.
+
+    Bidi embedding, override and isolate controls only change the order in which text is shown:
+    removed, what is indexed reads as it is stored (a right-to-left override cannot make
+    ``user\u202e nimda`` look like ``user admin`` in a chunk, a prompt or a page)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n\n").replace("\u00a0", " ")
+    text = BIDI_RE.sub("", text)
     return "\n".join(line.rstrip() for line in text.split("\n")).strip()
 
 
@@ -58,7 +109,84 @@ def _stem_title(name: str) -> str:
     return re.sub(r"[-_]+", " ", stem).strip().capitalize() or name
 
 
+# Raw HTML in Markdown, as CommonMark defines it (tag, attribute and comment syntax), outside code
+_ATTR = r"""\s+[A-Za-z_:][-A-Za-z0-9_.:]*(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?"""
+_TAG_RE = re.compile(rf"<(?P<close>/)?(?P<name>[A-Za-z][A-Za-z0-9-]*)(?P<attrs>(?:{_ATTR})*)\s*/?>")
+# as lenient as a browser for these (``<script/x>`` is a script too)
+_DROP_OPEN_RE = re.compile(rf"""<(?P<name>{'|'.join(DROP_TAGS)})(?=[\s/>])(?:[^>"']|"[^"]*"|'[^']*')*?(?P<selfclose>/?)>""",
+                           re.I)
+_COMMENT_RE = re.compile(r"<!--.*?(?:-->|\n[ \t]*\n|\Z)", re.S)  # unclosed: to the end of the paragraph
+_PARAGRAPH_END_RE = re.compile(r"\n[ \t]*\n|\Z")
+_SCRIPT_URL = r"(?:javascript|vbscript)\s*:"
+_SCRIPT_LINK_RE = re.compile(rf"(!?)\[((?:[^\[\]\n]|\[[^\[\]\n]*\])*)\]\(\s*<?\s*{_SCRIPT_URL}(?:[^()\n]|\([^()\n]*\))*\)",
+                             re.I)
+_SCRIPT_AUTOLINK_RE = re.compile(rf"<\s*{_SCRIPT_URL}[^<>\s]*>", re.I)
+_SCRIPT_REFDEF_RE = re.compile(rf"^[ ]{{0,3}}\[[^\]\n]+\]:[ \t]*<?{_SCRIPT_URL}.*$", re.I | re.M)
+# fenced code blocks and code spans: raw HTML there is shown as text, so it is kept
+_CODE_RE = re.compile(r"(?:^[ \t]{0,3}(?P<fence>`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]{0,3}(?P=fence)[`~]*[ \t]*$|\Z))"
+                      r"|(?P<ticks>`+)(?:(?!(?P=ticks))(?!\n[ \t]*\n).)+?(?P=ticks)(?!`)", re.M | re.S)
+# bare tags (no attributes) are markup only for real elements: `<project>/include` is a placeholder
+HTML_ELEMENTS = frozenset(
+    "a abbr address article aside audio b bdi bdo big blink blockquote body br button caption center cite code col "
+    "colgroup dd del details dfn dialog div dl dt em fieldset figcaption figure font form frame frameset h1 h2 h3 "
+    "h4 h5 h6 hgroup hr html i img ins kbd li marquee nav noembed noframes ol p picture plaintext pre q rp rt ruby "
+    "s samp section small span strike strong sub summary sup table tbody td textarea tfoot th thead tr tt u ul "
+    "video wbr xmp".split()) | frozenset(DROP_TAGS)
+
+
+def _strip_raw_html(text: str) -> str:
+    """Remove from the raw HTML in a piece of Markdown prose what parse_html removes from HTML:
+    elements whose content is not shown (DROP_TAGS, with it), comments, and the markup of tags
+    (every tag with attributes, so event handlers and javascript: URLs, and the bare tags of
+    HTML elements); the text between tags stays. Links to javascript: and vbscript: URLs keep
+    only their text."""
+    out, pos = [], 0
+    while (m := _DROP_OPEN_RE.search(text, pos)) is not None:
+        out.append(text[pos:m.start()])
+        end = m.end()
+        name = m.group("name").lower()
+        if not m.group("selfclose") and name != "embed":  # embed is a void element
+            close = re.compile(rf"</{name}\s*>", re.I).search(text, end)
+            if close:
+                end = close.end()
+            elif name in ("script", "style"):  # unclosed: its code runs to the end of the paragraph
+                end = _PARAGRAPH_END_RE.search(text, end).start()  # type: ignore[union-attr]
+        pos = end
+    text = "".join(out) + text[pos:]
+    text = _COMMENT_RE.sub(lambda c: "\n\n" if not c.group().endswith("-->") else "", text)
+
+    def tag(m: re.Match[str]) -> str:
+        keep = not m.group("attrs") and m.group("name").lower() not in HTML_ELEMENTS
+        return m.group() if keep else ""
+
+    text = _TAG_RE.sub(tag, text)
+    text = _SCRIPT_LINK_RE.sub(lambda m: m.group(2), text)
+    text = _SCRIPT_AUTOLINK_RE.sub("", text)
+    return _SCRIPT_REFDEF_RE.sub("", text)
+
+
+def strip_markdown_html(text: str) -> str:
+    """Markdown without dangerous raw HTML (see :func:`_strip_raw_html`); code is left alone.
+    Markdown without raw HTML comes back unchanged."""
+    if "<" not in text and ":" not in text:
+        return text
+    out, pos, changed = [], 0, False
+    for m in [*_CODE_RE.finditer(text), None]:
+        prose = text[pos:m.start() if m else len(text)]
+        clean = _strip_raw_html(prose)
+        if clean != prose:
+            changed = True
+            clean = re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", clean))  # what removal left behind
+        out.append(clean)
+        if m:
+            out.append(m.group())
+            pos = m.end()
+    return "".join(out).strip() if changed else text
+
+
 def parse_markdown(text: str, name: str) -> tuple[str, str]:
+    """Title from the first ``#`` heading; raw HTML loses what parse_html removes from HTML files."""
+    text = strip_markdown_html(text)
     m = re.search(r"^#\s+(.+?)\s*#*\s*$", text, flags=re.M)
     return (m.group(1).strip() if m else _stem_title(name)), text
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ragops.config import RETRIEVAL_MODES, Settings
-from ragops.errors import PromptError
+from ragops.errors import PromptError, brief
+from ragops.yamlio import YamlDoc, load_yaml
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 FILE_RE = re.compile(r"^v([1-9][0-9]{0,5})\.ya?ml$")
@@ -68,104 +68,122 @@ class Prompt:
                 "refusal_threshold": self.refusal_threshold}
 
 
-def template_fields(template: str, where: str) -> list[str]:
-    """Placeholders of a ``str.format`` template; attribute/index access and format specs are refused."""
+def template_fields(template: str, where: str | Callable[[str | None], str]) -> list[str]:
+    """Placeholders of a ``str.format`` template; attribute/index access and format specs are refused.
+
+    ``where`` prefixes the messages; a callable gets the offending placeholder's text, so that the
+    message can name the line it is on."""
+    def at(needle: str | None) -> str:
+        return where(needle) if callable(where) else where
+
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise PromptError(f"{where}: template has bad syntax ({exc}); write literal braces as {{{{ and }}}}") from exc
+        raise PromptError(f"{at(None)}: template has bad syntax ({exc}); write literal braces as {{{{ and }}}}") from exc
     names: list[str] = []
     for _text, fname, spec, conv in parsed:
         if fname is None:
             continue
         if not fname or not fname.isidentifier():
-            raise PromptError(f"{where}: template placeholder {{{fname}}} is not a plain variable name "
+            shown = fname if len(fname) <= 60 else fname[:57] + "..."
+            raise PromptError(f"{at('{' + fname)}: template placeholder {{{shown}}} is not a plain variable name "
                               "(no positional, attribute or index placeholders)")
         if spec or conv:
-            raise PromptError(f"{where}: template placeholder {{{fname}}} has a format spec or conversion; "
+            raise PromptError(f"{at('{' + fname)}: template placeholder {{{fname}}} has a format spec or conversion; "
                               "use a plain {name}")
         if fname not in names:
             names.append(fname)
     return names
 
 
-def parse_prompt(raw: Any, path: Path, text_hash: str) -> Prompt:
+def parse_prompt(raw: Any, path: Path, text_hash: str, doc: YamlDoc | None = None) -> Prompt:
+    """Validate a loaded prompt file; with ``doc`` (from :func:`load_prompt_file`) errors name the line."""
     where = str(path)
+
+    def field(*keys: str, needle: str | None = None) -> str:
+        """``<path>:<line>: field 'a.b'`` for messages."""
+        loc = doc.at(*keys, needle=needle) if doc is not None else where
+        return f"{loc}: field '{'.'.join(keys)}'"
+
     if not isinstance(raw, dict):
         raise PromptError(f"{where}: expected a mapping with name, version, variables, template, model, retrieval")
-    unknown = sorted(set(raw) - TOP_KEYS)
+    unknown = sorted(set(raw) - TOP_KEYS, key=str)
     if unknown:
-        raise PromptError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
+        loc = doc.at(unknown[0]) if doc is not None else where
+        raise PromptError(f"{loc}: unknown field(s) {', '.join(map(str, unknown))}; allowed: "
+                          f"{', '.join(sorted(TOP_KEYS))}")
     m = FILE_RE.match(path.name)
     if not m:
         raise PromptError(f"{where}: prompt files are named v<N>.yaml (e.g. v3.yaml)")
     name, version = raw.get("name", path.parent.name), raw.get("version", int(m.group(1)))
     if name != path.parent.name:
-        raise PromptError(f"{where}: field 'name' is {name!r} but the folder is {path.parent.name!r}; they must match")
+        raise PromptError(f"{field('name')} is {brief(name)} but the folder is {path.parent.name!r}; they must match")
     if version != int(m.group(1)):
-        raise PromptError(f"{where}: field 'version' is {version!r} but the file is v{m.group(1)}; they must match")
+        raise PromptError(f"{field('version')} is {brief(version)} but the file is v{m.group(1)}; they must match")
     template = raw.get("template")
     if not isinstance(template, str) or not template.strip():
-        raise PromptError(f"{where}: field 'template' is missing or empty")
+        raise PromptError(f"{field('template')} is missing or empty")
     variables = raw.get("variables")
     if not isinstance(variables, list) or not all(isinstance(v, str) and v.isidentifier() for v in variables):
-        raise PromptError(f"{where}: field 'variables' must list the template's variable names, e.g. "
-                          "[question, context]")
-    used = template_fields(template, f"{where}: field 'template'")
+        raise PromptError(f"{field('variables')} must list the template's variable names, e.g. [question, context]")
+    used = template_fields(template, lambda needle: field("template", needle=needle))
     undeclared = [v for v in used if v not in variables]
     if undeclared:
-        raise PromptError(f"{where}: field 'template' uses undeclared variable(s) {', '.join(undeclared)}; "
-                          "add them to 'variables' or remove them from the template")
+        raise PromptError(f"{field('template', needle='{' + undeclared[0])} uses undeclared variable(s) "
+                          f"{', '.join(undeclared)}; add them to 'variables' or remove them from the template")
     unused = [v for v in variables if v not in used]
     if unused:
-        raise PromptError(f"{where}: field 'variables' declares {', '.join(unused)} but the template never uses "
+        raise PromptError(f"{field('variables')} declares {', '.join(unused)} but the template never uses "
                           "them; the template is missing a variable")
     for needed in ("question", "context"):
         if needed not in variables:
-            raise PromptError(f"{where}: a RAG answer prompt must use the variable {{{needed}}}")
+            raise PromptError(f"{field('variables')}: a RAG answer prompt must use the variable {{{needed}}}")
     system = raw.get("system") or ""
     if not isinstance(system, str):
-        raise PromptError(f"{where}: field 'system' must be a string")
-    if template_fields(system, f"{where}: field 'system'"):
-        raise PromptError(f"{where}: field 'system' must not contain placeholders; put variables in 'template'")
+        raise PromptError(f"{field('system')} must be a string")
+    placeholders = template_fields(system, lambda needle: field("system", needle=needle))
+    if placeholders:
+        raise PromptError(f"{field('system', needle='{' + placeholders[0])} must not contain placeholders; put "
+                          "variables in 'template'")
 
     model_raw = raw.get("model") or {}
     if not isinstance(model_raw, dict):
-        raise PromptError(f"{where}: field 'model' must be a mapping (provider, name, parameters)")
+        raise PromptError(f"{field('model')} must be a mapping (provider, name, parameters)")
     provider = model_raw.get("provider", "extractive")
     if provider not in PROVIDERS:
-        raise PromptError(f"{where}: field 'model.provider' must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+        raise PromptError(f"{field('model', 'provider')} must be one of {', '.join(PROVIDERS)}, got {brief(provider)}")
     model_name = model_raw.get("name", "extractive" if provider == "extractive" else None)
     if not isinstance(model_name, str) or not model_name:
-        raise PromptError(f"{where}: field 'model.name' is required for provider {provider!r}")
+        raise PromptError(f"{field('model', 'name')} is required for provider {provider!r}")
     params = {k: v for k, v in model_raw.items() if k not in ("provider", "name")}
     for k, v in params.items():
         if not isinstance(v, (int, float, str, bool)) and v is not None:
-            raise PromptError(f"{where}: field 'model.{k}' must be a scalar, got {type(v).__name__}")
+            raise PromptError(f"{field('model', str(k))} must be a scalar, got {type(v).__name__}")
     if params.get("sentence_scoring", "lexical") not in ("lexical", "semantic"):
-        raise PromptError(f"{where}: field 'model.sentence_scoring' must be lexical or semantic")
+        raise PromptError(f"{field('model', 'sentence_scoring')} must be lexical or semantic")
     if "max_sentences" in params and (not isinstance(params["max_sentences"], int) or params["max_sentences"] < 1):
-        raise PromptError(f"{where}: field 'model.max_sentences' must be a positive integer")
+        raise PromptError(f"{field('model', 'max_sentences')} must be a positive integer")
 
     retrieval = raw.get("retrieval") or {}
     if not isinstance(retrieval, dict) or set(retrieval) - {"top_k", "mode"}:
-        raise PromptError(f"{where}: field 'retrieval' takes top_k and mode")
+        raise PromptError(f"{field('retrieval')} takes top_k and mode")
     top_k = retrieval.get("top_k", 5)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
-        raise PromptError(f"{where}: field 'retrieval.top_k' must be an integer between 1 and 50, got {top_k!r}")
+        raise PromptError(f"{field('retrieval', 'top_k')} must be an integer between 1 and 50, got {brief(top_k)}")
     mode = retrieval.get("mode")
     if mode is not None and mode not in RETRIEVAL_MODES:
-        raise PromptError(f"{where}: field 'retrieval.mode' must be one of {', '.join(RETRIEVAL_MODES)}, got {mode!r}")
+        raise PromptError(f"{field('retrieval', 'mode')} must be one of {', '.join(RETRIEVAL_MODES)}, "
+                          f"got {brief(mode)}")
     refusal = raw.get("refusal") or {}
     if not isinstance(refusal, dict) or set(refusal) - {"threshold", "message"}:
-        raise PromptError(f"{where}: field 'refusal' takes threshold and message")
+        raise PromptError(f"{field('refusal')} takes threshold and message")
     threshold = refusal.get("threshold", 0.3)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
-        raise PromptError(f"{where}: field 'refusal.threshold' must be a cosine score in [-1, 1], got {threshold!r}")
+        raise PromptError(f"{field('refusal', 'threshold')} must be a cosine score in [-1, 1], got {brief(threshold)}")
     defaults = Prompt(name="", version=1, template="", variables=())
     message = refusal.get("message", defaults.refusal_message)
     if not isinstance(message, str) or not message.strip():
-        raise PromptError(f"{where}: field 'refusal.message' must be a non-empty string")
+        raise PromptError(f"{field('refusal', 'message')} must be a non-empty string")
     return Prompt(name=name, version=version, template=template, variables=tuple(variables), system=system.strip(),
                   model=ModelSpec(provider=provider, name=model_name, params=params), top_k=top_k,
                   retrieval_mode=mode, refusal_threshold=float(threshold), refusal_message=message.strip(),
@@ -174,19 +192,13 @@ def parse_prompt(raw: Any, path: Path, text_hash: str) -> Prompt:
 
 
 def load_prompt_file(path: Path) -> Prompt:
+    """Read and validate one prompt version; every error names the file and, where it has one, the line."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise PromptError(f"{path}: cannot read prompt file: {exc}") from exc
-    try:
-        raw = yaml.safe_load(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise PromptError(f"{path}: prompt files must be UTF-8 ({exc})") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise PromptError(f"{path}{line}: invalid YAML: {exc}") from exc
-    return parse_prompt(raw, path, hashlib.sha256(data).hexdigest())
+    doc = load_yaml(data, path, PromptError)
+    return parse_prompt(doc.data, path, hashlib.sha256(data).hexdigest(), doc=doc)
 
 
 def versions(settings: Settings, name: str) -> list[Path]:

@@ -17,7 +17,9 @@ from typing import Any
 from ragops.config import QualitySettings
 
 log = logging.getLogger(__name__)
-CONTROL_PATTERN = r"[\x00-\x08\x0b\x0e-\x1f\x7f\ufffd]"
+# C0 controls but tab/newline/CR, DEL, the C1 controls (U+0080-U+009F: 8-bit CSI/OSC terminal escapes are as
+# hostile as their ESC forms, and in UTF-8 text they mean mis-decoded bytes) and U+FFFD (a broken encoding)
+CONTROL_PATTERN = r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufffd]"
 
 
 @dataclass
@@ -59,7 +61,8 @@ def _suite(kind: str, q: QualitySettings, max_tokens: int) -> tuple[Any, dict[st
              "length_out_of_bounds", f"text length outside [{q.min_chars}, {q.max_chars}] characters "
              "(quality.min_chars / quality.max_chars)"),
             (E.ExpectColumnValuesToNotMatchRegex(column="text", regex=CONTROL_PATTERN), "invalid_characters",
-             "text contains control characters or U+FFFD replacement characters (broken encoding)"),
+             "text contains control characters (C0 or C1, e.g. terminal escapes) or U+FFFD replacement characters "
+             "(broken encoding); remove them or re-export the text"),
         ]
     elif kind == "chunks":
         items = [

@@ -24,7 +24,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ragops.config import RecordSettings, Settings
-from ragops.errors import SourceError, SourceUnreachableError
+from ragops.errors import SourceError, SourceUnreachableError, brief
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class Discovery:
 
 @lru_cache(maxsize=64)
 def _glob_re(pattern: str) -> re.Pattern[str]:
-    """Translate a glob with ``**`` into a regex over POSIX relative paths."""
+    """Translate a glob with ``**`` into a regex over POSIX relative paths (a newline in a name is
+    just a character: DOTALL, or such a file would match no pattern and vanish unreported)."""
     out, i = [], 0
     while i < len(pattern):
         c = pattern[i]
@@ -89,7 +90,7 @@ def _glob_re(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
             i += 1
-    return re.compile("".join(out) + r"\Z")
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
 def matches(rel: str, patterns: tuple[str, ...] | list[str]) -> bool:
@@ -261,10 +262,13 @@ def record_to_doc(record: Any, where: str, rel: str, prefix: str, rs: RecordSett
         disc.protected_origins.add(rel)
         return
     doc_id = f"{prefix}{rid}"
+    if not _encodable(doc_id):
+        _surrogates(disc, where, rel, where, "id")
+        return
     text_key, text = _pick(record, rs.text_field)
     title_key, title = _pick(record, rs.title_field)
     if text is None or not isinstance(text, str) or not text.strip():
-        disc.problems.append(Problem(doc_id, "missing_text", f"{where}: record {rid!r} has no text in fields "
+        disc.problems.append(Problem(doc_id, "missing_text", f"{where}: record {brief(rid)} has no text in fields "
                                      f"{list(rs.text_field)}; set ingest.records.text_field", rel))
         disc.protected_origins.add(rel)
         return
@@ -275,14 +279,34 @@ def record_to_doc(record: Any, where: str, rel: str, prefix: str, rs: RecordSett
         meta = {k: v for k, v in record.items() if k not in used}
     meta = {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}  # what Chroma stores
     body = {"title": str(title) if title is not None else None, "text": text, "metadata": meta}
-    blob = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
+    try:
+        blob = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        _surrogates(disc, doc_id, rel, where, f"record {brief(rid)}")
+        return
     if len(blob) > limit:
-        disc.problems.append(Problem(doc_id, "too_large", f"{where}: record {rid!r} is {len(blob):,} bytes, above "
+        disc.problems.append(Problem(doc_id, "too_large", f"{where}: record {brief(rid)} is {len(blob):,} bytes, above "
                                      f"quality.max_document_bytes={limit:,}", rel))
         disc.protected_origins.add(rel)
         return
     _add(disc, seen, SourceDoc(doc_id=doc_id, uri=where, fmt="record", content_hash=sha256(blob), size=len(blob),
                                origin=rel, record=body))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogates(disc: Discovery, doc_id: str, rel: str, where: str, what: str) -> None:
+    """JSON may escape half of a UTF-16 pair (``"\\ud800"``); such text exists in no encoding."""
+    disc.problems.append(Problem(doc_id, "invalid_characters", f"{where}: {what} contains a lone UTF-16 surrogate "
+                                 "(a \\ud800-\\udfff escape without its pair), which is not text; fix the exporter "
+                                 "or remove the escape", rel))
+    disc.protected_origins.add(rel)
 
 
 def _read_jsonl(fs: fsspec.AbstractFileSystem, full: str, rel: str, prefix: str, rs: RecordSettings, limit: int,
@@ -303,6 +327,12 @@ def _read_jsonl(fs: fsspec.AbstractFileSystem, full: str, rel: str, prefix: str,
             except json.JSONDecodeError as exc:
                 disc.problems.append(Problem(where, "malformed_jsonl", f"{where}: not valid JSON ({exc.msg} at "
                                              f"column {exc.colno}); fix or remove the line", rel))
+                disc.protected_origins.add(rel)
+                continue
+            except (RecursionError, ValueError) as exc:  # nested beyond the parser's depth; a 4,300+ digit number
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                disc.problems.append(Problem(where, "malformed_jsonl", f"{where}: not valid JSON ({why}); fix or "
+                                             "remove the line", rel))
                 disc.protected_origins.add(rel)
                 continue
             record_to_doc(record, where, rel, prefix, rs, disc, seen, limit)

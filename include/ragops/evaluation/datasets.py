@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragops.errors import DatasetError
+from ragops.errors import DatasetError, brief
 
 log = logging.getLogger(__name__)
 FIELDS = ("id", "question", "reference_answer", "relevant_doc_ids", "answerable", "tags")
@@ -58,6 +58,8 @@ class Dataset:
 
 
 def _err(path: Path, line: int, fieldname: str | None, msg: str) -> DatasetError:
+    if fieldname and len(fieldname) > 80:  # an unknown field's name comes from the file
+        fieldname = fieldname[:77] + "..."
     where = f"{path}:{line}" + (f": field '{fieldname}'" if fieldname else "")
     return DatasetError(f"{where}: {msg}")
 
@@ -88,19 +90,19 @@ def parse_question(obj: Any, path: Path, line: int) -> Question:
     if isinstance(rel_raw, list):
         for d in rel_raw:
             if not isinstance(d, str) or not d:
-                raise _err(path, line, "relevant_doc_ids", f"expected a list of document id strings, found {d!r}")
+                raise _err(path, line, "relevant_doc_ids", f"expected a list of document id strings, found {brief(d)}")
             relevant[d] = 1
     elif isinstance(rel_raw, dict):
         for d, g in rel_raw.items():
             if isinstance(g, bool) or not isinstance(g, int) or g < 0:
-                raise _err(path, line, "relevant_doc_ids", f"grade of {d!r} must be a non-negative integer, got {g!r}")
+                raise _err(path, line, "relevant_doc_ids", f"grade of {brief(d)} must be a non-negative integer, got {brief(g)}")
             if g > 0:
                 relevant[d] = g
     else:
         raise _err(path, line, "relevant_doc_ids", f"expected a list of document ids, got {type(rel_raw).__name__}")
     answerable = obj.get("answerable", True)
     if not isinstance(answerable, bool):
-        raise _err(path, line, "answerable", f"expected true or false, got {answerable!r}")
+        raise _err(path, line, "answerable", f"expected true or false, got {brief(answerable)}")
     if not answerable and relevant:
         raise _err(path, line, "relevant_doc_ids", "an unanswerable question (answerable: false) cannot have "
                    "relevant documents; remove them or set answerable to true")
@@ -108,7 +110,7 @@ def parse_question(obj: Any, path: Path, line: int) -> Question:
     if tags is None:
         tags = []
     if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
-        raise _err(path, line, "tags", f"expected a list of strings, got {tags!r}")
+        raise _err(path, line, "tags", f"expected a list of strings, got {brief(tags)}")
     return Question(id=str(qid).strip(), question=question.strip(), reference_answer=ref.strip(), relevant=relevant,
                     answerable=answerable, tags=tuple(tags))
 
@@ -134,9 +136,13 @@ def load_dataset(path: str | Path, known_doc_ids: set[str] | None = None) -> Dat
             raise _err(path, n, None, f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
         except json.JSONDecodeError as exc:
             raise _err(path, n, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        except RecursionError as exc:
+            raise _err(path, n, None, "invalid JSON: nested too deeply; a question is a flat JSON object") from exc
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            raise _err(path, n, None, f"invalid JSON ({exc})") from exc
         q = parse_question(obj, path, n)
         if q.id in seen:
-            raise _err(path, n, "id", f"duplicate id {q.id!r} (first used on line {seen[q.id]})")
+            raise _err(path, n, "id", f"duplicate id {brief(q.id)} (first used on line {seen[q.id]})")
         seen[q.id] = n
         questions.append(q)
     if not questions:
@@ -153,7 +159,7 @@ def check_doc_ids(questions: list[Question] | tuple[Question, ...], known: set[s
         q, d = bad[0]
         line = (lines or {}).get(q.id, "?")
         raise DatasetError(
-            f"{path}:{line}: field 'relevant_doc_ids': document {d!r} of question {q.id!r} is not in the index "
+            f"{path}:{line}: field 'relevant_doc_ids': document {brief(d)} of question {brief(q.id)} is not in the index "
             f"({len(bad)} unknown id(s) in all); fix the id, or ingest the document first. Ids look like "
             f"{', '.join(sorted(known)[:3]) or '(index is empty)'}"
         )
