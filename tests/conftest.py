@@ -193,17 +193,36 @@ class Inbox:
 
 
 class SmtpServer:
-    """A real SMTP server on loopback that can be stopped and started again on the same port."""
+    """A real SMTP server on loopback that can be stopped and started again on the same port.
+    With ``credentials`` (login, password) it requires AUTH LOGIN or PLAIN before MAIL (without
+    TLS, loopback only) and counts the logins it refused in ``auth_failures``."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, credentials: tuple[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.inbox = Inbox()
+        self.credentials = credentials
+        self.logins: list[str] = []
+        self.auth_failures = 0
         self._controller = None
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        ok = (isinstance(auth_data, LoginPassword) and self.credentials is not None
+              and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials)
+        if ok:
+            self.logins.append(f"{mechanism}:{auth_data.login.decode()}")
+        else:
+            self.auth_failures += 1
+        return AuthResult(success=ok, handled=False)
 
     def start(self) -> SmtpServer:
         from aiosmtpd.controller import Controller
 
-        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        auth = {}
+        if self.credentials:
+            auth = {"auth_required": True, "auth_require_tls": False, "authenticator": self._authenticate}
+        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, **auth)
         self._controller.start()
         return self
 
@@ -216,11 +235,18 @@ class SmtpServer:
     def messages(self):
         return [m for _, _, m in self.inbox.messages]
 
+    def connection(self) -> dict:
+        """The Airflow Connection to this server (with its login and password when it requires them)."""
+        conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
+                "extra": {"disable_tls": True, "disable_ssl": True, "timeout": 5, "retry_limit": 0}}
+        if self.credentials:
+            conn.update(login=self.credentials[0], password=self.credentials[1])
+        return conn
+
     def connection_json(self) -> str:
         import json
 
-        return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
-                           "extra": {"disable_tls": True, "disable_ssl": True, "timeout": 5, "retry_limit": 0}})
+        return json.dumps(self.connection())
 
 
 @pytest.fixture
@@ -267,3 +293,59 @@ def start_ui(env: dict[str, str], timeout: float = 300) -> tuple[subprocess.Pope
             return proc, line.rsplit("password:", 1)[1].strip()
     os.killpg(proc.pid, signal.SIGINT)
     pytest.fail("no password printed:\n" + "".join(lines))
+
+
+class SecretScan:
+    """Looks for secrets in what a run left behind: files, HTTP answers, e-mails, database rows.
+    Each secret is searched as its bytes and as base64 (at each of the three alignments, so also
+    inside a longer base64 text such as an e-mail body or a Basic/PLAIN credential); ``found``
+    lists where each one appeared. The secrets must be long and random (a hit is never chance)."""
+
+    def __init__(self, secrets: dict[str, str]) -> None:
+        import base64
+
+        short = [name for name, value in secrets.items() if len(value) < 12]
+        assert not short, f"secrets too short to scan for without false hits: {short}"
+        self.secrets = secrets
+        self.needles: list[tuple[str, bytes]] = []
+        for name, value in secrets.items():
+            raw = value.encode()
+            self.needles.append((name, raw))
+            for k in range(3):  # the base64 characters that depend on the secret alone
+                enc = base64.b64encode(b"\0" * k + raw)
+                start, stop = (8 * k + 5) // 6, 8 * (k + len(raw)) // 6  # whole 6-bit groups of the secret
+                self.needles.append((f"{name} (base64)", enc[start:stop]))
+        self.found: list[str] = []
+        self.places: dict[str, int] = {}  # kind of place -> how many were scanned
+        self.bytes = 0
+
+    def text(self, where: str, data: str | bytes, kind: str = "other") -> None:
+        blob = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
+        self.bytes += len(blob)
+        self.places[kind] = self.places.get(kind, 0) + 1
+        for name, needle in self.needles:
+            if needle in blob:
+                self.found.append(f"{name} in {where}")
+
+    def tree(self, root: Path, kind: str, skip: tuple[str, ...] = ()) -> None:
+        """Every regular file under ``root`` except those whose path relative to root matches a
+        glob in ``skip`` (the configuration that must hold a secret)."""
+        import fnmatch
+
+        for path in sorted(root.rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if path.is_file() and not path.is_symlink() and not any(fnmatch.fnmatch(rel, g) for g in skip):
+                self.text(str(path), path.read_bytes(), kind)
+
+    def email(self, where: str, msg) -> None:
+        """The message as sent and every part decoded (a base64 or quoted-printable body hides
+        its text from a scan of the raw bytes)."""
+        self.text(where, msg.as_bytes(), "e-mail")
+        for part in msg.walk():
+            payload = part.get_payload(decode=True)
+            if payload:
+                self.text(f"{where} part {part.get_content_type()}", payload, "e-mail part")
+
+    def summary(self) -> str:
+        return (f"{sum(self.places.values())} places ({', '.join(f'{k} {v}' for k, v in sorted(self.places.items()))}),"
+                f" {self.bytes} bytes, secrets {sorted(self.secrets)}")

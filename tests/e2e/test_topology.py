@@ -12,22 +12,28 @@ docker-compose.yaml; an SMTP catcher on loopback. Everything goes through the sc
    promote_prompt, which evaluates candidate against production and promotes (`prompt` e-mail).
 
 Then the Chroma server (through the proxy), the state store on PostgreSQL and the captured
-e-mails are checked."""
+e-mails are checked, and everything the run left behind is scanned for the secrets it used.
+
+The SMTP catcher requires a login (AUTH PLAIN/LOGIN, no TLS on loopback) and ``smtp_default`` is
+a Connection in Airflow's database, created through the REST API as an operator would, so its
+password is in the connection listing the scan reads."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import os
+import secrets
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import ROOT, SmtpServer, parts
-from tests.topology import NGINX, Topology
+from tests.conftest import ROOT, SecretScan, SmtpServer, parts
+from tests.topology import ADMIN_PASSWORD, NGINX, Topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 SHIPPED = (ROOT / "include" / "prompts" / "rag_answer" / "v1.yaml").read_text()
@@ -133,10 +139,14 @@ def topo(tmp_path_factory: pytest.TempPathFactory):
     prompts = work / "prompts" / "rag_answer"
     prompts.mkdir(parents=True)
     (prompts / "v1.yaml").write_text(SHIPPED)
-    smtp = SmtpServer().start()
-    t = Topology(work, workers=2, concurrency=2, config_yaml=CONFIG, smtp_port=smtp.port, prompts_dir=prompts.parent)
+    smtp = SmtpServer(credentials=("ragops-alerts", secrets.token_hex(16))).start()
+    t = Topology(work, workers=2, concurrency=2, config_yaml=CONFIG, prompts_dir=prompts.parent)
     try:
         with t:
+            conn = smtp.connection()
+            code, body = t.api("/api/v2/connections", "POST", {**conn, "connection_id": "smtp_default",
+                                                                "extra": json.dumps(conn["extra"])})
+            assert code == 201, body
             t.corpus = corpus  # type: ignore[attr-defined]
             t.smtp = smtp  # type: ignore[attr-defined]
             yield t
@@ -241,3 +251,93 @@ def test_the_chroma_server_answers_only_with_its_token(topo: Topology) -> None:
     assert _chroma_status(url, {"Authorization": "Bearer wrong"}) == 401
     assert _chroma_status(url, {"X-Chroma-Token": topo.chroma_token}) == 200
     assert _chroma_status(url, {"Authorization": f"Bearer {topo.chroma_token}"}) == 200
+
+
+def _pages(topo: Topology, path: str, key: str) -> list[dict]:
+    """Every entry of a paginated REST listing (100 per page, [api] maximum_page_limit)."""
+    out: list[dict] = []
+    while True:
+        sep = "&" if "?" in path else "?"
+        code, body = topo.api(f"{path}{sep}limit=100&offset={len(out)}")
+        assert code == 200, (path, code, body)
+        out += body[key]
+        if not body[key] or len(out) >= body["total_entries"]:
+            return out
+
+
+def test_no_secret_of_the_run_in_anything_it_left_behind(topo: Topology) -> None:
+    """The secrets this deployment used, searched (as bytes and as base64) in: the task and
+    dag-processor logs, every process's output, the Chroma proxy's logs, the data directory, the
+    captured e-mails (as sent and decoded), the LLMOps page, its JSON API and drill-downs, Airflow's
+    REST API (connections, config, event log, DAG runs with their conf, task instances with their
+    rendered fields, every XCom value) and every row of the ragops state store."""
+    import psycopg2
+
+    runs = {d["dag_id"]: _pages(topo, f"/api/v2/dags/{d['dag_id']}/dagRuns", "dag_runs")
+            for d in _pages(topo, "/api/v2/dags", "dags")}
+    if not any(r["state"] == "success" for rs in runs.values() for r in rs):
+        pytest.skip("nothing ran: this scan reads what the whole-loop test above left behind")
+    smtp = topo.smtp  # type: ignore[attr-defined]
+    assert smtp.credentials and smtp.logins and not smtp.auth_failures  # every e-mail went through AUTH
+    scan = SecretScan({"Chroma token": topo.chroma_token, "SMTP password": smtp.credentials[1],
+                       "Airflow admin password": ADMIN_PASSWORD, "JWT secret and API secret key": topo.secret,
+                       "admin's API token": topo.token()})
+
+    # files: Airflow's logs (task logs, dag-processor), every process's output, the proxy, the data dir
+    scan.tree(topo.airflow_home / "logs", "Airflow log file")
+    scan.tree(topo.logs, "process output")
+    scan.tree(topo.workdir / "nginx", "Chroma proxy file", skip=("conf.d/*", "nginx.conf"))  # its config holds the token
+    scan.tree(topo.data_dir, "data-dir file")
+    for i, (_, rcpt, msg) in enumerate(smtp.inbox.messages):
+        scan.email(f"e-mail {i} to {rcpt}: {msg['Subject']}", msg)
+
+    # the LLMOps page, its JSON API and every drill-down it links
+    code, overview = topo.api("/ragops/api/overview")
+    assert code == 200, overview
+    paths = ["/ragops/", "/ragops/prompts/rag_answer/diff?a=1&b=2"]
+    for r in overview["eval"]["runs"]:
+        paths += [f"/ragops/eval/{r['run_id']}", f"/ragops/api/eval/{r['run_id']}"]
+    paths += [f"/ragops/drift/{c['check_id']}/report" for c in overview["drift"]]
+    scan.text("/ragops/api/overview", json.dumps(overview), "LLMOps page or API")
+    for path in paths:
+        req = urllib.request.Request(topo.base + path, headers={"Authorization": f"Bearer {topo.token()}"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            scan.text(path, r.read(), "LLMOps page or API")
+
+    # Airflow's REST API: connections (smtp_default is in the database), config, event log, runs, XComs
+    conns = _pages(topo, "/api/v2/connections", "connections")
+    assert [c for c in conns if c["connection_id"] == "smtp_default"][0]["password"] == "***", conns
+    scan.text("/api/v2/connections", json.dumps(conns), "REST answer")
+    code, cfg = topo.api("/api/v2/config")
+    scan.text("/api/v2/config", json.dumps(cfg), "REST answer")  # 403 unless [api] expose_config
+    scan.text("/api/v2/eventLogs", json.dumps(_pages(topo, "/api/v2/eventLogs", "event_logs")), "REST answer")
+    n_xcom = 0
+    for dag_id, dag_runs in runs.items():
+        for run in dag_runs:
+            scan.text(f"run {dag_id}/{run['dag_run_id']}", json.dumps(run), "DAG run (conf, note)")
+            rid = urllib.parse.quote(run["dag_run_id"], safe="")
+            tis = _pages(topo, f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances", "task_instances")
+            scan.text(f"task instances of {dag_id}/{run['dag_run_id']}", json.dumps(tis), "task instances of a run")
+            for x in _pages(topo, f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances/~/xcomEntries", "xcom_entries"):
+                code, value = topo.api(f"/api/v2/dags/{dag_id}/dagRuns/{rid}/taskInstances/{x['task_id']}/"
+                                       f"xcomEntries/{urllib.parse.quote(x['key'], safe='')}?map_index={x['map_index']}")
+                assert code == 200, (x, value)
+                scan.text(f"XCom {dag_id}/{run['dag_run_id']}/{x['task_id']}[{x['map_index']}]/{x['key']}",
+                          json.dumps(value), "XCom value")
+                n_xcom += 1
+
+    # every row of every table of the ragops state store (audit log, eval results, outbox, ...)
+    conn = psycopg2.connect(topo.state_url.replace("postgresql+psycopg2://", "postgresql://"), connect_timeout=5)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            for (table,) in cur.fetchall():
+                cur.execute(f'SELECT row_to_json(t)::text FROM "{table}" t')
+                scan.text(f"state store table {table}", "\n".join(r for (r,) in cur.fetchall()), "state-store table")
+    finally:
+        conn.close()
+
+    print(f"secret scan: {scan.summary()}; {n_xcom} XCom values, {len(smtp.inbox.messages)} e-mails")
+    assert scan.places["Airflow log file"] >= 20 and scan.places["XCom value"] >= 10 and n_xcom, scan.summary()
+    assert scan.places["e-mail"] >= 2 and scan.places["state-store table"] >= 10, scan.summary()
+    assert not scan.found, "secrets leaked:\n" + "\n".join(scan.found)

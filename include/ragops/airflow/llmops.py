@@ -5,6 +5,14 @@ Everything it shows is read from the ragops state store; everything that changes
 with the caller's own token, so the DAG's gate, audit entry, e-mail and Airflow's permissions
 all apply. Every route needs an authenticated Airflow user (Airflow does not protect plugin
 apps); all text from documents, questions, prompts and models is escaped; charts are inline SVG.
+
+Access (tests/e2e/test_access.py): no token, or one that does not verify (forged, expired,
+revoked), is 401; a user whom Airflow does not allow to create runs of the DAG (the Viewer role)
+may read every page but gets 403 from the actions. An action authenticated by the UI's cookie is
+refused unless it carries the page's custom header and comes from a page of this server (Origin or
+Referer, and Sec-Fetch-Site when the browser sends it): the cookie alone is not proof that the
+user asked for it (cross-site request forgery; the cookie is SameSite=Lax, which another port on
+the same host still gets).
 """
 
 from __future__ import annotations
@@ -16,9 +24,10 @@ import logging
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from airflow.api_fastapi.core_api.security import get_user
+from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +40,25 @@ ACTIONS: dict[str, set[str]] = {
 ACTION_HEADER = "X-Ragops-Request"  # a custom header: a cross-site form cannot send it (CSRF)
 
 
-# Airflow's own dependency: a Bearer token, else the UI's JWT cookie; 401 without either
-User = Annotated[Any, Depends(get_user)]
+async def authenticated_user(request: Request, bearer: Annotated[HTTPAuthorizationCredentials | None,
+                                                                 Depends(bearer_scheme)]) -> Any:
+    """Airflow's own authentication (a Bearer token, else the UI's JWT cookie). A token that does
+    not verify is 401 like a missing one: Airflow's ``get_user`` answers it 403, which would tell a
+    client that signing in again cannot help. ``get_user`` authorises nothing, so its only 403 is
+    that one."""
+    # the credential get_user goes by (a non-empty Bearer token wins over the cookie), for the trigger
+    explicit = bearer is not None and bearer.scheme.lower() == "bearer" and bool(bearer.credentials)
+    request.state.ragops_bearer = bearer.credentials if explicit else None  # type: ignore[union-attr]
+    try:
+        return await get_user(request, None, bearer)
+    except HTTPException as exc:
+        if exc.status_code == 403:
+            raise HTTPException(status_code=401, detail="Not authenticated: the token is not valid",
+                                headers={"WWW-Authenticate": "Bearer"}) from None
+        raise
+
+
+User = Annotated[Any, Depends(authenticated_user)]
 app = FastAPI(title="ragops LLMOps", description="Indexes, prompts, evaluations, drift, quarantine and audit log "
                                                  "of the ragops state store.")
 
@@ -52,6 +78,47 @@ async def _read(fn: Any, *args: Any) -> Any:
     except RagopsError as exc:
         missing = str(exc).startswith(("unknown ", "no "))  # an id that is not in the state store
         raise HTTPException(status_code=404 if missing else 400, detail=str(exc)) from exc
+
+
+def _user_name(user: Any) -> str:
+    return str(getattr(user, "get_name", lambda: "?")())
+
+
+def _require_same_origin(request: Request) -> None:
+    """An action authenticated by the UI's cookie must come from a page of this server: the
+    browser's Origin (else Referer) names this host (the request's Host, which a browser sets to
+    the server it talks to, or [api] base_url behind a proxy), and Sec-Fetch-Site, when sent, says
+    same-origin. Requests with a Bearer token carry their own proof and skip this."""
+    from urllib.parse import urlparse
+
+    from airflow.configuration import conf
+
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site != "same-origin":
+        raise HTTPException(status_code=403, detail=f"refused: a {site} request (actions come from the page)")
+    source = request.headers.get("origin") or request.headers.get("referer") or ""
+    src = urlparse(source if source != "null" else "")
+    own = {request.headers.get("host", "").lower()}
+    own.add(urlparse(conf.get("api", "base_url", fallback="") or "").netloc.lower())
+    if src.scheme not in ("http", "https") or not src.netloc or src.netloc.lower() not in own - {""}:
+        raise HTTPException(status_code=403, detail=f"refused: the request comes from {source or 'no page'!r}, "
+                                                    "not from this server's LLMOps page (cross-site request)")
+
+
+async def _require_run_permission(user: Any, dag_id: str) -> None:
+    """The same check Airflow's REST API makes before it creates a run, made first so the page can
+    say why (the REST API then checks again)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.models.dag import DagModel
+
+    team = await asyncio.to_thread(DagModel.get_team_name, dag_id)
+    if not get_auth_manager().is_authorized_dag(method="POST", access_entity=DagAccessEntity.RUN,
+                                                details=DagDetails(id=dag_id, team_name=team), user=user):
+        role = getattr(user, "role", None)
+        raise HTTPException(status_code=403, detail=f"{_user_name(user)}{f' (role {role})' if role else ''} may "
+                                                    f"not start runs of {dag_id}: Airflow does not give this user "
+                                                    "the permission to create DAG runs (ask an admin)")
 
 
 def _api_base() -> str:
@@ -138,10 +205,14 @@ async def trigger(dag_id: str, request: Request, user: User) -> JSONResponse:
     """Start a DAG run through Airflow's REST API as the calling user (their permissions apply)."""
     import httpx
 
+    bearer = getattr(request.state, "ragops_bearer", None)  # set by authenticated_user
     if request.headers.get(ACTION_HEADER) != "1":
         raise HTTPException(status_code=403, detail=f"missing {ACTION_HEADER} header (actions come from the page)")
+    if bearer is None:  # authenticated by the UI's cookie, which a browser also sends on a forged request
+        _require_same_origin(request)
     if dag_id not in ACTIONS:
         raise HTTPException(status_code=400, detail=f"the page cannot start {dag_id}; it starts {', '.join(ACTIONS)}")
+    await _require_run_permission(user, dag_id)
     try:
         conf = await request.json()
     except ValueError as exc:
@@ -149,8 +220,7 @@ async def trigger(dag_id: str, request: Request, user: User) -> JSONResponse:
     if not isinstance(conf, dict) or set(conf) - ACTIONS[dag_id]:
         raise HTTPException(status_code=400, detail=f"{dag_id} accepts {sorted(ACTIONS[dag_id])} from this page, "
                                                     f"got {sorted(conf) if isinstance(conf, dict) else conf!r}")
-    auth = request.headers.get("authorization", "")
-    token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else request.cookies.get("_token", "")
+    token = bearer or request.cookies.get("_token", "")
     base = _api_base()
     async with httpx.AsyncClient(timeout=30) as client:
         resp = await client.post(f"{base}/api/v2/dags/{quote(dag_id)}/dagRuns",
@@ -168,7 +238,7 @@ async def trigger(dag_id: str, request: Request, user: User) -> JSONResponse:
         dag = await client.get(f"{base}/api/v2/dags/{quote(dag_id)}", headers={"Authorization": f"Bearer {token}"})
     if dag.status_code == 200 and dag.json().get("is_paused"):
         warning = f"{dag_id} is paused: the run waits until you unpause it"
-    log.info("LLMOps page: %s started %s %s with %s", getattr(user, "get_name", lambda: "?")(), dag_id,
+    log.info("LLMOps page: %s started %s %s with %s", _user_name(user), dag_id,
              run.get("dag_run_id"), conf)
     return JSONResponse({"dag_id": dag_id, "dag_run_id": run.get("dag_run_id"), "state": run.get("state"), "warning": warning,
                          "url": f"dags/{quote(dag_id)}/runs/{quote(str(run.get('dag_run_id')), safe='')}"})
