@@ -187,7 +187,8 @@ def strip_markdown_html(text: str) -> str:
 def parse_markdown(text: str, name: str) -> tuple[str, str]:
     """Title from the first ``#`` heading; raw HTML loses what parse_html removes from HTML files."""
     text = strip_markdown_html(text)
-    m = re.search(r"^#\s+(.+?)\s*#*\s*$", text, flags=re.M)
+    # [ \t], not \s: a heading never continues on the next line ("#\n\ntext" has no title)
+    m = re.search(r"^#[ \t]+(.*?\S.*?)[ \t]*#*[ \t]*$", text, flags=re.M)
     return (m.group(1).strip() if m else _stem_title(name)), text
 
 
@@ -259,7 +260,7 @@ def parse_html(text: str, name: str) -> tuple[str, str]:
     body = "\n".join(" ".join(ln.split()) if not ln.startswith("    ") else ln.rstrip() for ln in body.split("\n"))
     body = re.sub(r"\n{3,}", "\n\n", body).strip()
     if not title:
-        m = re.search(r"^#\s+(.+)$", body, flags=re.M)
+        m = re.search(r"^#[ \t]+(.*\S.*)$", body, flags=re.M)
         title = m.group(1).strip() if m else _stem_title(name)
     return title, body
 

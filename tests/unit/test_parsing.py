@@ -38,3 +38,32 @@ def test_unusable_files_raise_with_reason(data: bytes, reason: str) -> None:
         parse_file("f", data, fmt)
     assert err.value.reason == reason
     assert "f" in err.value.detail
+
+
+@pytest.mark.parametrize(("md", "title"), [
+    (b"#\n\nIntro paragraph here\n", "Readme"),  # an empty heading is no title, the next line is not one
+    (b"#   \n## Real\n\ntext\n", "Readme"),
+    (b"# Closed heading ##\n\ntext\n", "Closed heading"),
+    (b"#\tTabbed title\n\ntext\n", "Tabbed title"),
+])
+def test_markdown_title_never_spans_lines(md: bytes, title: str) -> None:
+    assert parse_file("readme.md", md, "md").title == title
+
+
+def test_markdown_raw_html_is_stripped_but_code_and_placeholders_are_kept() -> None:
+    md = (b"# Doc\n\nSee <project>/include and <b onclick=\"x()\">bold</b> text.\n\n"
+          b"<script>alert(1)</script>\n\nInline `<script>shown()</script>` code.\n\n"
+          b"```html\n<img src=x onerror=alert(2)>\n```\n\n[link](javascript:alert(3)) end.\n")
+    text = parse_file("doc.md", md, "md").text
+    assert "<project>/include" in text and "bold" in text and "onclick" not in text
+    assert "alert(1)" not in text and "javascript:" not in text and "link" in text
+    assert "`<script>shown()</script>`" in text  # a code span is shown as text
+    assert "<img src=x onerror=alert(2)>" in text  # so is fenced code
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_are_an_encoding_problem_with_the_fix(encoding: str) -> None:
+    with pytest.raises(ParseError) as err:
+        parse_file("notes.txt", ("Plain notes in the wrong encoding. " * 4).encode(encoding), "txt")
+    assert err.value.reason == "invalid_utf8"
+    assert "re-encode" in err.value.detail and "iconv" in err.value.detail and "notes.txt" in err.value.detail
