@@ -10,6 +10,11 @@ hand and prints where everything is (Ctrl-C stops it).
 Each worker is told its own name through ``[core] hostname_callable`` (`worker_hostname` below),
 as separate containers or hosts would have, so a task instance's ``hostname`` says which worker
 ran it.
+
+Faults for tests/e2e/test_faults_topology.py: :meth:`Topology.kill_worker` (SIGKILL a worker with
+its task processes), :meth:`Topology.start_worker` (a replacement under the same name),
+:meth:`Topology.stop_chroma` / :meth:`Topology.start_chroma` (the server behind the proxy, same
+path and port), and waits on task instances through the REST API (:meth:`Topology.wait_ti`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -115,7 +121,8 @@ class Topology:
 
     def __init__(self, workdir: Path, *, workers: int = 2, concurrency: int = 2, config_yaml: str = "",
                  smtp_port: int | None = None, prompts_dir: Path | None = None,
-                 extra_env: dict[str, str] | None = None, worker_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, worker_env: dict[str, str] | None = None,
+                 local_settings: str = "") -> None:
         self.workdir = workdir
         self.workers = workers
         self.concurrency = concurrency
@@ -124,6 +131,7 @@ class Topology:
         self.prompts_dir = prompts_dir
         self.extra_env = extra_env or {}
         self.worker_env = worker_env or {}
+        self.local_settings = local_settings  # airflow_local_settings.py (e.g. a cluster policy), if any
         self.logs = workdir / "logs"
         self.data_dir = workdir / "data"
         self.airflow_home = workdir / "airflow"
@@ -261,6 +269,9 @@ class Topology:
             d.mkdir(parents=True, exist_ok=True)
         (self.workdir / "ragops.yaml").write_text(self.config_yaml or "{}\n")
         (self.airflow_home / "passwords.json").write_text(json.dumps({"admin": ADMIN_PASSWORD, "viewer": "viewer"}))
+        if self.local_settings:  # Airflow imports it from $AIRFLOW_HOME/config in every process
+            (self.airflow_home / "config").mkdir(exist_ok=True)
+            (self.airflow_home / "config" / "airflow_local_settings.py").write_text(self.local_settings)
         self._pg(f'CREATE DATABASE "{self.af_db}"')
         self._pg(f'CREATE DATABASE "{self.state_db}"')
         self._flush_broker()
@@ -274,32 +285,50 @@ class Topology:
         self._spawn("dag-processor", [af, "dag-processor"])
         self._spawn("triggerer", [af, "triggerer"])
         for i in range(1, self.workers + 1):
-            name = f"worker{i}"
-            env = {**self.env(), "RAGOPS_TOPOLOGY_WORKER": name, **self.worker_env}
-            self._spawn(name, [af, "celery", "worker", "--concurrency", str(self.concurrency),
-                               "--celery-hostname", f"{name}@%h", "--skip-serve-logs", "--queues", "default"], env)
+            self._spawn_worker(f"worker{i}")
         _wait("the api-server's health endpoint", self._healthy, 300, self.procs, self.logs, every=2)
         for i in range(1, self.workers + 1):
-            _wait(f"worker{i} to be ready", lambda i=i: b" ready." in (self.logs / f"worker{i}.log").read_bytes(),
-                  300, self.procs, self.logs, every=2)
+            self._wait_worker_ready(f"worker{i}", 0)
         want = {p.stem for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_")}
         _wait("every DAG to be parsed", lambda: want <= {d["dag_id"] for d in self.api("/api/v2/dags?limit=100")[1]
                                                          .get("dags", [])}, 300, self.procs, self.logs, every=2)
         return self
 
     def _start_chroma(self) -> None:
-        self._spawn("chroma", [str(BIN / "chroma"), "run", "--path", str(self.workdir / "chroma"), "--host",
-                               "127.0.0.1", "--port", str(self.chroma_port)], env={**os.environ})
+        self._spawn_chroma()
         ngx = self.workdir / "nginx"
         site = render_proxy(self.chroma_token, f"127.0.0.1:{self.chroma_port}", f"127.0.0.1:{self.proxy_port}")
         nginx_conf(ngx, site)
         self._spawn("chroma-proxy", [NGINX, "-p", str(ngx), "-c", str(ngx / "nginx.conf")], env={**os.environ})
+        self._wait_chroma_up()
 
-        def up() -> bool:
-            req = urllib.request.Request(f"{self.chroma_url}/api/v2/heartbeat", headers={"X-Chroma-Token": self.chroma_token})
-            return urllib.request.urlopen(req, timeout=2).status == 200
+    def _spawn_chroma(self) -> None:
+        self._spawn("chroma", [str(BIN / "chroma"), "run", "--path", str(self.workdir / "chroma"), "--host",
+                               "127.0.0.1", "--port", str(self.chroma_port)], env={**os.environ})
 
-        _wait("the Chroma server behind its token proxy", up, 120, self.procs, self.logs, every=0.5)
+    def chroma_up(self) -> bool:
+        """The Chroma server answers its heartbeat through the token proxy."""
+        req = urllib.request.Request(f"{self.chroma_url}/api/v2/heartbeat", headers={"X-Chroma-Token": self.chroma_token})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return r.status == 200
+        except (OSError, urllib.error.HTTPError):
+            return False
+
+    def _wait_chroma_up(self, timeout: float = 120) -> None:
+        _wait("the Chroma server behind its token proxy", self.chroma_up, timeout, self.procs, self.logs, every=0.5)
+
+    def _spawn_worker(self, name: str) -> subprocess.Popen:
+        env = {**self.env(), "RAGOPS_TOPOLOGY_WORKER": name, **self.worker_env}
+        return self._spawn(name, [str(BIN / "airflow"), "celery", "worker", "--concurrency", str(self.concurrency),
+                                  "--celery-hostname", f"{name}@%h", "--skip-serve-logs", "--queues", "default"], env)
+
+    def _wait_worker_ready(self, name: str, offset: int, timeout: float = 300) -> None:
+        """Celery logs `<name>@host ready.` once it consumes; only the log after ``offset`` counts (a
+        restarted worker appends to its predecessor's log)."""
+        log = self.logs / f"{name}.log"
+        _wait(f"{name} to be ready", lambda: b" ready." in log.read_bytes()[offset:], timeout, self.procs, self.logs,
+              every=1)
 
     def _healthy(self) -> bool:
         with urllib.request.urlopen(f"{self.base}/api/v2/monitor/health", timeout=5) as r:
@@ -338,6 +367,72 @@ class Topology:
             self._flush_broker()
         except Exception:  # noqa: BLE001
             pass
+
+    # ---- faults ---------------------------------------------------------------------------------
+    def kill_worker(self, name: str) -> list[str]:
+        """SIGKILL a Celery worker as a lost host or OOM-killed container dies: the Celery main
+        process, its pool processes, their task supervisors and the task processes (each task runs
+        in a process group of its own), frozen first so none can fork or report, then killed at
+        once. No warm shutdown, nothing reaches the API server. Returns what was killed."""
+        import psutil
+
+        p = self.procs.pop(name)
+        root = psutil.Process(p.pid)
+        seen: dict[int, psutil.Process] = {}
+        for _ in range(3):  # freeze the tree; a process forked meanwhile is found on the next pass
+            for proc in [root, *root.children(recursive=True)]:
+                if proc.pid not in seen:
+                    seen[proc.pid] = proc
+                    try:
+                        proc.send_signal(signal.SIGSTOP)
+                    except psutil.NoSuchProcess:
+                        pass
+        killed = []
+        for proc in seen.values():
+            try:
+                killed.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
+                proc.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        p.wait(timeout=30)
+        psutil.wait_procs(list(seen.values()), timeout=30)
+        return killed
+
+    def start_worker(self, name: str, timeout: float = 300) -> None:
+        """Start a Celery worker under ``name`` (a replacement for a killed one keeps its name, as a
+        restarted container would) and wait until it consumes tasks."""
+        log = self.logs / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        self._spawn_worker(name)
+        self._wait_worker_ready(name, offset, timeout)
+
+    def stop_chroma(self) -> None:
+        """SIGKILL the `chroma run` server (its token proxy stays up, as in the compose file when
+        the chroma container dies): clients get 502 from the proxy until it is back."""
+        p = self.procs.pop("chroma")
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=30)
+        _wait("the Chroma server to be down", lambda: not self.chroma_up(), 30, every=0.2)
+
+    def start_chroma(self, timeout: float = 120) -> None:
+        """Start `chroma run` again on the same path and port, and wait until it answers."""
+        self._spawn_chroma()
+        self._wait_chroma_up(timeout)
+
+    def state_counts(self, index: str) -> dict[str, Any]:
+        """What the state store holds for an index: documents, chunks, the live collection."""
+        from sqlalchemy import func, select
+
+        from ragops import state
+
+        with state.session_scope(self.state_url) as s:
+            live = state.live_version(s, index)
+            docs = s.scalar(select(func.count()).select_from(state.Document).where(state.Document.index_name == index))
+            chunks = s.scalar(select(func.count()).select_from(state.Chunk).where(state.Chunk.index_name == index))
+            return {"documents": docs, "chunks": chunks, "live": live.collection if live else None}
 
     # ---- REST API -----------------------------------------------------------------------------
     def token(self) -> str:
@@ -405,6 +500,57 @@ class Topology:
         if code != 200:
             raise TopologyError(f"task instances of {dag_id}/{run_id}: HTTP {code} {body}")
         return list(body["task_instances"])
+
+    def wait_ti(self, dag_id: str, run_id: str, task_id: str, states: str | tuple[str, ...], *,
+                map_index: int | None = None, hostname: str | None = None, try_number: int | None = None,
+                timeout: float = 600, every: float = 0.5) -> dict[str, Any]:
+        """The first task instance of ``task_id`` (any map index unless one is given) in one of
+        ``states``, on worker ``hostname`` and at ``try_number`` when given."""
+        want = (states,) if isinstance(states, str) else states
+
+        def probe() -> dict[str, Any] | None:
+            for ti in self.task_instances(dag_id, run_id):
+                if ti["task_id"] == task_id and ti["state"] in want \
+                        and (map_index is None or ti.get("map_index", -1) == map_index) \
+                        and (hostname is None or ti.get("hostname") == hostname) \
+                        and (try_number is None or ti.get("try_number") == try_number):
+                    return ti
+            return None
+
+        where = f" on {hostname}" if hostname else ""
+        return _wait(f"{dag_id}.{task_id}[{'*' if map_index is None else map_index}] {'/'.join(want)}{where}", probe,
+                     timeout, self.procs, self.logs, every=every)
+
+    def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[dict[str, Any]]:
+        """Every try of a task instance (worker, state, start and end) from the REST API."""
+        code, body = self.api(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/tries")
+        if code != 200:
+            raise TopologyError(f"tries of {dag_id}/{run_id}/{task_id}[{map_index}]: HTTP {code} {body}")
+        return sorted(body["task_instances"], key=lambda t: t["try_number"])
+
+    def event_logs(self, dag_id: str, event: str) -> list[dict[str, Any]]:
+        """Audit-log entries of a DAG (e.g. the scheduler's ``heartbeat timeout``)."""
+        q = urllib.parse.urlencode({"dag_id": dag_id, "event": event, "limit": 100})
+        code, body = self.api(f"/api/v2/eventLogs?{q}")
+        if code != 200:
+            raise TopologyError(f"event logs of {dag_id}: HTTP {code} {body}")
+        return list(body["event_logs"])
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        """One try's log as a person reads it in the UI: each line, and each exception as `Type: message`."""
+        code, log = self.api(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/"
+                             f"{try_number}?map_index={map_index}")
+        if code != 200:
+            return f"(no log: HTTP {code})"
+        lines = []
+        for e in log.get("content") or []:
+            if not isinstance(e, dict):
+                lines.append(str(e))
+                continue
+            lines.append(str(e.get("event", e)))
+            for exc in e.get("error_detail") or []:
+                lines.append(f"{exc.get('exc_type')}: {exc.get('exc_value')}")
+        return "\n".join(lines)
 
     def failure_report(self, dag_id: str, run_id: str) -> str:
         lines = []
