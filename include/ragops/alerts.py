@@ -6,8 +6,14 @@ Pure library code: the Airflow layer (``ragops.airflow.alerting``) turns a DAG r
 Every alert is written to the state store's ``alerts`` table *before* it is sent. An identical
 alert (same fingerprint) inside ``alerts.dedupe_window_minutes`` of a sent one is folded: not
 sent, but counted in the next e-mail of that kind. Delivery is retried with exponential
-backoff; an alert that still cannot be delivered is marked ``failed``, logged at ERROR, and
-re-sent by the next delivery attempt of any alert (or ``ragops alerts flush``).
+backoff; an alert that still cannot be delivered is marked ``failed``, logged at ERROR and in
+the audit log (``alert_not_delivered``), and re-sent by the next successful delivery of any alert
+(or ``ragops alerts flush``).
+
+Exactly once, also across a mail outage: a row is claimed (status ``sending``) before it is
+sent, so two processes flushing at once never both send it; identical undelivered alerts go out
+as one e-mail that counts the others; and an alert with a ``key`` (set per task by the Airflow
+layer) is recorded once however often its task is retried.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select, update
 
 from ragops import state
 from ragops.config import Settings
@@ -38,6 +44,8 @@ SECRET_KEY_RE = re.compile(
 URL_CRED_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)([^@\s/]+)(@)")
 BEARER_RE = re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]{8,})")
 Sender = Callable[[EmailMessage], None]
+CLAIM_LEASE = dt.timedelta(minutes=15)  # longer than any delivery with its retries takes
+KEY_MEMORY = dt.timedelta(days=3)  # how long a task retry finds the alert its earlier try recorded
 
 
 @dataclass
@@ -67,6 +75,9 @@ class Alert:
     links: list[tuple[str, str]] = field(default_factory=list)
     figure_headers: list[str] | None = None  # None = FIGURE_HEADERS (candidate vs production)
     dedupe: bool = True  # False for decisions (a swap, a promotion): each one is news, never folded
+    # idempotency key, e.g. dag/run/task/map index: a retried task that sends the same alert again
+    # finds the outbox row of its earlier try instead of recording (and e-mailing) a second one
+    key: str | None = None
 
     def fingerprint(self) -> str:
         """Same event, place and kind of error = same alert (numbers and ids do not count)."""
@@ -249,14 +260,25 @@ def build_message(alert: Alert, sender: str, recipients: Iterable[str], folded: 
 
 def record(settings: Settings, alert: Alert, recipients: Iterable[str], *,
            now: dt.datetime | None = None) -> tuple[int, str]:
-    """Write the alert to the outbox. Returns (id, status): ``pending`` or ``folded``."""
+    """Write the alert to the outbox. Returns (id, status): ``pending`` or ``folded`` for a new
+    row; an alert with a ``key`` that is already in the outbox (a retried task sending the same
+    alert again) returns that row and its status instead of recording it twice."""
     now = now or state.utcnow()
     fp = alert.fingerprint()
     window = now - dt.timedelta(minutes=settings.alerts.dedupe_window_minutes)
     with state.session_scope(settings.state_db_url) as s:
+        if alert.key:
+            same = s.execute(select(state.AlertRecord).where(
+                state.AlertRecord.fingerprint == fp, state.AlertRecord.created_at >= now - KEY_MEMORY)
+                .order_by(state.AlertRecord.id.desc())).scalars()
+            for old in same:
+                if (old.payload or {}).get("key") == alert.key:
+                    log.info("alert already in the outbox as #%d (%s), not recorded again: %s", old.id, old.status,
+                             old.subject)
+                    return old.id, old.status
         recent = s.execute(
             select(state.AlertRecord.id).where(state.AlertRecord.fingerprint == fp,
-                                               state.AlertRecord.status.in_(("sent", "pending")),
+                                               state.AlertRecord.status.in_(("sent", "pending", "sending")),
                                                state.AlertRecord.created_at >= window).limit(1)
         ).scalar_one_or_none()
         status = "folded" if recent is not None and alert.dedupe else "pending"
@@ -271,27 +293,59 @@ def record(settings: Settings, alert: Alert, recipients: Iterable[str], *,
         return row.id, status
 
 
+def _claim(s: Any, ids: Iterable[int], now: dt.datetime) -> list[int]:
+    """Mark outbox rows as being sent by this process (status ``sending``, ``sent_at`` = claim
+    time) in one conditional UPDATE each, so two processes flushing at once never both send a row.
+    A claim older than ``CLAIM_LEASE`` (a process killed while sending) can be taken over."""
+    rec = state.AlertRecord
+    claimed = []
+    for i in ids:
+        res = s.execute(update(rec).where(
+            rec.id == i, or_(rec.status.in_(("pending", "failed")),
+                             and_(rec.status == "sending", rec.sent_at < now - CLAIM_LEASE)))
+            .values(status="sending", sent_at=now).execution_options(synchronize_session=False))
+        if res.rowcount:
+            claimed.append(i)
+    return claimed
+
+
 def deliver(settings: Settings, alert_id: int, send: Sender, *,
             sleep: Callable[[float], None] = time.sleep) -> bool:
-    """Send one outbox alert with retries and backoff; fold earlier identical alerts into it."""
+    """Send one outbox alert with retries and backoff; fold identical alerts into it. True if sent."""
+    return _deliver(settings, alert_id, send, sleep) == "sent"
+
+
+def _deliver(settings: Settings, alert_id: int, send: Sender, sleep: Callable[[float], None]) -> str:
+    """Returns sent | failed | undeliverable | busy (another process is sending it) | done (it
+    was already sent or folded)."""
+    now = state.utcnow()
     with state.session_scope(settings.state_db_url) as s:
         row = s.get(state.AlertRecord, alert_id)
-        if row is None or row.status in ("sent", "folded"):
-            return row is not None and row.status == "sent"
+        if row is None or row.status in ("sent", "folded", "undeliverable"):
+            return "done"
+        if not _claim(s, [alert_id], now):
+            log.info("alert #%d is being sent by another process", alert_id)
+            return "busy"
         alert = Alert.from_json(row.payload)
-        folded_rows = s.execute(select(state.AlertRecord).where(
-            state.AlertRecord.fingerprint == row.fingerprint, state.AlertRecord.status == "folded",
-            state.AlertRecord.folded_into.is_(None), state.AlertRecord.id != row.id)
+        late = bool(row.attempts)
+        others = s.execute(select(state.AlertRecord).where(
+            state.AlertRecord.fingerprint == row.fingerprint, state.AlertRecord.id != row.id,
+            or_(and_(state.AlertRecord.status == "folded", state.AlertRecord.folded_into.is_(None)),
+                state.AlertRecord.status.in_(("pending", "failed") if alert.dedupe else ())))
             .order_by(state.AlertRecord.created_at)).scalars().all()
-        folded_ids = [r.id for r in folded_rows]
-        since = folded_rows[0].created_at.isoformat(timespec="seconds") if folded_rows else None
+        folded_ids = [r.id for r in others if r.status == "folded"]
+        # identical alerts that were never delivered (the SMTP server was down) go out in this
+        # e-mail, not as one more copy each: claimed here so that no other process sends them
+        undelivered = _claim(s, [r.id for r in others if r.status != "folded"], now)
+        included = [r for r in others if r.id in set(folded_ids) | set(undelivered)]
+        since = included[0].created_at.isoformat(timespec="seconds") if included else None
         recipients = list(row.recipients)
     if not recipients:
         log.error("ALERT NOT SENT: no recipients configured for event %r (alerts.recipients): %s", alert.event,
                   subject(alert))
-        _finish(settings, alert_id, "undeliverable", 0, "no recipients configured", [])
-        return False
-    msg = build_message(alert, settings.alerts.from_email, recipients, len(folded_ids), since)
+        _finish(settings, alert_id, "undeliverable", 0, "no recipients configured", [], undelivered)
+        return "undeliverable"
+    msg = build_message(alert, settings.alerts.from_email, recipients, len(included), since)
     attempts = max(1, settings.alerts.send_attempts)
     error = ""
     for attempt in range(1, attempts + 1):
@@ -305,41 +359,63 @@ def deliver(settings: Settings, alert_id: int, send: Sender, *,
                             delay)
                 sleep(delay)
             continue
-        _finish(settings, alert_id, "sent", attempt, None, folded_ids)
+        _finish(settings, alert_id, "sent", attempt, None, folded_ids, undelivered, late=late)
         log.info("alert sent to %s: %s", ", ".join(recipients), msg["Subject"])
-        return True
-    _finish(settings, alert_id, "failed", attempts, error, [])
-    log.error("ALERT NOT DELIVERED after %d attempts (%s): %s. It stays in the outbox (status failed) and is "
-              "re-sent with the next alert or by `ragops alerts flush`.", attempts, error, msg["Subject"])
-    return False
+        return "sent"
+    _finish(settings, alert_id, "failed", attempts, error, [], undelivered)
+    log.error("ALERT NOT DELIVERED after %d attempts (%s): %s. It stays in the outbox (status failed, #%d) and is "
+              "re-sent with the next alert or by `ragops alerts flush`; check the SMTP server and the Airflow "
+              "Connection %s.", attempts, error, msg["Subject"], alert_id, settings.alerts.smtp_conn_id)
+    return "failed"
 
 
 def _finish(settings: Settings, alert_id: int, status: str, attempts: int, error: str | None,
-            folded_ids: list[int]) -> None:
+            folded_ids: list[int], undelivered: list[int], *, late: bool = False) -> None:
+    """Record the outcome. ``undelivered``: identical rows claimed for this e-mail, folded into it
+    when it was sent, back to ``failed`` when it was not."""
     with state.session_scope(settings.state_db_url) as s:
         row = s.get(state.AlertRecord, alert_id)
         row.status, row.error = status, error
         row.attempts = (row.attempts or 0) + attempts
+        row.sent_at = state.utcnow() if status == "sent" else None
+        for uid in undelivered:
+            other = s.get(state.AlertRecord, uid)
+            other.status = "folded" if status == "sent" else "failed"
+            other.sent_at = None
         if status == "sent":
-            row.sent_at = state.utcnow()
-            for fid in folded_ids:
+            for fid in folded_ids + undelivered:
                 s.get(state.AlertRecord, fid).folded_into = alert_id
+        if status == "failed":
+            state.audit(s, actor="ragops:alerts", action="alert_not_delivered", index_name=None, alert_id=alert_id,
+                        subject=row.subject, recipients=row.recipients, attempts=row.attempts, error=error,
+                        fix=f"check the SMTP server and the Airflow Connection {settings.alerts.smtp_conn_id}; "
+                            "the alert is re-sent with the next alert or by `ragops alerts flush`")
+        elif late and status == "sent":
+            state.audit(s, actor="ragops:alerts", action="alert_delivered_late", index_name=None, alert_id=alert_id,
+                        subject=row.subject, attempts=row.attempts, folded=folded_ids + undelivered)
 
 
 def flush(settings: Settings, send: Sender, *, sleep: Callable[[float], None] = time.sleep,
           max_age_hours: int = 72) -> dict[str, int]:
-    """Re-send every pending or failed alert of the last ``max_age_hours`` (oldest first)."""
-    cutoff = state.utcnow() - dt.timedelta(hours=max_age_hours)
+    """Re-send every pending or failed alert of the last ``max_age_hours`` (oldest first), and
+    any whose sender was killed while sending. Identical undelivered alerts go out as one e-mail."""
+    now = state.utcnow()
+    cutoff = now - dt.timedelta(hours=max_age_hours)
+    rec = state.AlertRecord
     with state.session_scope(settings.state_db_url) as s:
-        ids = list(s.execute(select(state.AlertRecord.id).where(
-            state.AlertRecord.status.in_(("pending", "failed")), state.AlertRecord.created_at >= cutoff)
-            .order_by(state.AlertRecord.id)).scalars())
+        ids = list(s.execute(select(rec.id).where(
+            or_(rec.status.in_(("pending", "failed")), and_(rec.status == "sending", rec.sent_at < now - CLAIM_LEASE)),
+            rec.created_at >= cutoff).order_by(rec.id)).scalars())
     sent = 0
     for i in ids:
-        if not deliver(settings, i, send, sleep=sleep):
+        outcome = _deliver(settings, i, send, sleep)
+        if outcome == "failed":
             break  # the server is down: the rest stay queued instead of each waiting out its retries
-        sent += 1
-    return {"retried": len(ids), "sent": sent, "failed": len(ids) - sent}
+        sent += outcome == "sent"
+    with state.session_scope(settings.state_db_url) as s:
+        left = s.execute(select(func.count()).select_from(rec).where(
+            rec.id.in_(ids or [-1]), rec.status.in_(("pending", "failed")))).scalar() or 0
+    return {"retried": len(ids), "sent": sent, "failed": left}
 
 
 def send(settings: Settings, alert: Alert, sender: Sender, *, secrets: Iterable[str] = (),
@@ -351,7 +427,7 @@ def send(settings: Settings, alert: Alert, sender: Sender, *, secrets: Iterable[
     if status == "folded":
         return {"id": alert_id, "status": "folded"}
     try:
-        if deliver(settings, alert_id, sender, sleep=sleep):
+        if status in ("pending", "failed") and _deliver(settings, alert_id, sender, sleep) == "sent":
             flush(settings, sender, sleep=sleep)  # the server is back: older undelivered alerts follow
     except Exception:  # noqa: BLE001 - the alert is recorded; a broken outbox must not fail the caller
         log.exception("ALERT DELIVERY CRASHED for outbox id %s; it stays recorded", alert_id)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,25 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from ragops.errors import StateStoreError
+from ragops.errors import StateStoreError, StateStoreUnavailableError
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# a server restart (pg_ctl restart, failover, container restart) takes seconds: new connections
+# wait for it this long before the error reaches the caller
+CONNECT_RETRY_SECONDS = 30.0
+# what PostgreSQL and libpq say while a server goes down, restarts or cannot be reached
+TRANSIENT_MARKERS = (
+    "the database system is starting up", "the database system is shutting down",
+    "the database system is in recovery mode", "the database system is not yet accepting connections",
+    "terminating connection due to administrator command", "server closed the connection unexpectedly",
+    "connection refused", "could not connect to server", "connection timed out", "timeout expired",
+    "connection reset by peer", "no route to host", "could not receive data from server",
+    "could not send data to server", "ssl syscall error", "connection already closed", "server conn crashed",
+)
 
 
 def utcnow() -> dt.datetime:
@@ -203,8 +217,9 @@ class AuditEntry(Base):
 class AlertRecord(Base):
     """The alert outbox: every alert is recorded before it is sent, so none is lost silently.
 
-    ``status``: pending (not yet delivered), sent, folded (an identical alert was sent inside the
-    dedupe window; it is listed in the next one), failed (delivery gave up; retried later),
+    ``status``: pending (not yet delivered), sending (claimed by a process that is sending it;
+    ``sent_at`` holds the claim time until it is sent), sent, folded (an identical alert was or
+    will be sent; it is counted in that e-mail), failed (delivery gave up; retried later),
     undeliverable (no recipients configured)."""
 
     __tablename__ = "alerts"
@@ -333,8 +348,42 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
+        # pre-ping: a pooled connection that a server restart killed is replaced, not used
         engine = create_engine(url, pool_pre_ping=True)
+        event.listen(engine, "do_connect", partial(_connect_with_retry, url))
     return engine
+
+
+def transient(exc: BaseException) -> bool:
+    """The database went away or is restarting (a retry can succeed), as opposed to a bad query,
+    a constraint violation or a wrong password. Only SQLAlchemy's errors qualify: a Chroma or
+    HTTP error raised inside a transaction is not the state store's."""
+    if isinstance(exc, DisconnectionError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    return exc.connection_invalidated or _transient_text(str(exc.orig or exc))
+
+
+def _transient_text(text: str) -> bool:
+    text = text.lower()
+    return any(m in text for m in TRANSIENT_MARKERS)
+
+
+def _connect_with_retry(url: str, dialect: Any, _conn_rec: Any, cargs: tuple, cparams: dict) -> Any:
+    """New connections wait out a restarting server (bounded by CONNECT_RETRY_SECONDS)."""
+    deadline = time.monotonic() + CONNECT_RETRY_SECONDS
+    delay = 0.2
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.Error as exc:
+            if not _transient_text(str(exc)) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("state store %s not reachable (%s); retrying in %.1fs", redact_url(url),
+                        " ".join(str(exc).split())[:200], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 3.0)
 
 
 def alembic_config(url: str) -> Any:
@@ -396,17 +445,31 @@ def redact_url(url: str) -> str:
 
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
-    """A transaction: commit on success, roll back on any error."""
+    """A transaction: commit on success, roll back on any error. A connection lost in between (the
+    server restarted) becomes :class:`StateStoreUnavailableError`, which the DAGs retry."""
     factory = sessionmaker(bind=get_engine(url), expire_on_commit=False)
     session = factory()
+    committing = False
     try:
         yield session
+        committing = True
         session.commit()
-    except BaseException:
+    except BaseException as exc:
         session.rollback()
+        if transient(exc):
+            raise StateStoreUnavailableError(_lost_connection(url, exc, committing)) from exc
         raise
     finally:
         session.close()
+
+
+def _lost_connection(url: str, exc: BaseException, committing: bool) -> str:
+    first = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+    outcome = ("it was lost while committing, so the transaction may or may not have been saved"
+               if committing else "the transaction was rolled back, nothing of it was saved")
+    return (f"lost the connection to the state store at {redact_url(url)} ({first}): the server restarted or the "
+            f"network dropped, and {outcome}. Every ragops step is safe to repeat: Airflow retries the task (on the "
+            "command line, run the command again); if it keeps failing, check that the database server is up")
 
 
 def audit(session: Session, actor: str, action: str, index_name: str | None, **detail: Any) -> None:

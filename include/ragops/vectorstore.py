@@ -3,12 +3,22 @@
 Chroma holds vectors (plus text and metadata for display); which collection serves an index is
 the state store's business. Two processes writing one embedded path corrupt it, so every write
 goes through :meth:`VectorStore.writer`, which takes an exclusive file lock in embedded mode.
+
+A full disk must not take the live index down with it. An embedded store that runs out of space
+in the middle of a write keeps the write in its log but cannot apply it, and then answers no read
+at all (count, get, query) until space is freed. So in embedded mode an upsert first checks that
+its estimated size fits with a reserve to spare, and refuses with :class:`VectorStoreFullError`
+when it does not; vectors that earlier upserts of the same writer section added are removed
+again, so the collection is as it was before the section (callers upsert before they record
+anything in the state store).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -17,10 +27,40 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ragops.config import Settings
-from ragops.errors import ConfigError, VectorStoreBusyError
+from ragops.errors import ConfigError, VectorStoreBusyError, VectorStoreFullError
 
 log = logging.getLogger(__name__)
 PAGE = 5000
+MIB = 1024 * 1024
+# free space an embedded store keeps after a write: room for deletes, compaction and SQLite's
+# journal; 2 % of the disk, at least 1 MiB, at most 64 MiB
+RESERVE_SHARE, RESERVE_MIN, RESERVE_MAX = 0.02, 1 * MIB, 64 * MIB
+OUT_OF_SPACE_MARKERS = ("no space left", "disk is full", "disk full", "os error 28", "enospc",
+                        "failed to apply logs to the hnsw segment writer")
+
+
+FIX = ("Fix: free space on that disk (or move the data directory, RAGOPS_DATA_DIR, to a larger one), then re-run "
+       "the sync")
+
+
+class _NoRoom(Exception):
+    """The pre-write check failed (becomes a VectorStoreFullError once the section is undone)."""
+
+
+def estimate_bytes(embeddings: np.ndarray, documents: Sequence[str], metadatas: Sequence[dict[str, Any]]) -> int:
+    """What an upsert adds to an embedded Chroma 1.x store, measured there: the vector is stored
+    about four times (log, HNSW, metadata segment), the text about eight (row plus trigram
+    full-text index), the metadata twice."""
+    dim = int(embeddings.shape[1]) if embeddings.ndim == 2 and len(embeddings) else 0
+    text = sum(len(d.encode("utf-8")) for d in documents)
+    meta = sum(len(json.dumps(m, default=str)) for m in metadatas)
+    return len(documents) * (16 * dim + 512) + 8 * text + 2 * meta
+
+
+def out_of_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return True
+    return any(m in str(exc).lower() for m in OUT_OF_SPACE_MARKERS)
 
 
 class VectorStore:
@@ -28,6 +68,8 @@ class VectorStore:
         self.settings = settings
         self.lock_timeout = lock_timeout
         self._client: Any = None
+        self._depth = 0  # writer() nesting
+        self._added: dict[str, list[str]] | None = None  # ids new in each collection in this writer section
 
     @property
     def mode(self) -> str:
@@ -60,9 +102,22 @@ class VectorStore:
 
     @contextmanager
     def writer(self) -> Iterator[None]:
-        """Exclusive writer section. Embedded: a file lock beside the store; server: no-op."""
+        """Exclusive writer section. Embedded: a file lock beside the store; server: no-op.
+        Ids that upserts add inside the section are remembered until it ends, so that a write the
+        disk has no room for can take them out again (see the module docstring)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
         if self.mode != "embedded":
-            yield
+            self._depth, self._added = 1, {}
+            try:
+                yield
+            finally:
+                self._depth, self._added = 0, None
             return
         from filelock import FileLock, Timeout
 
@@ -76,9 +131,11 @@ class VectorStore:
                 f"({lock.lock_file}); it is probably still ingesting: wait, or use a Chroma server for "
                 "concurrent writers"
             ) from exc
+        self._depth, self._added = 1, {}
         try:
             yield
         finally:
+            self._depth, self._added = 0, None
             lock.release()
 
     def _batch(self) -> int:
@@ -94,12 +151,67 @@ class VectorStore:
 
     def upsert(self, name: str, ids: Sequence[str], embeddings: np.ndarray, documents: Sequence[str],
                metadatas: Sequence[dict[str, Any]]) -> int:
-        col = self.collection(name, create=True)
-        step = self._batch()
-        for i in range(0, len(ids), step):
-            col.upsert(ids=list(ids[i:i + step]), embeddings=embeddings[i:i + step],
-                       documents=list(documents[i:i + step]), metadatas=list(metadatas[i:i + step]))
+        added = self._added.setdefault(name, []) if self._added is not None else None
+        try:
+            self._check_space(name, estimate_bytes(embeddings, documents, metadatas), len(ids))
+            col = self.collection(name, create=True)
+            step = self._batch()
+            for i in range(0, len(ids), step):
+                part = list(ids[i:i + step])
+                known = set(col.get(ids=part, include=[])["ids"]) if added is not None else set()
+                col.upsert(ids=part, embeddings=embeddings[i:i + step],
+                           documents=list(documents[i:i + step]), metadatas=list(metadatas[i:i + step]))
+                if added is not None:
+                    added.extend(x for x in part if x not in known)
+        except _NoRoom as exc:
+            raise VectorStoreFullError(f"{exc} {self._take_back()} {FIX}") from None
+        except Exception as exc:
+            if not out_of_space(exc):
+                raise
+            raise VectorStoreFullError(
+                f"no space left on device for the Chroma store at {self.describe()}: writing {len(ids)} vectors to "
+                f"{name} failed ({type(exc).__name__}: {exc}){self._space_note()}. {self._take_back()} The store "
+                f"may not answer reads until space is freed. {FIX}; the re-run removes what this write left behind"
+            ) from exc
         return len(ids)
+
+    def _space_note(self) -> str:
+        if self.mode != "embedded":
+            return ""
+        usage = shutil.disk_usage(self.settings.chroma_path)
+        return f"; {usage.free / MIB:.1f} MB of {usage.total / MIB:.0f} MB are free"
+
+    def _check_space(self, name: str, need: int, n: int) -> None:
+        """Refuse a write the disk under an embedded store has no room for (plus the reserve)."""
+        if self.mode != "embedded" or not n:
+            return
+        usage = shutil.disk_usage(self.settings.chroma_path)
+        reserve = int(min(max(usage.total * RESERVE_SHARE, RESERVE_MIN), RESERVE_MAX))
+        if usage.free - need >= reserve:
+            return
+        raise _NoRoom(
+            f"no space left on device for the embedded Chroma store at {self.settings.chroma_path}: writing {n} "
+            f"vectors to {name} needs about {need / MIB:.1f} MB and {reserve / MIB:.1f} MB must stay free for Chroma "
+            f"to keep serving, but only {usage.free / MIB:.1f} MB of {usage.total / MIB:.0f} MB are free."
+        )
+
+    def _take_back(self) -> str:
+        """Remove the ids this writer section added (nothing refers to them yet); says what happened."""
+        added = {name: ids for name, ids in (self._added or {}).items() if ids}
+        if not added:
+            return "Nothing was written to Chroma; the live index is unchanged."
+        n = sum(len(ids) for ids in added.values())
+        try:
+            for name, ids in added.items():
+                self.delete(name, ids)
+                ids.clear()
+        except Exception as exc:  # noqa: BLE001 - reported in the error the caller raises
+            log.error("could not remove the %d vectors this write added before the disk filled up: %s", n, exc)
+            return (f"The {n} vectors added before it could not be removed ({type(exc).__name__}); the next "
+                    "sync removes them.")
+        log.warning("removed the %d vectors this write had added to %s: the disk has no room for the rest", n,
+                    ", ".join(added))
+        return f"The {n} vectors added before it were removed again; the live index is unchanged."
 
     def delete(self, name: str, ids: Sequence[str]) -> int:
         if not ids or not self.has_collection(name):

@@ -97,8 +97,22 @@ def send_event(alert: Alert, recipients: list[str] | None = None) -> dict[str, A
     from ragops.config import load_settings
 
     settings = load_settings()
+    if alert.key is None:
+        alert.key = task_key()
     return alerts.send(settings, alert, smtp_sender(settings.alerts.smtp_conn_id), secrets=known_secrets(),
                        recipients=recipients)
+
+
+def task_key() -> str | None:
+    """dag/run/task/map index of the running task: the same alert sent again by a retry of that
+    task is then recorded and e-mailed once (``Alert.key``)."""
+    try:
+        from airflow.sdk import get_current_context
+
+        ti = get_current_context()["ti"]
+    except Exception:  # noqa: BLE001 - outside a task (tests, CLI) there is no key
+        return None
+    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{_map_index(ti)}"
 
 
 # ----------------------------------------------------------------------------------------------
