@@ -72,6 +72,13 @@ class VectorStoreBusyError(RagopsError):
     permanent = False
 
 
+class VectorStoreUnavailableError(RagopsError):
+    """The Chroma server did not answer (down, restarting, or its proxy answered 5xx). Transient:
+    nothing was recorded in the state store for the failed request, and a retry may succeed."""
+
+    permanent = False
+
+
 class VectorStoreFullError(RagopsError):
     """The disk under the embedded Chroma store has no room for a write. Permanent: a person
     must free space (or move the data directory) before a retry can succeed."""

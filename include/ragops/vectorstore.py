@@ -15,11 +15,12 @@ anything in the state store).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlparse
@@ -27,7 +28,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ragops.config import Settings
-from ragops.errors import ConfigError, VectorStoreBusyError, VectorStoreFullError
+from ragops.errors import ConfigError, VectorStoreBusyError, VectorStoreFullError, VectorStoreUnavailableError
 
 log = logging.getLogger(__name__)
 PAGE = 5000
@@ -61,6 +62,50 @@ def out_of_space(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno == 28:
         return True
     return any(m in str(exc).lower() for m in OUT_OF_SPACE_MARKERS)
+
+
+def server_down(exc: BaseException) -> str | None:
+    """What went wrong, when ``exc`` (or what caused it) means the Chroma server did not answer:
+    a refused or dropped connection, a timeout, or a 5xx answer (its proxy's 502 while it is down).
+    chromadb re-raises these as bare ``Exception``/``ValueError`` whose text is the proxy's HTML
+    page, so the cause chain and the text are both looked at."""
+    import httpx
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, httpx.HTTPStatusError) and e.response.status_code >= 500:
+            return f"HTTP {e.response.status_code} {e.response.reason_phrase}"
+        if isinstance(e, httpx.TransportError | ConnectionError):
+            return f"{type(e).__name__}: {e}"[:200]
+        e = e.__cause__ or e.__context__
+    text = str(exc)
+    for code in ("502 Bad Gateway", "503 Service", "504 Gateway"):
+        if code in text:
+            return f"HTTP {code}"
+    return None
+
+
+def _server_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """In server mode, a Chroma server that does not answer becomes a VectorStoreUnavailableError
+    (retried by the DAGs) instead of the proxy's HTML page in a ValueError."""
+
+    @functools.wraps(method)
+    def wrapper(self: VectorStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (VectorStoreFullError, VectorStoreBusyError, VectorStoreUnavailableError, ConfigError):
+            raise
+        except Exception as exc:
+            what = server_down(exc) if self.mode == "server" else None
+            if what is None:
+                raise
+            raise VectorStoreUnavailableError(
+                f"the Chroma server at {self.settings.chroma.url} did not answer ({what}): it is down or "
+                f"restarting. Nothing was recorded for this request; the task is retried (on the command "
+                f"line, run the command again once the server is up)") from exc
+    return wrapper
 
 
 class VectorStore:
@@ -270,3 +315,8 @@ class VectorStore:
 
     def drop(self, name: str) -> None:
         self.client.delete_collection(name)
+
+
+for _name in ("collection", "has_collection", "upsert", "delete", "ids", "count", "get_chunks", "get_embeddings",
+              "query_many", "query", "drop"):
+    setattr(VectorStore, _name, _server_errors(getattr(VectorStore, _name)))
