@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f\x80-\x9f]")
 BIDI_RE = re.compile("[\u202a-\u202e\u2066-\u2069]")  # embeddings, overrides, isolates (not LRM/RLM)
 # elements whose content is never shown as text: removed with their content, from HTML and Markdown alike
 DROP_TAGS = ("script", "style", "noscript", "template", "iframe", "svg", "canvas", "object", "embed", "head")

@@ -158,11 +158,13 @@ class VectorStore:
                 self._depth -= 1
             return
         if self.mode != "embedded":
-            self._depth, self._added = 1, {}
+            # no id tracking: only an embedded store's disk is checked and taken back (a server's
+            # disk is the server's business), so upserts cost no extra lookup here
+            self._depth = 1
             try:
                 yield
             finally:
-                self._depth, self._added = 0, None
+                self._depth = 0
             return
         from filelock import FileLock, Timeout
 
@@ -242,7 +244,9 @@ class VectorStore:
 
     def _take_back(self) -> str:
         """Remove the ids this writer section added (nothing refers to them yet); says what happened."""
-        added = {name: ids for name, ids in (self._added or {}).items() if ids}
+        if self._added is None:
+            return ""
+        added = {name: ids for name, ids in self._added.items() if ids}
         if not added:
             return "Nothing was written to Chroma; the live index is unchanged."
         n = sum(len(ids) for ids in added.values())
