@@ -2,11 +2,19 @@
 
 ``POST /v1/chat/completions`` answers deterministically:
 
-- a judge request (system message starting with "You grade answers") gets
-  ``{"score": N, "reason": "..."}`` with N cycling through ``judge_scores`` (4, 5, 4, ...), so
-  repeated samples differ;
+- a judge request (system message starting with "You grade answers") is graded BY CONTENT: the
+  QUESTION, CONTEXT and ANSWER sections of its user message are read, the answer is split into
+  sentences (citations ``[n]`` stripped), and a sentence is supported only when the context
+  contains it (normalised) or one context sentence contains all its content words and numbers
+  with the same negation words (not, no, never, ...). A request that asks for ``"claims"`` gets
+  ``{"claims": [{"claim", "supported", "reason"}, ...]}`` (one claim per sentence); any other gets
+  ``{"score": N, "reason": "..."}``: for faithfulness 5 when every sentence is supported, 1 when
+  none is, linear between; for relevance the share of the question's content words the answer
+  covers (an echo of the question, a refusal or an empty answer gets 1);
 - a user message with numbered passages ("[1] heading\\ntext\\n\\n[2] ...") gets the first
-  sentence of passage [1]'s text followed by " [1]";
+  sentence of passage [1]'s text followed by " [1]"; when the system message contains
+  ``ANSWER_WRONG`` that sentence is contradicted first (its first number changed, else a
+  negation inserted), so a prompt can steer the generator into wrong answers;
 - a user message with "(no passages)" (or without passages) gets the refusal "I don't know.".
 
 Usage: prompt_tokens = whitespace tokens of all messages, completion_tokens = those of the answer.
@@ -16,11 +24,15 @@ Usage: prompt_tokens = whitespace tokens of all messages, completion_tokens = th
 ``error500`` (always HTTP 500), ``flaky`` (the first ``flaky_failures`` requests after the mode was
 set get HTTP 500, then ok), ``slow`` (sleeps ``slow_seconds`` before answering) and ``auth`` (HTTP
 401 with an OpenAI-style error body that echoes the API key it received, as a leak trap),
-``down_after`` (``ok_requests`` answers, then HTTP 500 for good) and ``garbage_some`` (every
-``garbage_every``-th request gets an HTML body).
+``down_after`` (``ok_requests`` answers, then HTTP 500 for good), ``garbage_some`` (every
+``garbage_every``-th request gets an HTML body) and ``judge_garbage`` (every
+``judge_garbage_every``-th judge request gets a verdict that is not JSON; answers stay ok).
 
-Every request is recorded: ``requests`` (parsed JSON bodies), ``headers``, ``responses`` (the JSON
-bodies sent back with HTTP 200).
+``GET /v1/models`` lists ``[response_model]`` when it is set (a single-model server, like a
+llama.cpp or vLLM server), else answers 404 (as some endpoints do).
+
+Every request is recorded: ``requests`` (parsed JSON bodies of POST requests), ``headers``,
+``responses`` (the JSON bodies sent back with HTTP 200), ``model_listings`` (GET /v1/models count).
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ from typing import Any
 import pytest
 
 MODES = ("ok", "garbage", "bad_json", "no_choices", "error500", "flaky", "slow", "auth", "down_after",
-         "garbage_some")
+         "garbage_some", "judge_garbage")
 JUDGE_PREFIX = "You grade answers"
 REFUSAL = "I don't know."
 _PASSAGE_RE = re.compile(r"(?ms)^\[1\] (.*?)(?:\n\n|\Z)")
@@ -54,14 +66,104 @@ def first_sentence(text: str) -> str:
     return m.group(0) if m else text
 
 
+NEGATIONS = frozenset({"not", "no", "never", "none", "nothing", "nobody", "neither", "nor", "without"})
+STOPWORDS = frozenset("""a an and are as at be by can do does for from how i if in into is it its my of on or
+should so that the their then there these this to was what when where which who why will with you your
+""".split())
+_WORD_RE = re.compile(r"[a-z0-9]+")
+_CITATION_RE = re.compile(r"\s*\[\d+\]")
+_NUMBER_RE = re.compile(r"\d+")
+_AUX_RE = re.compile(r"\b(is|are|was|were|can|will|does|do|did|has|have|had|should|must|may|would|could)\b", re.I)
+_SECTION_RE = re.compile(r"(?ms)^(QUESTION|CONTEXT|ANSWER):\n(.*?)(?=^(?:QUESTION|CONTEXT|ANSWER):\n|\Z)")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words and numbers; "n't" and "cannot" become "not" (a negation is a word)."""
+    text = text.lower().replace("cannot", "can not").replace("n't", " not").replace("\u2019", "'")
+    return _WORD_RE.findall(text)
+
+
+def normalised(text: str) -> str:
+    return " ".join(words(text))
+
+
+def sentences(text: str) -> list[str]:
+    text = " ".join(_CITATION_RE.sub("", text).split())
+    return [m.group(0).strip() for m in _SENTENCE_RE.finditer(text)] or ([text] if text.strip() else [])
+
+
+def support(claim: str, context: str) -> tuple[bool, str]:
+    """(supported?, reason) of one answer sentence against the context, by content."""
+    if not words(claim):
+        return False, "empty claim"
+    if normalised(claim) in normalised(context):
+        return True, "stated in the context"
+    ws = words(claim)
+    content = {w for w in ws if w not in STOPWORDS and w not in NEGATIONS}
+    nums = {w for w in ws if _NUMBER_RE.fullmatch(w)}
+    neg = {w for w in ws if w in NEGATIONS}
+    best = "no context sentence has its words"
+    for sent in sentences(context.replace("\n", " . ")) or [context]:
+        cw = set(words(sent))
+        if not content <= cw:
+            continue
+        if not nums <= cw:
+            best = f"number(s) {', '.join(sorted(nums - cw))} not in the context"
+            continue
+        if neg != {w for w in cw if w in NEGATIONS}:
+            best = "contradicts the context (negation differs)"
+            continue
+        return True, "every word, number and negation is in one context sentence"
+    missing = sorted(content - set(words(context)))
+    if missing:
+        best = f"not in the context: {', '.join(missing[:5])}"
+    return False, best
+
+
+def grade(user: str, claims_format: bool, task: str) -> str:
+    """The judge's verdict on the QUESTION / CONTEXT / ANSWER of a judge request."""
+    parts = {name: body.strip() for name, body in _SECTION_RE.findall(user)}
+    question, context, answer = parts.get("QUESTION", ""), parts.get("CONTEXT", ""), parts.get("ANSWER", "")
+    sents = sentences(answer)
+    verdicts = [(c, *support(c, context)) for c in sents]
+    if claims_format:
+        return json.dumps({"claims": [{"claim": c, "supported": ok, "reason": why} for c, ok, why in verdicts]})
+    if task == "relevance":
+        q = {w for w in words(question) if w not in STOPWORDS}
+        a = {w for w in words(answer) if w not in STOPWORDS}
+        if not a or a <= q or answer.strip() == REFUSAL:
+            return json.dumps({"score": 1, "reason": "no answer beyond the question's own words"})
+        share = len(q & a) / max(len(q), 1)
+        score = 1 + round(4 * min(1.0, share * 1.5))
+        return json.dumps({"score": score, "reason": f"covers {share:.0%} of the question's terms"})
+    share = sum(ok for _, ok, _ in verdicts) / len(verdicts) if verdicts else 0.0
+    return json.dumps({"score": 1 + round(4 * share),
+                       "reason": f"{sum(ok for _, ok, _ in verdicts)} of {len(verdicts)} sentences supported"})
+
+
+def contradict(sentence: str) -> str:
+    """The sentence made wrong: its first number changed, else a negation inserted."""
+    m = _NUMBER_RE.search(sentence)
+    if m:
+        return f"{sentence[:m.start()]}{int(m.group(0)) + 3}{sentence[m.end():]}"
+    m = _AUX_RE.search(sentence)
+    if m:
+        return f"{sentence[:m.end()]} not{sentence[m.end():]}"
+    return f"It is not true that {sentence[:1].lower()}{sentence[1:]}"
+
+
 def answer_for(messages: list[dict[str, Any]]) -> str:
     """The deterministic answer to a (non-judge) chat request."""
     user = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+    system = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "system")
     m = _PASSAGE_RE.search(user)
     if m:
         block = m.group(1).split("\n", 1)
         body = block[1] if len(block) > 1 and block[1].strip() else block[0]  # line 1 is the heading
-        return f"{first_sentence(body)} [1]"
+        sentence = first_sentence(body)
+        if "ANSWER_WRONG" in system:
+            sentence = contradict(sentence)
+        return f"{sentence} [1]"
     return REFUSAL
 
 
@@ -85,6 +187,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode(), headers=headers)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's hook name
+        owner = self.server.owner
+        if self.path.rstrip("/") == "/v1/models" and owner.response_model:
+            with owner._lock:
+                owner.model_listings += 1
+            self._json(200, {"object": "list", "data": [{"id": owner.response_model, "object": "model",
+                                                         "created": 0, "owned_by": "tests"}]})
+            return
         self._json(404, {"error": {"message": f"no route GET {self.path}", "type": "invalid_request_error"}})
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
@@ -116,7 +225,8 @@ class LlmServer:
         self.ok_requests = 3  # down_after: this many answers, then HTTP 500 for good
         self.garbage_every = 3  # garbage_some: every n-th request gets an HTML body
         self.slow_seconds = 5.0
-        self.judge_scores: tuple[int, ...] = (4, 5)
+        self.judge_garbage_every = 1  # judge_garbage: every n-th judge request gets a verdict that is not JSON
+        self.model_listings = 0  # GET /v1/models requests answered
         self.response_model: str | None = None  # None = echo the requested model
         self.retry_after_ms: int | None = None  # sent with HTTP 500 when set (shortens the client's backoff)
         self._mode = "ok"
@@ -193,9 +303,13 @@ class LlmServer:
         system = next((str(m.get("content") or "") for m in messages if m.get("role") == "system"), "")
         if system.startswith(JUDGE_PREFIX):
             with self._lock:
-                score = self.judge_scores[self._judge_requests % len(self.judge_scores)]
                 self._judge_requests += 1
-            content = json.dumps({"score": score, "reason": f"deterministic test score {score}"})
+                garbage = self._mode == "judge_garbage" and self._judge_requests % self.judge_garbage_every == 0
+            user = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+            asks_claims = '"claims"' in system or '"claims"' in user
+            task = "relevance" if "relevan" in (system + user.split("QUESTION:", 1)[0]).lower() else "faithfulness"
+            content = ("Looks fine to me, mostly supported I would say." if garbage
+                       else grade(user, asks_claims, task))
         else:
             content = answer_for(messages)
         prompt_tokens = sum(tokens(str(m.get("content") or "")) for m in messages)

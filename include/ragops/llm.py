@@ -7,8 +7,7 @@
   facts or say "no".
 - ``ChatGenerator``: any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp
   server) through the official ``openai`` client, with a timeout, retries with backoff, token
-  usage from the response, and a response cache in the state store keyed by model, rendered
-  messages and parameters, so a rerun costs nothing.
+  usage from the response, and a response cache in the state store (see ``ChatClient``).
 """
 
 from __future__ import annotations
@@ -222,28 +221,65 @@ class LlmSettings:
 
 
 class ChatClient:
-    """One OpenAI-compatible endpoint with the state-store response cache."""
+    """One OpenAI-compatible endpoint with the state-store response cache.
 
-    def __init__(self, llm: LlmSettings, settings: Settings) -> None:
+    The cache must never freeze a measurement: an evaluation run passes ``cache_scope`` (its run
+    id), so its entries serve only a retry of that same run and every new run calls the model;
+    ``cache_scope=None`` is the shared cache (``--reuse-cache``, ad-hoc questions).
+
+    The key holds the requested model and the SERVED model (the name the endpoint reports, e.g.
+    a dated snapshot behind an alias). Which model the endpoint serves now is known from this
+    client's first live answer for a requested model; before that, from ``GET /models`` when the
+    endpoint lists exactly one model (a single-model server such as llama.cpp or vLLM). When
+    neither tells, the first request for a model goes to the endpoint, so a hit is only ever
+    served while the endpoint still serves the model that produced it."""
+
+    def __init__(self, llm: LlmSettings, settings: Settings, cache_scope: str | None = None) -> None:
         import openai
 
         self.llm = llm
         self.settings = settings
+        self.cache_scope = cache_scope
         self.client = openai.OpenAI(base_url=llm.base_url, api_key=llm.api_key or "not-needed",
                                     timeout=llm.timeout, max_retries=llm.max_retries)
         self.calls = 0  # requests that reached the endpoint (cache misses)
+        self.served: dict[str, str] = {}  # requested model -> the model the endpoint answered with (live)
+        self._listed: list[str] | None = None
+        self._listing_done = False
+
+    def _key(self, model: str, served: str, messages: list[dict[str, str]], params: dict[str, Any],
+             salt: str) -> str:
+        return hashlib.sha256(json.dumps({"base_url": self.llm.base_url, "model": model, "served_model": served,
+                                          "scope": self.cache_scope, "messages": messages, "params": params,
+                                          "salt": salt}, sort_keys=True).encode()).hexdigest()
+
+    def served_model(self, model: str) -> str | None:
+        """The model the endpoint serves for ``model`` now, if this client knows it."""
+        if model in self.served:
+            return self.served[model]
+        if not self._listing_done:
+            self._listing_done = True
+            try:
+                page = self.client.with_options(max_retries=0, timeout=min(self.llm.timeout, 10.0)).models.list()
+                self._listed = [str(m.id) for m in page.data]
+            except Exception as exc:  # noqa: BLE001 - many endpoints have no /models: then the first answer tells
+                log.debug("GET %s/models failed (%s): the served model is known after the first answer",
+                          self.llm.base_url, exc)
+        if self._listed is not None and len(self._listed) == 1:
+            return self._listed[0]
+        return None
 
     def chat(self, model: str, messages: list[dict[str, str]], params: dict[str, Any],
              salt: str = "") -> tuple[dict[str, Any], bool]:
         """(response summary, cached?). ``salt`` separates repeated samples of one request."""
         import openai
 
-        key = hashlib.sha256(json.dumps({"base_url": self.llm.base_url, "model": model, "messages": messages,
-                                         "params": params, "salt": salt}, sort_keys=True).encode()).hexdigest()
-        with state.session_scope(self.settings.state_db_url) as s:
-            hit = s.get(state.LlmCacheEntry, key)
-            if hit is not None:
-                return dict(hit.response), True
+        served = self.served_model(model)
+        if served is not None:
+            with state.session_scope(self.settings.state_db_url) as s:
+                hit = s.get(state.LlmCacheEntry, self._key(model, served, messages, params, salt))
+                if hit is not None and hit.response.get("model") == served:
+                    return dict(hit.response), True
         self.calls += 1
         try:
             resp = self.client.chat.completions.create(model=model, messages=messages, **params)  # type: ignore[arg-type]
@@ -277,6 +313,8 @@ class ChatClient:
         out = {"content": content, "model": getattr(resp, "model", model) or model,
                "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
                "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}
+        self.served[model] = out["model"]
+        key = self._key(model, out["model"], messages, params, salt)
         with state.session_scope(self.settings.state_db_url) as s:
             if s.get(state.LlmCacheEntry, key) is None:
                 s.add(state.LlmCacheEntry(key=key, model=model, response=out))
@@ -301,21 +339,94 @@ class ChatGenerator:
                           out["completion_tokens"], (time.perf_counter() - t0) * 1000, out["model"], cached)
 
 
-JUDGE_SYSTEM = ("You grade answers of a retrieval-augmented assistant. Reply with one JSON object "
-                '{"score": N, "reason": "..."} where N is an integer from 1 (worst) to 5 (best). Nothing else.')
+JUDGE_PREFIX = "You grade answers of a retrieval-augmented assistant."
+JUDGE_SYSTEMS = {
+    # claim-based: a list of verdicts is checkable and a share is a finer score than one 1-5 number
+    "faithfulness": (f"{JUDGE_PREFIX} Split the ANSWER into its atomic claims and check each against the CONTEXT "
+                     "alone: a claim is supported only if the CONTEXT states it, with the same numbers, names and "
+                     "negations. Reply with one JSON object and nothing else, of this schema: "
+                     '{"claims": [{"claim": "<one claim of the answer>", "supported": true or false, '
+                     '"reason": "<why, naming the passage or what is missing or contradicted>"}]}'),
+    "relevance": (f"{JUDGE_PREFIX} Rate the relevance of the ANSWER to the QUESTION. Reply with one JSON object "
+                  '{"score": N, "reason": "..."} where N is an integer from 1 (worst) to 5 (best). Nothing else.'),
+}
 JUDGE_TASKS = {
-    "faithfulness": "Is every statement of the ANSWER supported by the CONTEXT? 5 = fully supported, "
-                    "1 = mostly unsupported or contradicted.",
-    "relevance": "Does the ANSWER address the QUESTION directly and completely? 5 = fully, 1 = not at all.",
+    "faithfulness": "List the claims of the ANSWER and say for each whether the CONTEXT supports it.",
+    "relevance": "Does the ANSWER address the QUESTION directly and completely? 5 = fully, 1 = not at all. "
+                 "Repeating the question or saying nothing specific is not relevant.",
 }
 _SCORE_RE = re.compile(r'"?score"?\s*[:=]\s*([1-5])')
+_JSON_RE = re.compile(r"\{.*\}", re.S)
+
+
+def parse_claims(content: str) -> list[dict[str, Any]] | None:
+    """The judge's claim verdicts, or None when the reply is not the asked-for JSON."""
+    m = _JSON_RE.search(content or "")
+    if m is None:
+        return None
+    try:
+        data = json.loads(m.group(0))
+    except ValueError:
+        return None
+    claims = data.get("claims") if isinstance(data, dict) else None
+    if not isinstance(claims, list) or not claims:
+        return None
+    out = []
+    for c in claims:
+        if not isinstance(c, dict):
+            return None
+        verdict = c.get("supported")
+        if isinstance(verdict, str) and verdict.strip().lower() in ("yes", "true", "no", "false"):
+            verdict = verdict.strip().lower() in ("yes", "true")
+        if not isinstance(verdict, bool):
+            return None
+        out.append({"claim": str(c.get("claim", ""))[:500], "supported": verdict,
+                    "reason": str(c.get("reason", ""))[:300]})
+    return out
+
+
+def _new_stats() -> dict[str, Any]:
+    return {"calls": 0, "cached_calls": 0, "tokens_in": 0, "tokens_out": 0, "billed_tokens_in": 0,
+            "billed_tokens_out": 0, "ms": 0.0, "unparsed": {}, "served_models": set(), "unsupported_claims": []}
 
 
 class Judge:
-    """LLM-as-judge: faithfulness and relevance on a 1-5 scale mapped to [0, 1], asked n times."""
+    """LLM-as-judge, asked ``runs`` times per task. Faithfulness is claim-based: the judge lists the
+    answer's claims with a supported yes/no and a reason; the score is the supported share.
+    Relevance is a 1-5 rating mapped to [0, 1]. A verdict that cannot be parsed is counted
+    (``judge_<task>_unparsed``), never silently dropped. The judge's own tokens, latency and
+    calls accumulate in ``stats`` apart from the generator's; ``take_stats`` hands them out per
+    question."""
 
     def __init__(self, client: ChatClient, model: str, runs: int, temperature: float = 0.7) -> None:
         self.client, self.model, self.runs, self.temperature = client, model, runs, temperature
+        self.stats = _new_stats()
+
+    def take_stats(self) -> dict[str, Any]:
+        """The judge's calls, tokens, milliseconds, unparsed verdicts and unsupported claims since
+        the last call (one question's worth when called per question)."""
+        out, self.stats = self.stats, _new_stats()
+        out["served_models"] = sorted(out["served_models"])
+        out["ms"] = round(out["ms"], 2)
+        return out
+
+    def _ask(self, task: str, user: str, i: int) -> str:
+        t0 = time.perf_counter()
+        resp, cached = self.client.chat(self.model, [{"role": "system", "content": JUDGE_SYSTEMS[task]},
+                                                     {"role": "user", "content": user}],
+                                        {"temperature": self.temperature}, salt=f"judge-{task}-{i}")
+        st = self.stats
+        st["calls"] += 1
+        st["ms"] += (time.perf_counter() - t0) * 1000
+        st["tokens_in"] += resp["prompt_tokens"]
+        st["tokens_out"] += resp["completion_tokens"]
+        if cached:
+            st["cached_calls"] += 1
+        else:
+            st["billed_tokens_in"] += resp["prompt_tokens"]
+            st["billed_tokens_out"] += resp["completion_tokens"]
+        st["served_models"].add(resp["model"])
+        return str(resp["content"])
 
     def score(self, question: str, answer: str, contexts: list[Context]) -> dict[str, Any]:
         ctx = "\n\n".join(c.render() for c in contexts)
@@ -325,18 +436,28 @@ class Judge:
             scores: list[float] = []
             failures = 0
             for i in range(self.runs):
-                resp, _ = self.client.chat(self.model, [{"role": "system", "content": JUDGE_SYSTEM},
-                                                        {"role": "user", "content": user}],
-                                           {"temperature": self.temperature}, salt=f"judge-{task}-{i}")
-                m = _SCORE_RE.search(resp["content"])
-                if m:
-                    scores.append((int(m.group(1)) - 1) / 4)
+                content = self._ask(task, user, i)
+                if task == "faithfulness":
+                    claims = parse_claims(content)
+                    if claims is None:
+                        failures += 1
+                        continue
+                    scores.append(sum(c["supported"] for c in claims) / len(claims))
+                    if i == 0:
+                        self.stats["unsupported_claims"] = [c for c in claims if not c["supported"]][:10]
                 else:
-                    failures += 1
+                    m = _SCORE_RE.search(content)
+                    if m is None:
+                        failures += 1
+                        continue
+                    scores.append((int(m.group(1)) - 1) / 4)
             if scores:
                 out[f"judge_{task}"] = float(np.mean(scores))
                 out[f"judge_{task}_spread"] = float(np.std(scores))
             out[f"judge_{task}_samples"] = scores
             if failures:
                 out[f"judge_{task}_unparsed"] = failures
+                self.stats["unparsed"][task] = self.stats["unparsed"].get(task, 0) + failures
+                log.warning("judge %s: %d of %d %s verdict(s) could not be parsed", self.model, failures, self.runs,
+                            task)
         return out

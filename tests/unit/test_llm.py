@@ -105,7 +105,7 @@ def test_no_passages_is_a_refusal(settings, prompt: Prompt, llm_server: LlmServe
 
 def test_cache_hits_skip_the_endpoint_and_survive_a_new_client(settings, prompt: Prompt,
                                                                llm_server: LlmServer) -> None:
-    client = ChatClient(llm(llm_server), settings)
+    client = ChatClient(llm(llm_server), settings)  # the shared cache (cache_scope None: --reuse-cache)
     first = ChatGenerator(client).generate(prompt, QUESTION, CONTEXTS)
     again = ChatGenerator(client).generate(prompt, QUESTION, CONTEXTS)
     assert (first.cached, again.cached) == (False, True)
@@ -122,11 +122,13 @@ def test_cache_hits_skip_the_endpoint_and_survive_a_new_client(settings, prompt:
     assert not fewer.cached and llm_server.count == 4
     assert cache_rows(settings) == 4
 
-    fresh = ChatClient(llm(llm_server), settings)  # the cache is in the state store, not in the client
-    for p, q, ctx in ((prompt, QUESTION, CONTEXTS), (chat_prompt(temperature=0.7), QUESTION, CONTEXTS),
-                      (prompt, "Who retries failed runs?", CONTEXTS)):
+    # a new client (a new process) does not know what the endpoint serves: this endpoint lists no
+    # models, so its first request per model goes to the endpoint; after that, hits are served
+    fresh = ChatClient(llm(llm_server), settings)
+    assert not ChatGenerator(fresh).generate(prompt, QUESTION, CONTEXTS).cached
+    for p, q, ctx in ((chat_prompt(temperature=0.7), QUESTION, CONTEXTS), (prompt, "Who retries failed runs?", CONTEXTS)):
         assert ChatGenerator(fresh).generate(p, q, ctx).cached
-    assert fresh.calls == 0 and llm_server.count == 4
+    assert fresh.calls == 1 and llm_server.count == 5
 
     elsewhere = LlmServer().start()  # another endpoint serving the same model name is another cache
     try:
@@ -134,6 +136,35 @@ def test_cache_hits_skip_the_endpoint_and_survive_a_new_client(settings, prompt:
         assert not gen.cached and elsewhere.count == 1
     finally:
         elsewhere.stop()
+
+
+def test_cache_scope_separates_runs_and_the_served_model_is_part_of_the_key(settings, prompt: Prompt,
+                                                                           llm_server: LlmServer) -> None:
+    llm_server.response_model = "served-a"  # a single-model server: GET /v1/models lists it
+    night1 = ChatClient(llm(llm_server), settings, cache_scope="nightly-1")
+    assert not ChatGenerator(night1).generate(prompt, QUESTION, CONTEXTS).cached
+    night2 = ChatClient(llm(llm_server), settings, cache_scope="nightly-2")  # the next night calls the model
+    assert not ChatGenerator(night2).generate(prompt, QUESTION, CONTEXTS).cached
+    assert llm_server.count == 2
+
+    retry = ChatClient(llm(llm_server), settings, cache_scope="nightly-1")  # a retry of night 1, new process
+    gen = ChatGenerator(retry).generate(prompt, QUESTION, CONTEXTS)
+    assert gen.cached and gen.model == "served-a" and retry.calls == 0 and llm_server.count == 2
+    assert llm_server.model_listings >= 1  # it learned the served model from GET /v1/models
+
+    llm_server.response_model = "served-b"  # the endpoint now serves another model under the same name
+    retry_b = ChatClient(llm(llm_server), settings, cache_scope="nightly-1")
+    gen = ChatGenerator(retry_b).generate(prompt, QUESTION, CONTEXTS)
+    assert not gen.cached and gen.model == "served-b" and llm_server.count == 3
+    assert retry_b.served == {"test-chat-model": "served-b"}
+    # in one process: the first live answer tells the served model; an entry of the old one is never served
+    shared = ChatClient(llm(llm_server), settings)
+    assert not ChatGenerator(shared).generate(prompt, QUESTION, CONTEXTS).cached
+    assert ChatGenerator(shared).generate(prompt, QUESTION, CONTEXTS).cached
+    llm_server.response_model = "served-c"
+    shared2 = ChatClient(llm(llm_server), settings)
+    assert not ChatGenerator(shared2).generate(prompt, QUESTION, CONTEXTS).cached
+    assert llm_server.count == 5
 
 
 def test_retries_with_backoff_then_succeeds(settings, prompt: Prompt, llm_server: LlmServer) -> None:
@@ -225,29 +256,104 @@ def test_slow_endpoint_times_out_quickly(settings, prompt: Prompt, llm_server: L
     assert llm_server.count == 1 and cache_rows(settings) == 0
 
 
-def test_judge_samples_spread_and_cache(settings, llm_server: LlmServer) -> None:
-    client = ChatClient(llm(llm_server), settings)
-    answer = "The scheduler runs every hour on the hour. [1]"
-    scores = Judge(client, "judge-model", runs=3).score(QUESTION, answer, CONTEXTS)
+JUDGE_CONTEXTS = [
+    Context(1, "c1", "alpha.md", 0.82, "Alpha guide", "Scheduling",
+            "The scheduler runs every hour on the hour. A failed run is retried 2 times before anyone is paged."),
+    Context(2, "c2", "beta.md", 0.61, "Beta guide", "Retention",
+            "Old index versions are not deleted immediately. The last 2 versions are kept for rollback."),
+]
+GROUNDED = ("The scheduler runs every hour on the hour. [1] A failed run is retried 2 times before anyone is "
+            "paged. [1] Old index versions are not deleted immediately. [2]")
+NEGATED = GROUNDED.replace("are not deleted immediately", "are deleted immediately")
+NUMBER = GROUNDED.replace("retried 2 times", "retried 5 times")
 
-    judge_requests = [r for r in llm_server.requests if r["messages"][0]["content"].startswith("You grade answers")]
-    assert len(judge_requests) == llm_server.count == 6  # 3 samples x (faithfulness, relevance)
-    assert all(r["model"] == "judge-model" and r["temperature"] == 0.7 for r in judge_requests)
-    for task in ("faithfulness", "relevance"):
-        assert 0.0 <= scores[f"judge_{task}"] <= 1.0
-        assert len(scores[f"judge_{task}_samples"]) == 3
-        assert all(0.0 <= s <= 1.0 for s in scores[f"judge_{task}_samples"])
-        assert scores[f"judge_{task}_spread"] > 0
-        assert f"judge_{task}_unparsed" not in scores
-    # server scores cycle 4, 5, 4 | 5, 4, 5 -> (1-5 mapped to 0-1)
-    assert scores["judge_faithfulness_samples"] == [0.75, 1.0, 0.75]
-    assert scores["judge_relevance_samples"] == [1.0, 0.75, 1.0]
-    assert scores["judge_faithfulness"] == pytest.approx(2.5 / 3)
 
-    calls = client.calls
-    again = Judge(ChatClient(llm(llm_server), settings), "judge-model", runs=3).score(QUESTION, answer, CONTEXTS)
-    assert again == scores
-    assert llm_server.count == 6 and client.calls == calls == 6
+def judge_requests(server: LlmServer) -> list[dict[str, Any]]:
+    return [r for r in server.requests if r["messages"][0]["content"].startswith("You grade answers")]
+
+
+def test_judge_faithfulness_is_claim_based_and_drops_for_contradicted_answers(settings, llm_server: LlmServer) -> None:
+    judge = Judge(ChatClient(llm(llm_server), settings), "judge-model", runs=2)
+    good = judge.score(QUESTION, GROUNDED, JUDGE_CONTEXTS)
+    good_stats = judge.take_stats()
+    negated = judge.score(QUESTION, NEGATED, JUDGE_CONTEXTS)
+    neg_stats = judge.take_stats()
+    number = judge.score(QUESTION, NUMBER, JUDGE_CONTEXTS)
+    both = judge.score(QUESTION, NEGATED.replace("retried 2 times", "retried 5 times"), JUDGE_CONTEXTS)
+
+    assert good["judge_faithfulness"] == 1.0 and good["judge_faithfulness_samples"] == [1.0, 1.0]
+    assert negated["judge_faithfulness"] == pytest.approx(2 / 3)  # one claim of three contradicted
+    assert number["judge_faithfulness"] == pytest.approx(2 / 3)
+    assert both["judge_faithfulness"] == pytest.approx(1 / 3)
+    assert good["judge_faithfulness"] > negated["judge_faithfulness"] > both["judge_faithfulness"]
+    assert "judge_faithfulness_unparsed" not in good
+    # the verdict names the unsupported claim and why
+    assert good_stats["unsupported_claims"] == []
+    [claim] = neg_stats["unsupported_claims"]
+    assert "deleted immediately" in claim["claim"] and "negation" in claim["reason"]
+
+    # the request asks for claims with the JSON schema, and carries the three sections
+    req = judge_requests(llm_server)[0]
+    assert '"claims"' in req["messages"][0]["content"] and '"supported"' in req["messages"][0]["content"]
+    assert all(f"{h}:\n" in req["messages"][1]["content"] for h in ("QUESTION", "CONTEXT", "ANSWER"))
+    # judge accounting, apart from the generator: 2 tasks x 2 runs per answer
+    assert good_stats["calls"] == 4 and good_stats["cached_calls"] == 0
+    assert good_stats["tokens_in"] > 0 and good_stats["tokens_out"] > 0 and good_stats["ms"] > 0
+    assert good_stats["served_models"] == ["judge-model"]
+
+
+def test_judge_relevance_does_not_reward_an_echo(settings, llm_server: LlmServer) -> None:
+    judge = Judge(ChatClient(llm(llm_server), settings), "judge-model", runs=1)
+    answer = judge.score(QUESTION, "The scheduler runs every hour on the hour. [1]", JUDGE_CONTEXTS)
+    echo = judge.score(QUESTION, "How often does the scheduler run?", JUDGE_CONTEXTS)
+    assert answer["judge_relevance"] > echo["judge_relevance"] == 0.0
+
+
+def test_unparseable_verdicts_are_counted_not_dropped(settings, llm_server: LlmServer) -> None:
+    llm_server.mode = "judge_garbage"
+    llm_server.judge_garbage_every = 2  # every second judge request gets prose instead of JSON
+    judge = Judge(ChatClient(llm(llm_server), settings), "judge-model", runs=2)
+    scores = judge.score(QUESTION, GROUNDED, JUDGE_CONTEXTS)
+    stats = judge.take_stats()
+    # requests: faith#0 ok, faith#1 garbage, rel#0 ok, rel#1 garbage
+    assert scores["judge_faithfulness_unparsed"] == 1 and scores["judge_relevance_unparsed"] == 1
+    assert scores["judge_faithfulness_samples"] == [1.0] and len(scores["judge_relevance_samples"]) == 1
+    assert stats["unparsed"] == {"faithfulness": 1, "relevance": 1} and stats["calls"] == 4
+
+    llm_server.judge_garbage_every = 1  # nothing parseable: no score at all, and every failure counted
+    none = judge.score(QUESTION, "The scheduler runs every hour. [1]", JUDGE_CONTEXTS)
+    assert "judge_faithfulness" not in none and "judge_relevance" not in none
+    assert none["judge_faithfulness_unparsed"] == 2 and none["judge_relevance_unparsed"] == 2
+    assert judge.take_stats()["unparsed"] == {"faithfulness": 2, "relevance": 2}
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ('{"claims": [{"claim": "a", "supported": true, "reason": "r"}, {"claim": "b", "supported": false}]}', [True, False]),
+    ('Here you go: {"claims": [{"claim": "a", "supported": "yes"}]} done', [True]),
+    ('{"claims": []}', None),
+    ('{"claims": [{"claim": "a", "supported": "maybe"}]}', None),
+    ('{"score": 5}', None),
+    ("Everything is supported.", None),
+    ('{"claims": [{"claim": "a", "supported": tru', None),
+])
+def test_parse_claims(reply: str, expected: list[bool] | None) -> None:
+    from ragops.llm import parse_claims
+
+    got = parse_claims(reply)
+    assert (None if got is None else [c["supported"] for c in got]) == expected
+
+
+def test_judge_is_cached_only_within_its_scope(settings, llm_server: LlmServer) -> None:
+    scoped = ChatClient(llm(llm_server), settings, cache_scope="run-1")
+    first = Judge(scoped, "judge-model", runs=2).score(QUESTION, GROUNDED, JUDGE_CONTEXTS)
+    assert llm_server.count == 4
+    again = Judge(ChatClient(llm(llm_server), settings, cache_scope="run-1"), "judge-model", runs=2)
+    assert again.score(QUESTION, GROUNDED, JUDGE_CONTEXTS) == first
+    # this endpoint lists no models: the first request of the new client goes out, the rest are hits
+    assert llm_server.count == 5 and again.take_stats()["cached_calls"] == 3
+    other = Judge(ChatClient(llm(llm_server), settings, cache_scope="run-2"), "judge-model", runs=2)
+    other.score(QUESTION, GROUNDED, JUDGE_CONTEXTS)
+    assert llm_server.count == 9
 
 
 def test_is_refusal(settings) -> None:
