@@ -256,6 +256,32 @@ def cmd_drift_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_llm_serve(args: argparse.Namespace) -> int:
+    from ragops.generation.local import LocalChatModel
+    from ragops.generation.server import serve
+
+    model = LocalChatModel(_settings(args).data_dir, path=args.model_file, threads=args.threads)
+    print(f"loading {model.served_name} from {model.file.path} (sha256 {model.file.sha256[:12]}...)", flush=True)
+    model.load()
+    print(f"loaded in {model.load_seconds:.1f}s from {model.loaded_from}", flush=True)
+    serve(model, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_llm_info(args: argparse.Namespace) -> int:
+    from ragops.generation.local import LocalChatModel
+
+    model = LocalChatModel(_settings(args).data_dir, path=args.model_file)
+    info = {**model.file.info(), "converted_dir": str(model.converted_dir),
+            "converted": (model.converted_dir / "config.json").is_file()}
+    if args.json:
+        _print_json(info)
+    else:
+        for k, v in info.items():
+            print(f"{k:14} {v}")
+    return 0
+
+
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from ragops.retrieval import quarantine_entries
 
@@ -683,6 +709,21 @@ def build_parser() -> argparse.ArgumentParser:
     x = dr.add_parser("show", help="one check's parameters, figures and breaches (JSON)")
     x.add_argument("check_id")
     x.set_defaults(fn=cmd_drift_show)
+
+    lm = sub.add_parser("llm", help="the bundled local chat model (SmolLM2-135M-Instruct, CPU) and its "
+                                    "OpenAI-compatible server").add_subparsers(dest="llm_command", required=True)
+    x = lm.add_parser("serve", help="serve the local model at http://HOST:PORT/v1 (foreground; Ctrl-C stops)")
+    x.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 in a container)")
+    x.add_argument("--port", type=int, default=8765)
+    x.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: RAGOPS_TORCH_THREADS "
+                                                             "or torch's default)")
+    x.add_argument("--model-file", default=None, help="another GGUF file (default: RAGOPS_LOCAL_MODEL_FILE or "
+                                                      "the bundled one)")
+    x.set_defaults(fn=cmd_llm_serve)
+    x = lm.add_parser("info", help="the model file: path, size, sha256, served name")
+    x.add_argument("--json", action="store_true")
+    x.add_argument("--model-file", default=None)
+    x.set_defaults(fn=cmd_llm_info)
     return p
 
 

@@ -105,6 +105,13 @@ class LlmError(RagopsError):
     permanent = False
 
 
+class LocalModelError(LlmError):
+    """The bundled local model (a GGUF file) is missing, truncated or corrupt, or cannot be loaded.
+    A retry cannot fix a file: permanent."""
+
+    permanent = True
+
+
 class EvalError(RagopsError):
     """An evaluation run cannot start or could not finish; completed results are kept."""
 
