@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.llm_server import llm_server  # noqa: F401
+from tests.local_llm import local_llm  # noqa: F401
 from tests.topology import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
