@@ -32,7 +32,7 @@ TEMPLATE = ROOT / "deploy" / "chroma-proxy" / "default.conf.template"
 
 AIRFLOW_SERVICES = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer", "airflow-worker", "flower", "ragops-cli"}
-EXPECTED_SERVICES = AIRFLOW_SERVICES | {"postgres", "redis", "chroma", "chroma-proxy", "mailpit"}
+EXPECTED_SERVICES = AIRFLOW_SERVICES | {"postgres", "redis", "chroma", "chroma-proxy", "mailpit", "llm"}
 ONE_SHOT = {"airflow-init", "ragops-cli"}  # run to completion: no healthcheck
 REQUIRED_SECRETS = ["CHROMA_TOKEN", "POSTGRES_PASSWORD", "RAGOPS_DB_PASSWORD", "AIRFLOW_FERNET_KEY",
                     "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD",
@@ -136,7 +136,8 @@ def test_every_service_is_there_and_long_running_ones_have_healthchecks(cfg: dic
     services = cfg["services"]
     assert set(services) == EXPECTED_SERVICES
     # the Airflow containers are exactly the ones running our image
-    assert {n for n, s in services.items() if s.get("image") == airflow_image(cfg)} == AIRFLOW_SERVICES
+    # (and the local LLM server, `ragops llm serve` from the same image)
+    assert {n for n, s in services.items() if s.get("image") == airflow_image(cfg)} == AIRFLOW_SERVICES | {"llm"}
     for name, svc in services.items():
         if name not in ONE_SHOT and name != "chroma":  # chroma's health is checked through its proxy
             assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
@@ -267,6 +268,21 @@ def test_alert_mail_goes_to_the_mail_catcher(cfg: dict[str, Any]) -> None:
         assert conn["extra"] == {"disable_tls": True, "disable_ssl": True}
     # empty llm_default = no Connection = the offline extractive generator
     assert services["airflow-worker"]["environment"]["AIRFLOW_CONN_LLM_DEFAULT"] == ""
+
+
+def test_local_llm_service_is_internal_and_the_workers_have_its_connection(cfg: dict[str, Any]) -> None:
+    services = cfg["services"]
+    llm = services["llm"]
+    assert llm["entrypoint"] == ["ragops"] and llm["command"][:2] == ["llm", "serve"]
+    assert llm["command"][llm["command"].index("--host") + 1] == "0.0.0.0"
+    assert not llm.get("ports"), "the local model is reachable inside the compose network only"
+    assert {str(p) for p in llm.get("expose", [])} == {"8765"}
+    assert "/health" in " ".join(llm["healthcheck"]["test"])
+    assert any(v["target"] == llm["environment"]["RAGOPS_DATA_DIR"] for v in llm["volumes"])
+    for name in AIRFLOW_SERVICES:
+        conn = json.loads(services[name]["environment"]["AIRFLOW_CONN_LLM_LOCAL"])
+        assert conn["host"] == "http://llm:8765/v1", name
+        assert conn["extra"]["model"] == "smollm2-135m-instruct-q4_1"
 
 
 def test_airflow_options_in_the_environment_exist() -> None:
