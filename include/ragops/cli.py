@@ -363,7 +363,8 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
         raise RagopsError("--baseline needs every question: drop --sample (a sampled run never joins the baseline)")
     summary = run_eval(s, args.dataset, args.prompt, args.index, output_dir=args.output, sample_size=args.sample,
                        trigger="cli", purpose="nightly" if args.baseline else "adhoc",
-                       allow_unknown_docs=True if args.allow_unknown_docs else None, retrieval=args.retrieval)
+                       allow_unknown_docs=True if args.allow_unknown_docs else None, retrieval=args.retrieval,
+                       reuse_cache=args.reuse_cache)
     if args.json:
         _print_json(summary)
         return 0
@@ -620,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--allow-unknown-docs", action="store_true",
                     help="relevant doc ids missing from the index count as never retrieved instead of an error "
                          "(e.g. BEIR documents that failed the quality checks)")
+    er.add_argument("--reuse-cache", action="store_true",
+                    help="answer from the LLM response cache of earlier runs where it has the same request and the "
+                         "endpoint still serves the same model (default: every run calls the model)")
     er.add_argument("--json", action="store_true", help="print metrics.json")
     er.set_defaults(fn=cmd_eval_run)
     rs = ev.add_parser("runs", help="recent eval runs")

@@ -106,7 +106,7 @@ class IngestSettings:
     records: RecordSettings = RecordSettings()
 
 
-EVENT_TYPES = ("failure", "gate", "prompt", "index", "drift", "quality", "eval")
+EVENT_TYPES = ("failure", "gate", "prompt", "index", "drift", "quality", "eval", "model")
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,8 @@ class EvalSettings:
     judge: bool = True  # LLM-as-judge when an LLM connection is configured
     judge_model: str | None = None  # None = the connection's default model
     judge_runs: int = 3
-    prices: dict[str, dict[str, float]] = field(default_factory=dict, hash=False)  # model -> per 1M tokens
+    # model -> {input_per_1m, output_per_1m} per 1M tokens, or {free: true} (a local model); no entry = unknown cost
+    prices: dict[str, dict[str, float]] = field(default_factory=dict, hash=False)
 
 
 RETRIEVAL_MODES = ("dense", "lexical", "hybrid")
@@ -385,8 +386,14 @@ def _prices(value: Any, key: _Key) -> dict[str, dict[str, float]]:
         raise ConfigError(f"{key}: expected a mapping of model name to {{input_per_1m: ..., output_per_1m: ...}}")
     out: dict[str, dict[str, float]] = {}
     for model, p in value.items():
-        if not isinstance(p, dict) or set(p) - {"input_per_1m", "output_per_1m"}:
-            raise ConfigError(f"{key.child(model)}: expected input_per_1m and output_per_1m (price per million tokens)")
+        if not isinstance(p, dict) or set(p) - {"input_per_1m", "output_per_1m", "free"}:
+            raise ConfigError(f"{key.child(model)}: expected input_per_1m and output_per_1m (price per million tokens), "
+                              "or free: true")
+        if "free" in p:  # a local model: no bill, and the cost budget knows it (unknown cost is not zero)
+            if p["free"] is not True or len(p) > 1:
+                raise ConfigError(f"{key.child(model, 'free')}: expected free: true alone (else give the prices)")
+            out[str(model)] = {"input_per_1m": 0.0, "output_per_1m": 0.0, "free": True}
+            continue
         for k, v in p.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise ConfigError(f"{key.child(model, k)}: expected a non-negative number, got {brief(v)}")
@@ -430,6 +437,7 @@ DEFAULT_GATES: dict[str, dict[str, Any]] = {"default": {
                                    "hit_rate@5"], "margin": 0.02},
     "budget": {"latency_p95_ms": 5000.0, "cost_per_1k_usd": 10.0},
     "require_approval": None,
+    "free_models": [],  # YAML budget.free_models: models whose unknown cost is zero (local ones)
 }}
 GATE_KEYS = ("thresholds", "non_regression", "budget", "require_approval")
 BUDGETS = ("latency_p95_ms", "cost_per_1k_usd")
@@ -466,16 +474,21 @@ def _gates(value: Any, key: _Key | str) -> dict[str, dict[str, Any]]:
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
             raise ConfigError(f"{at.child('non_regression', 'margin')}: expected a number between 0 and 1, "
                               f"got {brief(margin)}")
-        budget = g.get("budget") or {}
+        budget = dict(g.get("budget") or {})
+        free = budget.pop("free_models", None) if isinstance(budget, dict) else None
+        if free is not None and (not isinstance(free, list) or not all(isinstance(x, str) for x in free)):
+            raise ConfigError(f"{at.child('budget', 'free_models')}: expected a list of model names")
         if not isinstance(budget, dict) or set(budget) - set(BUDGETS) or any(
                 isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in budget.values()):
-            raise ConfigError(f"{at.child('budget')}: expected non-negative numbers for {', '.join(BUDGETS)}")
+            raise ConfigError(f"{at.child('budget')}: expected non-negative numbers for {', '.join(BUDGETS)}, and "
+                              "free_models (a list of model names)")
         approval = g.get("require_approval")
         if approval is not None and not isinstance(approval, bool):
             raise ConfigError(f"{at.child('require_approval')}: expected true, false or null (= prompts.require_approval)")
         out[str(name)] = {"thresholds": thresholds,
                           "non_regression": {"metrics": list(nr.get("metrics") or []), "margin": float(margin)},
-                          "budget": {k: float(v) for k, v in budget.items()}, "require_approval": approval}
+                          "budget": {k: float(v) for k, v in budget.items()}, "require_approval": approval,
+                          "free_models": list(free or [])}
     return out
 
 

@@ -80,30 +80,58 @@ def _per_question(session: Any, run_id: str) -> dict[str, dict[str, float]]:
 LOWER_IS_BETTER = {"false_refusal", "pii_rate", "blocklist_rate", "tokens_in", "tokens_out"}
 
 
+def served_models(run: Any) -> list[str] | None:
+    """The models the endpoint reported for a run's answers (None for runs from before this was kept)."""
+    served = (run.metrics or {}).get("served_models") if hasattr(run, "metrics") else None
+    return list(served) if served else None
+
+
 def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
     """Compare a run with the per-question mean of the previous ``eval.baseline_runs`` nightly runs
-    on the same index and dataset. Returns the checks, the verdict and the worst questions."""
+    on the same index and dataset. Returns the checks, the verdict and the worst questions.
+
+    Like is compared with like: the baseline is the nightly runs whose answers came from the same
+    served model(s). When the served model changed, the result says so (``model_change``); until
+    runs of the new model exist, the comparison is with the earlier model's runs and says that it
+    compares unlike runs (``unlike_baseline``)."""
     e = settings.eval
     with state.session_scope(settings.state_db_url) as s:
         run = s.get(state.EvalRun, run_id)
         if run is None:
             raise EvalError(f"unknown eval run {run_id!r}; see `ragops eval runs`")
         mode = (run.config or {}).get("retrieval")  # a baseline is only comparable in the same retrieval mode
+        current_served = served_models(run)
         prev = s.execute(
-            select(state.EvalRun.run_id, state.EvalRun.config).where(
+            select(state.EvalRun.run_id, state.EvalRun.config, state.EvalRun.metrics).where(
                 state.EvalRun.index_name == run.index_name, state.EvalRun.dataset_hash == run.dataset_hash,
                 state.EvalRun.status.in_(("success", "partial")), state.EvalRun.run_id != run_id,
                 state.EvalRun.started_at < run.started_at)
             .order_by(state.EvalRun.started_at.desc())).all()
-        baseline_ids = [rid for rid, cfg in prev if (cfg or {}).get("purpose") == "nightly"
-                        and (cfg or {}).get("retrieval") == mode][:e.baseline_runs]
+        nightly = [(rid, ((m or {}).get("served_models") or None)) for rid, cfg, m in prev
+                   if (cfg or {}).get("purpose") == "nightly" and (cfg or {}).get("retrieval") == mode]
+        like = [rid for rid, served in nightly if served is None or current_served is None or served == current_served]
+        unlike = not like and bool(nightly)
+        baseline_ids = (like or [rid for rid, _ in nightly])[:e.baseline_runs]
+        last_served = next((served for _, served in nightly if served is not None), None)
         current = _per_question(s, run_id)
         base_rows = [_per_question(s, b) for b in baseline_ids]
         asked = {qid: (p.get("question", ""), p.get("answer", "")) for qid, p in s.execute(
             select(state.EvalResult.question_id, state.EvalResult.payload)
             .where(state.EvalResult.run_id == run_id)).all()}
     result: dict[str, Any] = {"run_id": run_id, "baseline_runs": baseline_ids, "checks": [], "regressed": [],
-                              "worst_questions": [], "verdict": "no baseline"}
+                              "worst_questions": [], "verdict": "no baseline", "served_models": current_served,
+                              "unlike_baseline": unlike}
+    if current_served is not None and last_served is not None and last_served != current_served:
+        result["model_change"] = {"from": last_served, "to": current_served}
+        log.warning("the served model changed since the last nightly run: %s -> %s", last_served, current_served)
+    if unlike:
+        result["note"] = (f"the served model changed ({', '.join(last_served or [])} -> "
+                          f"{', '.join(current_served or [])}): no nightly run of the new model yet, so this compares "
+                          "unlike runs (the new model against the old one's runs)")
+    elif baseline_ids and len(like) < len(nightly):
+        result["note"] = (f"compared only with the nightly runs of the same served model "
+                          f"({', '.join(current_served or [])}); {len(nightly) - len(like)} earlier run(s) of "
+                          "another model left out")
     if not baseline_ids:
         log.info("no earlier nightly runs on this index and dataset: nothing to compare with yet")
         return result
@@ -169,7 +197,11 @@ def evaluate_gate(settings: Settings, profile: str, candidate_run: str, producti
         asked = {qid: (p.get("question", ""), p.get("answer", "")) for qid, p in s.execute(
             select(state.EvalResult.question_id, state.EvalResult.payload)
             .where(state.EvalResult.run_id == candidate_run)).all()}
+        prod_answers = {qid: p.get("answer") for qid, p in s.execute(
+            select(state.EvalResult.question_id, state.EvalResult.payload)
+            .where(state.EvalResult.run_id == production_run, state.EvalResult.ok == 1)).all()}
         c_sum, p_sum = dict(cand.metrics or {}), dict(prod.metrics or {})
+        cand_models = [cand.generator.split(":", 1)[-1], *(c_sum.get("served_models") or [])]
         meta = {"candidate": f"{cand.prompt_name}@{cand.prompt_version}",
                 "production": f"{prod.prompt_name}@{prod.prompt_version}", "index_version": cand.index_version,
                 "questions": len(set(cur) & set(base))}
@@ -202,11 +234,19 @@ def evaluate_gate(settings: Settings, profile: str, candidate_run: str, producti
     for name, key in (("latency_p95_ms", "latency_ms_p95"), ("cost_per_1k_usd", "cost_per_1k_questions_usd")):
         if name in gate["budget"]:
             got = ops.get(key)
-            checks.append({"kind": "budget", "metric": name, "rule": f"<= {gate['budget'][name]}", "candidate": got,
-                           "production": (p_sum.get("operations") or {}).get(key),
-                           "passed": got is None or got <= gate["budget"][name],
-                           **({} if got is not None else {"note": "not measured" + (
-                               " (no price for the model in eval.prices)" if name == "cost_per_1k_usd" else "")})})
+            check = {"kind": "budget", "metric": name, "rule": f"<= {gate['budget'][name]}", "candidate": got,
+                     "production": (p_sum.get("operations") or {}).get(key),
+                     "passed": got is None or got <= gate["budget"][name]}
+            if got is None and name == "cost_per_1k_usd":  # unknown cost is not zero
+                free = sorted(set(gate.get("free_models") or []) & set(cand_models))
+                check["passed"] = bool(free)
+                check["note"] = (f"model {free[0]} is free (gates.{profile}.budget.free_models)" if free else
+                                 f"unknown cost: no price for model {' / '.join(dict.fromkeys(cand_models))} in "
+                                 f"eval.prices; add its prices, or mark it free (eval.prices.<model>: {{free: true}}, "
+                                 f"or gates.{profile}.budget.free_models)")
+            elif got is None:
+                check["note"] = "not measured"
+            checks.append(check)
     drops: dict[str, float] = {}
     for metric in regressed or nr["metrics"]:
         for qid, ms in cur.items():
@@ -216,5 +256,12 @@ def evaluate_gate(settings: Settings, profile: str, candidate_run: str, producti
     worst = [{"id": q, "question": asked.get(q, ("", ""))[0], "answer": asked.get(q, ("", ""))[1], "drop": round(d, 4)}
              for q, d in sorted(drops.items(), key=lambda kv: -kv[1])[:5] if d > 0]
     failed = [c for c in checks if not c["passed"]]
-    return {"profile": profile, "passed": not failed, "checks": checks, "failed": failed,
-            "worst_questions": worst, "candidate_run": candidate_run, "production_run": production_run, **meta}
+    paired = sorted(set(asked) & set(prod_answers))
+    identical = bool(paired) and all(asked[q][1] == prod_answers[q] for q in paired)
+    out = {"profile": profile, "passed": not failed, "checks": checks, "failed": failed,
+           "worst_questions": worst, "candidate_run": candidate_run, "production_run": production_run,
+           "identical_answers": identical, **meta}
+    if identical:
+        out["note"] = (f"candidate and production gave identical answers on all {len(paired)} questions: the "
+                       "answer metrics cannot differ, only tokens, latency and cost can")
+    return out

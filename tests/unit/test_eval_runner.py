@@ -179,21 +179,108 @@ def test_bad_input_is_refused_before_anything_is_stored(env, embedder, tmp_path:
     assert runs_and_results(settings) == (0, 0)
 
 
-def test_llm_run_with_judge_is_cached_on_rerun(env, embedder, llm_server: LlmServer) -> None:
+def results(summary: dict) -> list[dict]:
+    return [json.loads(line) for line in (Path(summary["output_dir"]) / "results.jsonl").read_text().splitlines()]
+
+
+def test_llm_runs_call_the_model_the_cache_serves_retries_and_reuse(env, embedder, llm_server: LlmServer) -> None:
     settings, golden, _, _ = env
-    first = run_eval(settings, golden, "rag_chat@1", "docs", embedder=embedder, llm=llm(llm_server))
+    llm_server.response_model = "served-a"  # what the endpoint reports (and lists at GET /v1/models)
+
+    def run(run_id: str, **kw) -> dict:
+        return run_eval(settings, golden, "rag_chat@1", "docs", embedder=embedder, llm=llm(llm_server),
+                        run_id=run_id, **kw)
+
+    first = run("night-1", purpose="nightly")
     n = llm_server.count
-    rows = [json.loads(line) for line in (Path(first["output_dir"]) / "results.jsonl").read_text().splitlines()]
+    rows = results(first)
     answered = [r for r in rows if not r["refused"]]
     assert first["status"] == "success" and n == 5 + len(answered) * 2 * 2  # answers + 2 judge tasks x 2 runs
-    assert answered and all(0 <= r["metrics"]["judge_faithfulness"] <= 1 for r in answered)
-    assert any(r["metrics"]["judge_faithfulness_spread"] > 0 for r in answered)
+    # the fake generator quotes passage [1]: every claim is in the context, the judge says so
+    assert answered and all(r["metrics"]["judge_faithfulness"] == 1.0 for r in answered)
+    assert first["served_models"] == ["served-a"]
     assert first["operations"]["tokens_in"] == sum(r["tokens_in"] for r in rows)
     assert first["operations"]["cost_per_1k_questions_usd"] > 0 and first["operations"]["cost_this_run_usd"] > 0
-    again = run_eval(settings, golden, "rag_chat@1", "docs", embedder=embedder, llm=llm(llm_server))
-    assert llm_server.count == n, "a rerun must be answered from the cache"
-    assert again["operations"]["cost_this_run_usd"] == 0 and again["operations"]["cached_answers"] == 5
-    assert again["metrics"]["judge_faithfulness"] == first["metrics"]["judge_faithfulness"]
+    # the judge's own accounting, apart from the generator's
+    ops, judge = first["operations"], first["judge"]
+    assert ops["judge_tokens_in"] == sum(r["judge_tokens_in"] for r in rows) > 0
+    assert ops["judge_tokens_out"] == sum(r["judge_tokens_out"] for r in rows) > 0
+    assert ops["judge_ms"] == pytest.approx(sum(r["judge_ms"] for r in rows), abs=0.1) and ops["judge_ms"] > 0
+    assert ops["judge_unparsed"] == 0 and judge["calls"] == len(answered) * 4 and judge["model"] == "judge-model"
+    assert "judge_cost_note" in judge  # no price for the judge model: said, not zero
+    with state.session_scope(settings.state_db_url) as s:
+        assert s.get(state.EvalRun, "night-1").config["served_models"] == ["served-a"]
+
+    second = run("night-2", purpose="nightly")  # the next night measures again
+    assert llm_server.count == 2 * n and second["operations"]["cached_answers"] == 0
+
+    retry = run("night-1", purpose="nightly")  # an Airflow retry of the first night: from its cache
+    assert llm_server.count == 2 * n
+    assert retry["operations"]["cost_this_run_usd"] == 0 and retry["operations"]["cached_answers"] == 5
+    assert retry["metrics"]["judge_faithfulness"] == first["metrics"]["judge_faithfulness"]
+    assert retry["judge"]["cached_calls"] == judge["calls"]
+
+    candidate = run("cand-1", purpose="candidate")  # a gate run measures too
+    assert llm_server.count == 3 * n and candidate["operations"]["cached_answers"] == 0
+
+    reuse1 = run("adhoc-1", reuse_cache=True)  # the shared cache: filled by the first reuse run ...
+    assert llm_server.count == 4 * n and reuse1["operations"]["cached_answers"] == 0
+    reuse2 = run("adhoc-2", reuse_cache=True)  # ... and replayed by the next one
+    assert llm_server.count == 4 * n and reuse2["operations"]["cached_answers"] == 5
+    with state.session_scope(settings.state_db_url) as s:
+        assert s.get(state.EvalRun, "adhoc-2").config["reuse_cache"] is True
+
+    llm_server.response_model = "served-b"  # same requested name, another model behind it
+    reuse3 = run("adhoc-3", reuse_cache=True)
+    assert llm_server.count == 5 * n and reuse3["operations"]["cached_answers"] == 0
+    assert reuse3["served_models"] == ["served-b"]
+
+
+def test_unparseable_judge_verdicts_are_counted_in_results_and_metrics(env, embedder, llm_server: LlmServer) -> None:
+    settings, golden, _, _ = env
+    llm_server.mode = "judge_garbage"  # every judge verdict is prose; the answers are fine
+    summary = run_eval(settings, golden, "rag_chat@1", "docs", embedder=embedder, llm=llm(llm_server))
+    rows = results(summary)
+    answered = [r for r in rows if not r["refused"]]
+    assert summary["status"] == "success" and answered
+    assert all(r["detail"]["judge_unparsed"] == {"faithfulness": 2, "relevance": 2} for r in answered)
+    assert all("judge_faithfulness" not in r["metrics"] for r in answered)  # no verdict, no score
+    written = json.loads((Path(summary["output_dir"]) / "metrics.json").read_text())
+    assert written["judge"]["judge_unparsed"] == len(answered) * 4
+    assert written["judge"]["judge_unparsed_by_task"] == {"faithfulness": len(answered) * 2,
+                                                          "relevance": len(answered) * 2}
+    assert written["judge"]["questions_with_unparsed_verdicts"] == len(answered)
+    assert written["operations"]["judge_unparsed"] == len(answered) * 4
+
+
+def test_a_contradicted_answer_lowers_the_judge_faithfulness(env, embedder, llm_server: LlmServer) -> None:
+    settings, golden, prompts, _ = env
+    wrong = {**CHAT_PROMPT, "version": 2, "system": CHAT_PROMPT["system"] + " ANSWER_WRONG"}
+    (prompts / "rag_chat" / "v2.yaml").write_text(yaml.safe_dump(wrong, sort_keys=False))
+    good = run_eval(settings, golden, "rag_chat@1", "docs", embedder=embedder, llm=llm(llm_server))
+    bad = run_eval(settings, golden, "rag_chat@2", "docs", embedder=embedder, llm=llm(llm_server))
+    g, b = {r["id"]: r for r in results(good)}, {r["id"]: r for r in results(bad)}
+    answered = [q for q in g if not g[q]["refused"] and not b[q]["refused"]]
+    assert answered
+    for q in answered:
+        assert g[q]["answer"] != b[q]["answer"]  # the steered generator changed a number or a negation
+        assert b[q]["metrics"]["judge_faithfulness"] < g[q]["metrics"]["judge_faithfulness"] == 1.0
+        assert b[q]["detail"]["judge_unsupported_claims"]
+    assert bad["metrics"]["judge_faithfulness"] < good["metrics"]["judge_faithfulness"]
+
+
+def test_unknown_cost_is_reported_and_free_models_cost_nothing(env, embedder, llm_server: LlmServer) -> None:
+    settings, golden, _, _ = env
+    base = {**settings.eval.__dict__, "judge": False}
+    unpriced = settings.replace(eval=settings.eval.__class__(**{**base, "prices": {}}))
+    s1 = run_eval(unpriced, golden, "rag_chat@1", "docs", embedder=embedder, llm=llm(llm_server))
+    assert "cost_per_1k_questions_usd" not in s1["operations"]
+    assert "no price for model 'test-chat-model' in eval.prices" in s1["operations"]["cost_note"]
+    llm_server.response_model = "local-model-q4"  # priced by the name the endpoint serves
+    free = settings.replace(eval=settings.eval.__class__(**{**base, "prices": {
+        "local-model-q4": {"input_per_1m": 0.0, "output_per_1m": 0.0, "free": True}}}))
+    s2 = run_eval(free, golden, "rag_chat@1", "docs", embedder=embedder, llm=llm(llm_server))
+    assert s2["operations"]["cost_per_1k_questions_usd"] == 0 and "cost_note" not in s2["operations"]
 
 
 def test_endpoint_down_mid_run_keeps_completed_results(env, embedder, llm_server: LlmServer) -> None:
@@ -240,10 +327,13 @@ def test_cli_eval_run_runs_check_and_validate(env, tmp_path: Path) -> None:
     out = json.loads(cli("eval", "run", "--dataset", str(golden), "--prompt", "rag_answer@1", "--baseline",
                          "--json").stdout)
     assert out["counts"]["questions"] == 5 and out["purpose"] == "nightly"
-    text = cli("eval", "run", "--dataset", str(golden), "--sample", "3").stdout
+    text = cli("eval", "run", "--dataset", str(golden), "--sample", "3", "--reuse-cache").stdout
     assert "3 questions" in text and "report:" in text
     runs = json.loads(cli("eval", "runs", "--json").stdout)
     assert len(runs) == 2 and runs[1]["purpose"] == "nightly"
+    with state.session_scope(settings.state_db_url) as s:
+        assert s.get(state.EvalRun, runs[0]["run_id"]).config["reuse_cache"] is True  # --reuse-cache reached run_eval
+        assert s.get(state.EvalRun, runs[1]["run_id"]).config["reuse_cache"] is False
     assert "against 1 baseline run" in cli("eval", "check", runs[0]["run_id"]).stdout
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x"}\n')

@@ -32,19 +32,23 @@ OPS = {"latency_ms_p95": 1200.0, "cost_per_1k_questions_usd": 0.5}
 
 def add_run(settings, run_id: str, per_question: dict[str, dict[str, float]], *, summary: dict | None = None,
             operations: dict | None = None, status: str = "success", index_version: int = 3,
-            dataset_hash: str = "d" * 64, prompt_version: int = 1, failed: tuple[str, ...] = ()) -> str:
+            dataset_hash: str = "d" * 64, prompt_version: int = 1, failed: tuple[str, ...] = (),
+            generator: str = "extractive", served: list[str] | None = None, purpose: str = "adhoc",
+            answers: dict[str, str] | None = None) -> str:
     with state.session_scope(settings.state_db_url) as s:
         s.add(state.EvalRun(run_id=run_id, status=status, trigger="test", index_name="docs",
                             index_version=index_version, collection=f"docs__v{index_version}",
                             prompt_name="rag_answer", prompt_version=prompt_version, prompt_hash="h" * 64,
                             dataset_path="golden.jsonl", dataset_hash=dataset_hash, n_questions=len(per_question),
-                            generator="extractive",
+                            generator=generator, config={"purpose": purpose, "retrieval": "hybrid"},
                             metrics={"metrics": dict(SUMMARY if summary is None else summary),
-                                     "operations": dict(OPS if operations is None else operations)}))
+                                     "operations": dict(OPS if operations is None else operations),
+                                     **({"served_models": served} if served else {})}))
         s.flush()
         for qid, metrics in per_question.items():
             s.add(state.EvalResult(run_id=run_id, question_id=qid, ok=0 if qid in failed else 1,
-                                   payload={"question": f"question {qid}?", "answer": f"answer of {run_id} to {qid}",
+                                   payload={"question": f"question {qid}?",
+                                            "answer": (answers or {}).get(qid, f"answer of {run_id} to {qid}"),
                                             "metrics": metrics}))
     return run_id
 
@@ -251,9 +255,43 @@ def test_budget_fails_when_latency_exceeds_it(settings) -> None:
     d = evaluate_gate(settings, "default", cand, prod)
     lat = check(d, "budget", "latency_p95_ms")
     assert (lat["rule"], lat["candidate"], lat["production"], lat["passed"]) == ("<= 5000.0", 6500.0, 1200.0, False)
-    cost = check(d, "budget", "cost_per_1k_usd")
-    assert cost["passed"] is True and cost["candidate"] is None and "not measured" in cost["note"]
+    cost = check(d, "budget", "cost_per_1k_usd")  # no cost, but the extractive generator is free
+    assert cost["passed"] is True and cost["candidate"] is None
     assert failed(d) == [("budget", "latency_p95_ms")]
+
+
+def test_unknown_cost_fails_the_cost_budget_unless_the_model_is_free(settings) -> None:
+    prod = add_run(settings, "prod", baseline())
+    no_cost = {"latency_ms_p95": 1200.0}  # the run found no price for its model
+    cand = add_run(settings, "cand", baseline(), operations=no_cost, generator="openai:gpt-unpriced",
+                   served=["gpt-unpriced-2025-01-01"])
+    d = evaluate_gate(settings, "default", cand, prod)
+    cost = check(d, "budget", "cost_per_1k_usd")
+    assert cost["passed"] is False and failed(d) == [("budget", "cost_per_1k_usd")]
+    assert "unknown cost" in cost["note"] and "eval.prices" in cost["note"] and "gpt-unpriced" in cost["note"]
+    assert "free_models" in cost["note"]
+
+    gates = {"default": {**settings.gates["default"], "free_models": ["smollm2-135m-instruct-q4_1"]}}
+    local = add_run(settings, "local", baseline(), operations=no_cost, generator="openai:local",
+                    served=["smollm2-135m-instruct-q4_1"])  # free by the name the endpoint served
+    d = evaluate_gate(settings.replace(gates=gates), "default", local, prod)
+    cost = check(d, "budget", "cost_per_1k_usd")
+    assert cost["passed"] is True and "is free" in cost["note"] and d["passed"]
+    # the shipped settings mark the local model free
+    shipped = load_settings()
+    assert "smollm2-135m-instruct-q4_1" in shipped.gates["default"]["free_models"]
+    assert shipped.eval.prices["smollm2-135m-instruct-q4_1"]["free"] is True
+
+
+def test_identical_answers_are_said_in_the_decision(settings) -> None:
+    same = {q: f"the same answer to {q}" for q in QIDS}
+    prod = add_run(settings, "prod", baseline(), answers=same)
+    cand = add_run(settings, "cand", baseline(), prompt_version=2, answers=same)
+    d = evaluate_gate(settings, "default", cand, prod)
+    assert d["identical_answers"] is True and f"identical answers on all {N} questions" in d["note"]
+    other = add_run(settings, "other", baseline(), prompt_version=3, answers={**same, "q07": "something else"})
+    d = evaluate_gate(settings, "default", other, prod)
+    assert d["identical_answers"] is False and "note" not in d
 
 
 def test_budget_on_cost(settings) -> None:
@@ -328,7 +366,8 @@ gates:
     assert s.gates == {"default": {"thresholds": {"hit_rate@5": ("", 0.85), "false_refusal": ("<=", 0.1),
                                                   "faithfulness": (">=", 0.7)},
                                    "non_regression": {"metrics": ["answer_f1"], "margin": 0.05},
-                                   "budget": {"latency_p95_ms": 800.0}, "require_approval": True}}
+                                   "budget": {"latency_p95_ms": 800.0}, "require_approval": True,
+                                   "free_models": []}}
     assert load_settings(write_config(tmp_path, "eval: {seed: 1}\n")).gates == DEFAULT_GATES
 
 
@@ -341,6 +380,7 @@ gates:
     ("{default: {budget: {latency_ms: 100}}}", ["gates.default.budget", "latency_p95_ms, cost_per_1k_usd"]),
     ("{default: {budget: {latency_p95_ms: -1}}}", ["gates.default.budget"]),
     ("{default: {require_approval: maybe}}", ["gates.default.require_approval"]),
+    ("{default: {budget: {free_models: local}}}", ["gates.default.budget.free_models", "a list of model names"]),
     ("[default]", ["gates: expected a mapping"]),
     ('{default: {thresholds: {hit_rate@5: "0.8.1"}}}', ["gates.default.thresholds.hit_rate@5", "'0.8.1'"]),
     ("{default: {thresholds: [hit_rate@5]}}", ["gates.default.thresholds: expected a mapping"]),
@@ -355,3 +395,52 @@ def test_bad_gates_yaml_names_the_key(tmp_path: Path, gates_yaml: str, needles: 
     for needle in needles:
         assert needle in str(exc.value)
     assert str(path) in str(exc.value)
+
+
+def test_free_models_and_free_prices_in_yaml(tmp_path: Path) -> None:
+    s = load_settings(write_config(tmp_path, """
+eval:
+  prices:
+    local-q4: {free: true}
+    gpt-x: {input_per_1m: 1, output_per_1m: 2}
+gates:
+  default:
+    budget: {cost_per_1k_usd: 1, free_models: [local-q4, extractive]}
+"""))
+    assert s.gates["default"]["free_models"] == ["local-q4", "extractive"]
+    assert s.gates["default"]["budget"] == {"cost_per_1k_usd": 1.0}
+    assert s.eval.prices["local-q4"]["free"] is True and s.eval.prices["gpt-x"]["output_per_1m"] == 2.0
+    for bad, needle in (("{free: false}", "free: true alone"), ("{free: true, input_per_1m: 1}", "free: true alone"),
+                        ("{cost: 1}", "or free: true")):
+        with pytest.raises(ConfigError, match="eval.prices.m"):
+            load_settings(write_config(tmp_path, f"eval:\n  prices:\n    m: {bad}\n"))
+        with pytest.raises(ConfigError, match=needle):
+            load_settings(write_config(tmp_path, f"eval:\n  prices:\n    m: {bad}\n"))
+
+
+# ----------------------------------------------------------------------------------------------
+# the nightly regression check compares like with like (the served model)
+
+
+def test_regression_check_compares_runs_of_the_same_served_model(settings) -> None:
+    from ragops.gates import check_regression
+
+    add_run(settings, "n1", baseline(), purpose="nightly", served=["model-a"])
+    add_run(settings, "n2", baseline(), purpose="nightly", served=["model-a"])
+    same = check_regression(settings, add_run(settings, "n3", baseline(), purpose="nightly", served=["model-a"]))
+    assert same["baseline_runs"] == ["n2", "n1"] and "model_change" not in same and not same["unlike_baseline"]
+    assert same["verdict"] == "ok"
+
+    # the endpoint now serves model-b: said, and compared with the old model's runs only because
+    # there is nothing else yet (a drop is reported as a comparison of unlike runs)
+    changed = check_regression(settings, add_run(settings, "n4", shifted("answer_f1", -0.3), purpose="nightly",
+                                                 served=["model-b"]))
+    assert changed["model_change"] == {"from": ["model-a"], "to": ["model-b"]}
+    assert changed["unlike_baseline"] is True and "compares unlike runs" in changed["note"]
+    assert changed["verdict"] == "regression" and changed["baseline_runs"] == ["n3", "n2", "n1"]
+
+    # the next night of model-b compares with model-b only
+    later = check_regression(settings, add_run(settings, "n5", shifted("answer_f1", -0.3), purpose="nightly",
+                                               served=["model-b"]))
+    assert later["baseline_runs"] == ["n4"] and "model_change" not in later and not later["unlike_baseline"]
+    assert later["verdict"] == "ok" and "same served model" in later["note"]

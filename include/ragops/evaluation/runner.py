@@ -237,10 +237,21 @@ def score_question(q: Question, docs: list[tuple[str, float]], contexts: list[Co
     return {"metrics": m, "detail": detail}
 
 
+def price_of(settings: Settings, *models: str) -> dict[str, float] | None:
+    """The eval.prices entry of the first model that has one (requested name, then served names);
+    a ``free: true`` entry and the extractive generator cost nothing. None = unknown cost."""
+    for model in models:
+        price = settings.eval.prices.get(model)
+        if price is not None:
+            return {"input_per_1m": 0.0, "output_per_1m": 0.0} if price.get("free") else price
+    if "extractive" in models:  # runs locally: no bill
+        return {"input_per_1m": 0.0, "output_per_1m": 0.0}
+    return None
+
+
 def _cost(settings: Settings, model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    price = settings.eval.prices.get(model)
-    if price is None and model == "extractive":  # runs locally: no bill
-        price = {"input_per_1m": 0.0, "output_per_1m": 0.0}
+    served = sorted({str(r["model"]) for r in rows if not r.get("error") and r.get("model")} - {model})
+    price = price_of(settings, model, *served)
     ok = [r for r in rows if not r.get("error")]
     tin = sum(r["tokens_in"] for r in ok)
     tout = sum(r["tokens_out"] for r in ok)
@@ -248,12 +259,36 @@ def _cost(settings: Settings, model: str, rows: list[dict[str, Any]]) -> dict[st
     billed_out = sum(r["tokens_out"] for r in ok if not r.get("cached"))
     out: dict[str, Any] = {"tokens_in": tin, "tokens_out": tout, "cached_answers": sum(1 for r in ok if r.get("cached"))}
     if price is None:
-        out["cost_note"] = f"no price for model {model!r} in eval.prices"
+        out["cost_note"] = (f"no price for model {model!r} in eval.prices: the cost is unknown (add its price, "
+                            "or free: true for a local model)")
         return out
     def usd(a: int, b: int) -> float:
         return (a * price["input_per_1m"] + b * price["output_per_1m"]) / 1e6
     out["cost_per_1k_questions_usd"] = round(usd(tin, tout) / max(len(ok), 1) * 1000, 6)
     out["cost_this_run_usd"] = round(usd(billed_in, billed_out), 6)  # cache hits cost nothing
+    return out
+
+
+def judge_summary(settings: Settings, judge_model: str | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The judge's calls, tokens, time, cost and unparsed verdicts over the run, apart from the generator's."""
+    js = [r["judge"] for r in rows if r.get("judge")]
+    unparsed: dict[str, int] = {}
+    for j in js:
+        for task, n in (j.get("unparsed") or {}).items():
+            unparsed[task] = unparsed.get(task, 0) + int(n)
+    out: dict[str, Any] = {
+        "model": judge_model, "calls": sum(j["calls"] for j in js), "cached_calls": sum(j["cached_calls"] for j in js),
+        "judge_tokens_in": sum(j["tokens_in"] for j in js), "judge_tokens_out": sum(j["tokens_out"] for j in js),
+        "judge_ms": round(sum(j["ms"] for j in js), 2),
+        "judge_unparsed": sum(unparsed.values()), "judge_unparsed_by_task": unparsed,
+        "questions_with_unparsed_verdicts": sum(1 for j in js if j.get("unparsed")),
+        "served_models": sorted({m for j in js for m in j.get("served_models") or []})}
+    price = price_of(settings, judge_model, *out["served_models"]) if judge_model else None
+    if price is not None:
+        out["judge_cost_this_run_usd"] = round((sum(j["billed_tokens_in"] for j in js) * price["input_per_1m"] +
+                                                sum(j["billed_tokens_out"] for j in js) * price["output_per_1m"]) / 1e6, 6)
+    elif js:
+        out["judge_cost_note"] = f"no price for judge model {judge_model!r} in eval.prices: the cost is unknown"
     return out
 
 
@@ -285,13 +320,15 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
              index: str | None = None, *, output_dir: str | Path | None = None, sample_size: int | None = None,
              run_id: str | None = None, trigger: str = "cli", purpose: str = "adhoc",
              question_ids: list[str] | None = None, allow_unknown_docs: bool | None = None,
-             retrieval: str | None = None,
+             retrieval: str | None = None, reuse_cache: bool = False,
              embedder: Embedder | None = None,
              store: VectorStore | None = None, llm: LlmSettings | None = None) -> dict[str, Any]:
     """Evaluate ``prompt`` on the live version of ``index`` with ``dataset``; returns the summary.
 
     ``purpose``: ``nightly`` runs form the baseline nightly_eval compares with; ``adhoc`` and
-    ``candidate`` runs never do. ``allow_unknown_docs`` (default ``eval.allow_unknown_doc_ids``):
+    ``candidate`` runs never do. Every run calls the model: the LLM response cache serves only a
+    retry of the same ``run_id``, unless ``reuse_cache`` (answers of earlier runs are replayed,
+    while the endpoint still serves the same model). ``allow_unknown_docs`` (default ``eval.allow_unknown_doc_ids``):
     relevant doc ids missing from the index are an error, or count as never retrieved."""
     state.require_schema(settings.state_db_url)
     index = index or settings.ingest.default_index
@@ -324,7 +361,8 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     llm = llm or LlmSettings.from_env(settings)
     embedder = embedder or Embedder(pipelines.for_index(settings, index).embedding)  # the index's own model
     encoder = SentenceEncoder(embedder)
-    client = ChatClient(llm, settings) if llm is not None else None
+    run_id = run_id or new_run_id()
+    client = ChatClient(llm, settings, cache_scope=None if reuse_cache else run_id) if llm is not None else None
     generator = make_generator(prompt_obj, encoder, client)
     judge = None
     if client is not None and settings.eval.judge:
@@ -335,7 +373,6 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     from ragops.retrieval import check_mode
 
     retriever = Retriever(store, encoder, live.collection, check_mode(mode), settings)
-    run_id = run_id or new_run_id()
     out = Path(output_dir) if output_dir else settings.eval_dir / run_id
     out.mkdir(parents=True, exist_ok=True)
     model_name = prompt_obj.model.name if prompt_obj.model.provider != "extractive" else "extractive"
@@ -343,7 +380,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
               "sample_size": n_sample, "seed": settings.eval.seed, "support_threshold": settings.eval.support_threshold,
               "embedding_model": settings.embedding.model, "judge": None if judge is None else
               {"model": judge.model, "runs": judge.runs}, "llm_base_url": llm.base_url if llm else None,
-              "question_ids": sorted(question_ids) if question_ids else None}
+              "question_ids": sorted(question_ids) if question_ids else None, "reuse_cache": reuse_cache}
     with state.session_scope(settings.state_db_url) as s:
         s.execute(delete(state.EvalResult).where(state.EvalResult.run_id == run_id))  # a retry replaces the run
         old = s.get(state.EvalRun, run_id)
@@ -397,6 +434,14 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                 block_rows = []
                 for q, (docs, contexts, chunk_docs), gen in zip(block, retrieved, gens, strict=False):
                     row = question_row(q, docs, contexts, gen, retrieval_ms, encoder, settings, judge, chunk_docs)
+                    if judge is not None:  # the judge's own calls, tokens and time, apart from the generator's
+                        js = judge.take_stats()
+                        row.update(judge=js, judge_tokens_in=js["tokens_in"], judge_tokens_out=js["tokens_out"],
+                                   judge_ms=js["ms"])
+                        if js["unparsed"] and isinstance(row.get("detail"), dict):
+                            row["detail"]["judge_unparsed"] = js["unparsed"]
+                        if js["unsupported_claims"] and isinstance(row.get("detail"), dict):
+                            row["detail"]["judge_unsupported_claims"] = js["unsupported_claims"]
                     rows.append(row)
                     block_rows.append(row)
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -419,6 +464,13 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
         abort.__cause__ = exc
 
     summary = summarise(rows, settings, model_name)
+    served = sorted({str(r["model"]) for r in rows if not r.get("error") and r.get("model")})
+    summary["served_models"] = served  # what the endpoint reported: a change is a new model, whatever the name
+    if judge is not None:
+        summary["judge"] = judge_summary(settings, judge.model, rows)
+        summary["operations"].update({k: summary["judge"][k] for k in (
+            "judge_tokens_in", "judge_tokens_out", "judge_ms", "judge_unparsed", "judge_cost_this_run_usd")
+            if k in summary["judge"]})
     status = "failed" if abort is not None else ("partial" if summary["counts"]["errors"] else "success")
     error = None if abort is None else (
         f"stopped after {len(rows)} of {len(ds)} questions: {abort}" if not abort.permanent
@@ -435,6 +487,8 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     with state.session_scope(settings.state_db_url) as s:
         run = s.get(state.EvalRun, run_id)
         run.status, run.finished_at, run.metrics, run.error = status, state.utcnow(), summary, error  # type: ignore[union-attr]
+        run.config = {**(run.config or {}), "served_models": served,  # type: ignore[union-attr]
+                      "judge_served_models": (summary.get("judge") or {}).get("served_models")}
     from ragops.evaluation.reports import write_report
 
     write_report(settings, run_id, out / "report.html", rows)
