@@ -38,6 +38,27 @@ def choose_candidate(settings: Settings, name: str, version: int | None, actor: 
     return pending[0] if pending else None
 
 
+# what the extractive generator reads of a prompt version; it never sees system, template, author or message
+EXTRACTIVE_INPUTS = ("model", "top_k", "retrieval_mode", "refusal_threshold", "refusal_message")
+
+
+def invisible_change(cand: Any, prod: Any) -> str | None:
+    """Why the generator cannot see the change from ``prod`` to ``cand`` (None: it can). The
+    extractive generator ignores the prompt's wording, so a wording-only change would be judged
+    on identical answers: a decision on no evidence."""
+    if cand.model.provider != "extractive" or prod.model.provider != "extractive":
+        return None
+    if any(getattr(cand, f) != getattr(prod, f) for f in EXTRACTIVE_INPUTS) or \
+            cand.model.params != prod.model.params:
+        return None
+    differ = [f for f in ("system", "template") if getattr(cand, f) != getattr(prod, f)]
+    what = f"{cand.ref} differs from {prod.ref} only in its {' and '.join(differ)}" if differ else \
+        f"{cand.ref} differs from {prod.ref} in nothing the generator reads"
+    return (f"the extractive generator ignores the prompt's wording: {what}, so both versions would give identical "
+            "answers. Change what it does read (model params such as max_sentences, retrieval top_k or mode, the "
+            "refusal threshold or message), or give the version an LLM provider (model.provider: openai)")
+
+
 def evaluate(settings: Settings, name: str, candidate: int, *, gate: str | None = None, dataset: str | None = None,
              index: str | None = None, run_prefix: str, trigger: str = "cli", llm: Any = None,
              sample_size: int = 0) -> dict[str, Any]:
@@ -55,6 +76,23 @@ def evaluate(settings: Settings, name: str, candidate: int, *, gate: str | None 
     cand, prod = registry.load(settings, f"{name}@{candidate}"), registry.load(settings, f"{name}@{production}")
     dataset = dataset or settings.prompts.dataset or settings.eval.default_dataset
     index = index or settings.prompts.index or settings.ingest.default_index
+    invisible = invisible_change(cand, prod)
+    if invisible:  # refused before anything is evaluated: identical answers are no evidence either way
+        with state.session_scope(settings.state_db_url) as s:
+            live = state.live_version(s, index)
+        check = {"kind": "change", "metric": "visible change", "rule": "the generator sees the change",
+                 "passed": False, "note": invisible}
+        decision = {"profile": gate, "passed": False, "refused": invisible, "checks": [check], "failed": [check],
+                    "worst_questions": [], "candidate_run": None, "production_run": None,
+                    "candidate": cand.ref, "production": prod.ref, "questions": 0,
+                    "index_version": live.version if live else None, "identical_answers": None,
+                    "name": name, "candidate_version": candidate, "production_version": production,
+                    "dataset": str(dataset), "index": index}
+        with state.session_scope(settings.state_db_url) as s:
+            state.audit(s, trigger, "prompt_gate_evaluated", index, prompt=name, candidate=candidate,
+                        production=production, gate=gate, passed=False, failed=["visible change"], refused=invisible)
+        log.warning("gate %s refuses %s@%d: %s", gate, name, candidate, invisible)
+        return decision
     prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", run_prefix)
     runs = {}
     for label, prompt in (("candidate", cand), ("production", prod)):
@@ -93,7 +131,8 @@ def needs_approval(settings: Settings, decision: dict[str, Any], override: bool 
 def evidence(decision: dict[str, Any]) -> dict[str, Any]:
     """What the history keeps of a decision (no answers, no long lists)."""
     return {k: decision.get(k) for k in ("profile", "passed", "checks", "candidate_run", "production_run",
-                                         "index", "index_version", "dataset", "questions")} | {
+                                         "index", "index_version", "dataset", "questions", "refused",
+                                         "identical_answers", "note")} | {
         "worst_questions": [{k: w[k] for k in ("id", "question", "drop")} for w in decision.get("worst_questions", [])]}
 
 
@@ -112,6 +151,8 @@ def promote(settings: Settings, decision: dict[str, Any], actor: str, approver: 
 def reject(settings: Settings, decision: dict[str, Any], actor: str, rejected_by: str | None = None) -> str:
     if rejected_by:
         reason = f"gate {decision['profile']} passed but {rejected_by} did not approve"
+    elif decision.get("refused"):
+        reason = f"gate {decision['profile']} refused the change: {decision['refused']}"
     else:
         reason = "gate {} failed: {}".format(decision["profile"], "; ".join(
             f"{c['metric']} ({c['kind']}: {c['rule']})" for c in decision["failed"]))

@@ -191,3 +191,48 @@ def test_an_updated_index_without_a_golden_set_is_skipped(tmp_path: Path, data_d
     assert result == {"skipped": "no golden set for index papers", "index": "papers"}
     assert evaluation.compare(result, "nightly_eval", "asset_triggered__x")["verdict"] == "skipped"
     assert not data_dir.exists(), "a skipped run touches nothing"
+
+
+def test_nightly_runs_measure_again_and_a_served_model_change_sends_a_model_alert(
+        dag, eval_env, llm_server, smtp_server: SmtpServer, monkeypatch, tmp_path: Path) -> None:
+    """Every night calls the model (the cache never replays another night), the served model is
+    recorded on the run, and when the endpoint starts serving another model under the same name a
+    `model` alert goes out and the regression check says it compares unlike runs."""
+    import yaml
+
+    from tests.unit.test_llm import CHAT_PROMPT
+
+    prompts = Path(os.environ["RAGOPS_PROMPTS_DIR"])
+    (prompts / "rag_chat").mkdir()
+    (prompts / "rag_chat" / "v1.yaml").write_text(yaml.safe_dump(CHAT_PROMPT, sort_keys=False))
+    cfg = Path(os.environ["RAGOPS_CONFIG"])
+    cfg.write_text(cfg.read_text().replace("default_prompt: rag_answer@1", "default_prompt: rag_chat@1\n  judge: false")
+                   .replace("    eval: [ml-team@test.local]", "    eval: [ml-team@test.local]\n    model: [models@test.local]"))
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp_server.connection_json())
+    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps({
+        "conn_type": "http", "host": llm_server.base_url, "password": "sk-e2e",
+        "extra": {"model": "test-chat-model", "timeout": 10, "max_retries": 0}}))
+    llm_server.response_model = "served-a"
+
+    for night in (1, 2):
+        dr = run(dag, prompt="rag_chat@1")
+        assert dr.state == "success"
+        assert llm_server.count == 50 * night  # the second night asked the model again
+        verdict = xcom(dr, "compare")
+        assert "model_change" not in verdict and not verdict["unlike_baseline"]
+    assert verdict["verdict"] == "ok" and smtp_server.messages == []
+    runs = eval_runs(eval_env)
+    assert [r.config["purpose"] for r in runs] == ["nightly", "nightly"]
+    assert all(r.config["served_models"] == ["served-a"] and r.metrics["served_models"] == ["served-a"] for r in runs)
+
+    llm_server.response_model = "served-b"  # a new snapshot behind the same requested name
+    dr = run(dag, prompt="rag_chat@1")
+    assert dr.state == "success" and llm_server.count == 150
+    verdict = xcom(dr, "compare")
+    assert verdict["model_change"] == {"from": ["served-a"], "to": ["served-b"]}
+    assert verdict["unlike_baseline"] is True and "compares unlike runs" in verdict["note"]
+    assert eval_runs(eval_env)[-1].config["served_models"] == ["served-b"]
+    [(_, rcpt, msg)] = smtp_server.inbox.messages
+    assert rcpt == ["models@test.local"] and "[MODEL CHANGED]" in msg["Subject"]
+    text, _ = parts(msg)
+    assert "served-a -> served-b" in text and "unlike runs" in text

@@ -231,3 +231,103 @@ def test_nightly_rolls_back_a_promotion_that_regressed(dags, env, smtp_server: S
     assert (ev["action"], ev["from"], ev["to"]) == ("rolled_back", 3, 2) and "regressed" in ev["reason"]
     subjects = [m["Subject"] for m in smtp_server.messages]
     assert any("[ROLLED BACK]" in s and "rag_answer" in s for s in subjects), subjects
+
+
+def test_a_wording_only_change_under_the_extractive_generator_is_refused(dags, env, smtp_server: SmtpServer) -> None:
+    """The extractive generator ignores system and template: the gate refuses to decide on answers
+    that cannot differ, and says why, instead of evaluating identical answers."""
+    settings, folder = env
+    reworded = version_text(2, message="Friendlier wording.").replace(
+        "You answer questions about the ragops documentation.", "You are a friendly ragops expert.")
+    (folder / "v2.yaml").write_text(reworded)
+    dr = promote_run(dags["promote_prompt"])
+    assert dr.state == "success", states(dr)
+    assert states(dr)["reject"].endswith("success") and states(dr)["promote"].endswith("skipped")
+    assert production(settings) == 1
+    ev = registry.history(settings, "rag_answer")[-1]
+    assert ev["action"] == "rejected" and "the extractive generator ignores the prompt's wording" in ev["reason"]
+    assert "only in its system" in ev["reason"]
+    with state.session_scope(settings.state_db_url) as s:
+        assert s.execute(select(state.EvalRun)).first() is None  # nothing evaluated on no evidence
+    _, _, msg = smtp_server.inbox.messages[-1]
+    assert "[REJECTED]" in msg["Subject"] and "cannot see the change" in msg["Subject"]
+    text, _ = parts(msg)
+    assert "ignores the prompt's wording" in text and "model.provider: openai" in text
+
+
+CHAT_V1 = """name: rag_chat
+version: {version}
+author: tests
+message: {message}
+variables: [question, context]
+system: {system}
+template: |-
+  Context passages:
+  {{context}}
+
+  Question: {{question}}
+  Answer briefly, citing passages like [1].
+model: {{provider: openai, name: test-chat-model, temperature: 0, max_tokens: 128}}
+retrieval: {{top_k: 5}}
+refusal: {{threshold: 0.3, message: "I don't know: the documents do not answer this."}}
+"""
+
+
+def test_the_gate_rejects_contradicted_llm_answers_on_the_judge_metric(dags, env, smtp_server: SmtpServer,
+                                                                      llm_server, monkeypatch, tmp_path) -> None:
+    """An LLM prompt whose answers contradict the passages (the fake server changes a number or a
+    negation when the system message says ANSWER_WRONG) is rejected on the judge's faithfulness;
+    a reworded prompt whose answers stay identical passes, and the decision says the answers are identical."""
+    import json
+
+    settings, folder = env
+    chat = folder.parent / "rag_chat"
+    chat.mkdir()
+    (chat / "v1.yaml").write_text(CHAT_V1.format(version=1, message="First.", system="Answer from the passages."))
+    cfg = Path(str(settings.source_file))
+    cfg.write_text(cfg.read_text().replace("  semantic_metrics: false", """  semantic_metrics: false
+  judge_runs: 1
+  prices:
+    test-chat-model: {input_per_1m: 0.1, output_per_1m: 0.2}""")  # the default gate on the judge's metric
+                   .replace("thresholds: {hit_rate@5: 0.8, faithfulness: 0.8}", "thresholds: {judge_faithfulness: 0.9}")
+                   .replace("metrics: [answer_f1, refusal_accuracy, hit_rate@5]", "metrics: [judge_faithfulness, answer_f1]"))
+    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps({
+        "conn_type": "http", "host": llm_server.base_url, "password": "sk-e2e",
+        "extra": {"model": "judge-model", "timeout": 10, "max_retries": 0}}))
+    settings = load_settings()
+    registry.sync(settings, "test")
+    assert registry.resolve(settings, "rag_chat", "production") == 1
+
+    (chat / "v2.yaml").write_text(CHAT_V1.format(version=2, message="Wrong on purpose.",
+                                                 system="Answer from the passages. ANSWER_WRONG"))
+    dr = promote_run(dags["promote_prompt"], prompt="rag_chat")
+    assert dr.state == "success", states(dr)
+    assert states(dr)["reject"].endswith("success") and states(dr)["promote"].endswith("skipped")
+    assert registry.resolve(settings, "rag_chat", "production") == 1
+    ev = registry.history(settings, "rag_chat")[-1]
+    assert ev["action"] == "rejected" and "judge_faithfulness" in ev["reason"]
+    checks = {(c["kind"], c["metric"]): c for c in ev["evidence"]["checks"]}
+    assert checks[("threshold", "judge_faithfulness")]["passed"] is False
+    nr = checks[("non_regression", "judge_faithfulness")]
+    assert nr["passed"] is False and nr["production"] == 1.0 and nr["candidate"] < 0.5
+    assert ev["evidence"]["identical_answers"] is False
+    _, _, msg = smtp_server.inbox.messages[-1]
+    assert "[REJECTED]" in msg["Subject"] and "judge_faithfulness" in msg["Subject"]
+    with state.session_scope(settings.state_db_url) as s:
+        runs = {r.run_id: r for r in s.execute(select(state.EvalRun)).scalars()}
+    cand = next(r for rid, r in runs.items() if rid.endswith("__candidate"))
+    assert cand.metrics["judge"]["calls"] > 0 and cand.metrics["operations"]["judge_tokens_in"] > 0
+    n_requests = llm_server.count
+
+    # a reworded but equivalent version: the LLM sees it (it is evaluated, both sides call the model)
+    (chat / "v3.yaml").write_text(CHAT_V1.format(version=3, message="Reworded.",
+                                                 system="Use only the passages to answer."))
+    dr = promote_run(dags["promote_prompt"], prompt="rag_chat")
+    assert dr.state == "success", states(dr)
+    assert states(dr)["promote"].endswith("success")
+    assert registry.resolve(settings, "rag_chat", "production") == 3
+    assert llm_server.count - n_requests >= 2 * 50  # production was measured again, not replayed
+    ev = registry.history(settings, "rag_chat")[-1]
+    assert ev["evidence"]["identical_answers"] is True and "identical answers" in ev["evidence"]["note"]
+    text, _ = parts(smtp_server.inbox.messages[-1][2])
+    assert "identical answers on all" in text

@@ -74,7 +74,12 @@ def compare(result: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
     settings = task_settings()
     verdict = run_library(check_regression, settings, result["eval_run_id"])
     out = {"verdict": verdict["verdict"], "regressed": verdict["regressed"],
-           "baseline_runs": len(verdict["baseline_runs"])}
+           "baseline_runs": len(verdict["baseline_runs"]), "unlike_baseline": verdict.get("unlike_baseline", False)}
+    if verdict.get("note"):
+        out["note"] = verdict["note"]
+    if verdict.get("model_change"):
+        out["model_change"] = verdict["model_change"]
+        out["model_alert"] = send_event(model_alert(result, verdict, run_link(dag_id, run_id)))
     if verdict["verdict"] != "regression":
         log.info("no significant regression (%s) against %d baseline run(s)", verdict["verdict"],
                  len(verdict["baseline_runs"]))
@@ -92,7 +97,8 @@ def compare(result: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
         summary=(f"Eval run {result['eval_run_id']} scored lower than the per-question mean of the last "
                  f"{len(verdict['baseline_runs'])} nightly run(s) on the same questions. A metric regresses when "
                  f"the whole {pct}% paired bootstrap interval of the difference is below zero and the drop is "
-                 f"larger than {settings.eval.regression_margin}."),
+                 f"larger than {settings.eval.regression_margin}."
+                 + (f" Note: {verdict['note']}." if verdict.get("note") else "")),
         figures=figures,
         figure_headers=["metric", "rule", "this run", "baseline", "difference", f"{pct}% CI", ""],
         facts=[("eval run", result["eval_run_id"]), ("index", result["index"]),
@@ -110,6 +116,26 @@ def compare(result: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
         out["prompt_rollback"] = rolled
         send_event(rollback_alert(rolled, run_link(dag_id, run_id)))
     return out
+
+
+def model_alert(result: dict[str, Any], verdict: dict[str, Any], link: str) -> Any:
+    """The endpoint now answers with another model than the last nightly run's: every figure from
+    here on measures a different model, whatever the prompt and the requested name say."""
+    from ragops.alerts import Alert
+
+    change = verdict["model_change"]
+    before, after = ", ".join(change["from"]), ", ".join(change["to"])
+    return Alert(event="model", status="MODEL CHANGED", where=f"nightly_eval · index {result['index']}",
+                 headline=f"the served model changed: {before} -> {after}", severity="warning",
+                 summary=(f"Eval run {result['eval_run_id']} was answered by {after}; the previous nightly run by "
+                          f"{before}. The endpoint changed the model behind the requested name (a new snapshot, "
+                          "a swapped file, another deployment). "
+                          + (verdict.get("note") or "The nightly comparison uses runs of the same model only.")),
+                 facts=[("eval run", result["eval_run_id"]), ("index", result["index"]),
+                        ("served before", before), ("served now", after),
+                        ("baseline runs", ", ".join(verdict["baseline_runs"]) or "(none)"),
+                        ("report", result["report"])],
+                 links=[("Airflow run", link)], dedupe=False)  # each change of model is news
 
 
 def rollback_alert(r: dict[str, Any], link: str) -> Any:

@@ -136,6 +136,9 @@ def summary_text(d: dict[str, Any]) -> str:
         lines.append(f"| {c['kind']} | {c['metric']} | {c['rule']} | {_num(c.get('candidate'))} | "
                      f"{_num(c.get('production'))} | {_num(c.get('difference'), True)} | {ci} | "
                      f"{'ok' if c['passed'] else 'FAIL'} |")
+    for note in (d.get("refused"), d.get("note")):
+        if note:
+            lines += ["", f"**Note:** {note}"]
     return "\n".join(lines)
 
 
@@ -164,18 +167,24 @@ def decision_alert(d: dict[str, Any], status: str, link: str, approver: str | No
     elif rejected_by:
         headline = f"{ref} not promoted: {rejected_by} rejected it"
         summary = f"The gate passed, but {rejected_by} did not approve; production stays @{d['production_version']}."
+    elif d.get("refused"):
+        headline = f"{ref} refused by gate '{d['profile']}': the generator cannot see the change"
+        summary = f"Production stays @{d['production_version']}; nothing was evaluated. {d['refused']}."
     else:
         failed = ", ".join(f"{c['metric']} ({c['kind']})" for c in d["failed"])
         headline = f"{ref} rejected by gate '{d['profile']}': {failed}"
         summary = (f"Production stays @{d['production_version']}. A non-regression check fails when the whole "
                    "confidence interval of the per-question difference is below zero and the drop exceeds the "
                    "margin; thresholds and budgets are absolute.")
+    if d.get("note"):
+        summary += f" Note: {d['note']}."
+    runs = f"{d['candidate_run']} vs {d['production_run']}" if d.get("candidate_run") else "none (refused before)"
     return Alert(event="prompt", status=status, where=f"promote_prompt · {d['name']}", headline=headline,
                  severity="info" if status == "PROMOTED" else "warning", summary=summary, figures=figures,
                  dedupe=False,
                  facts=[("prompt", d["name"]), ("candidate", ref), ("production", f"{d['name']}@{d['production_version']}"),
                         ("dataset", d["dataset"]), ("index", f"{d['index']} v{d['index_version']}"),
-                        ("eval runs", f"{d['candidate_run']} vs {d['production_run']}")],
+                        ("eval runs", runs)],
                  items=[{"title": f"{w['id']}: {w['question']}", "detail": f"drop {w['drop']:.3f} · answer: "
                                                                            f"{w['answer'][:300]}"}
                         for w in d.get("worst_questions", [])] if status != "PROMOTED" else [],
