@@ -143,8 +143,12 @@ def main() -> int:
     ap.add_argument("--child", choices=["cold", "warm"], help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--questions-file", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--render", type=Path, help="write the .md of an earlier results .json again and exit")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
+    if args.render:
+        write_md(json.loads(args.render.read_text(encoding="utf-8")), args.render.with_suffix(".md"))
+        return 0
     logging.basicConfig(level=logging.INFO if args.verbose or not args.child else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.child == "cold":
@@ -194,6 +198,7 @@ def main() -> int:
         "torch_threads": warm["torch_threads"],
     }
     result = {"when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "host": platform.node(),
+              "command": " ".join([".venv/bin/python", "bench/llm_local.py", *sys.argv[1:]]),
               "cpus": os.cpu_count(), "python": platform.python_version(),
               "load_avg_start": [round(x, 2) for x in load_start],
               "load_avg_end": [round(x, 2) for x in os.getloadavg()], "prepare_s": round(prepare_s, 1),
@@ -202,11 +207,19 @@ def main() -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     stem = "llm_local.smoke" if smoke else "llm_local"
     (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    s = summary
+    write_md(result, RESULTS_DIR / f"{stem}.md")
+    print((RESULTS_DIR / f"{stem}.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def write_md(result: dict[str, Any], path: Path) -> None:
+    """The Markdown report of a result (also ``--render FILE.json`` to write it again)."""
+    s = {k: round(v, 2) if isinstance(v, float) else v for k, v in result["summary"].items()}
+    qs = result["per_question"]
     md = ["# Local LLM benchmark (SmolLM2-135M-Instruct Q4_1, transformers, CPU)", "",
           f"Run {result['when']} on {result['cpus']} CPUs, Python {result['python']}; load average at start "
           f"{result['load_avg_start'][0]}, at end {result['load_avg_end'][0]} (other work on the machine slows every "
-          "figure). Command: `.venv/bin/python bench/llm_local.py`.", "",
+          f"figure). Command: `{result.get('command', '.venv/bin/python bench/llm_local.py')}`.", "",
           f"{s['questions']} answerable questions of include/eval/golden/docs.jsonl, {s['contexts_from']}; "
           f"prompt {s['prompt']}; torch threads {s['torch_threads']}.", "",
           "| figure | value |", "|---|---|",
@@ -226,9 +239,7 @@ def main() -> int:
         cell = " ".join(q["answer"].split()).replace("|", "\\|")
         ref = " ".join((q["reference_answer"] or "").split()).replace("|", "\\|")
         md.append(f"| {q['id']} | {q['seconds']} | {q['prompt_tokens']}/{q['completion_tokens']} | {cell} | {ref} |")
-    (RESULTS_DIR / f"{stem}.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    print("\n".join(md[:17]))
-    return 0
+    path.write_text("\n".join(md) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
