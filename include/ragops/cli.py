@@ -386,6 +386,45 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_groundedness(args: argparse.Namespace) -> int:
+    from ragops.grounding.labelled import calibrate, groundedness_report
+
+    s = _settings(args)
+    names = args.checker or None
+    if args.eval_command == "calibrate":
+        out = calibrate(s, args.file, names)
+        if args.json:
+            _print_json(out)
+            return 0
+        print(f"agreement with the labels of {out['file']} ({out['answers']} answers), stored in the data dir:")
+        for name, a in out["checkers"].items():
+            def f(v: float | None) -> str:
+                return "n/a" if v is None else f"{v:.3f}"
+            print(f"  {name:<14} accuracy {f(a['accuracy'])}  precision {f(a['precision'])}  recall {f(a['recall'])}"
+                  f"  kappa {f(a['kappa'])}  false alarms {f(a['false_alarm_rate'])}")
+        return 0
+    rep = groundedness_report(s, args.file, names)
+    if args.json:
+        _print_json(rep if args.misses else {**rep, "checkers": [{k: v for k, v in c.items() if k != "misses"}
+                                                                  for c in rep["checkers"]]})
+        return 0
+    kinds = [k for k in rep["kinds"] if k != "grounded"]
+    print(f"{rep['file']}: {rep['answers']} labelled answers")
+    print(f"  {'checker':<14}" + "".join(f"{k:>12}" for k in kinds) + f"{'false alarms':>14}{'kappa':>8}"
+          f"{'s/1k answers':>14}")
+    for c in rep["checkers"]:
+        bk = c["by_kind"]
+        cells = "".join(f"{bk[k]['rate']:>12.3f}" if k in bk else f"{'-':>12}" for k in kinds)
+        kappa = c["agreement"]["kappa"]
+        print(f"  {c['checker']:<14}{cells}{(c['false_alarm_rate'] or 0):>14.3f}"
+              f"{(kappa if kappa is not None else float('nan')):>8.3f}{c['seconds_per_1k_answers']:>14.1f}")
+        if args.misses:
+            for m in c["misses"]:
+                print(f"      miss {m['id']} ({m['label']}): {m['answer'][:120]}")
+    print("  columns: share of answers flagged per error kind (detection) and on grounded answers (false alarms)")
+    return 0
+
+
 def cmd_eval_runs(args: argparse.Namespace) -> int:
     from ragops.evaluation.runner import list_runs
 
@@ -626,6 +665,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "endpoint still serves the same model (default: every run calls the model)")
     er.add_argument("--json", action="store_true", help="print metrics.json")
     er.set_defaults(fn=cmd_eval_run)
+    for name, helptext in (("groundedness", "detection per error kind and false alarms of each groundedness checker "
+                                             "on a labelled file"),
+                           ("calibrate", "agreement of each checker with human labels (accuracy, precision, recall, "
+                                         "Cohen's kappa), stored for the gates and the LLMOps page")):
+        x = ev.add_parser(name, help=helptext)
+        x.add_argument("file", help="JSONL of {question, contexts, answer, label: grounded|hallucinated, kind}; "
+                                    "include/eval/groundedness/docs.jsonl is bundled")
+        x.add_argument("--checker", action="append", choices=("deterministic", "cosine", "judge"),
+                       help="run only this checker (repeatable); default: all that can run here")
+        x.add_argument("--misses", action="store_true", help="list every answer a checker got wrong")
+        x.add_argument("--json", action="store_true")
+        x.set_defaults(fn=cmd_eval_groundedness)
     rs = ev.add_parser("runs", help="recent eval runs")
     rs.add_argument("--index")
     rs.add_argument("--limit", type=int, default=20)

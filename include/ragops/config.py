@@ -147,7 +147,7 @@ class EvalSettings:
     regression_margin: float = 0.02  # a drop smaller than this is never a regression
     confidence: float = 0.95  # of the paired bootstrap interval on each metric's difference
     bootstrap_samples: int = 2000
-    watch_metrics: tuple[str, ...] = ("hit_rate@5", "ndcg@10", "faithfulness", "answer_f1",
+    watch_metrics: tuple[str, ...] = ("hit_rate@5", "ndcg@10", "faithfulness", "hallucination_rate", "answer_f1",
                                       "answer_similarity", "refusal_accuracy")
     max_consecutive_errors: int = 5  # the generator failed this often in a row = stop the run
     llm_conn_id: str = "llm_default"

@@ -77,7 +77,7 @@ def _per_question(session: Any, run_id: str) -> dict[str, dict[str, float]]:
                   if isinstance(v, (int, float)) and not isinstance(v, bool)} for qid, payload in rows}
 
 
-LOWER_IS_BETTER = {"false_refusal", "pii_rate", "blocklist_rate", "tokens_in", "tokens_out"}
+LOWER_IS_BETTER = {"false_refusal", "pii_rate", "blocklist_rate", "tokens_in", "tokens_out", "hallucination_rate"}
 
 
 def served_models(run: Any) -> list[str] | None:

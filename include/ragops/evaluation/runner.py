@@ -24,6 +24,7 @@ from ragops.embedding import Embedder
 from ragops.errors import EvalError, LlmError, RagopsError, UnknownIndexError
 from ragops.evaluation import metrics as M
 from ragops.evaluation.datasets import Dataset, Question, load_dataset
+from ragops.grounding.checker import GroundednessChecker, answer_relevance
 from ragops.llm import (
     ChatClient,
     ChatGenerator,
@@ -191,25 +192,29 @@ def score_question(q: Question, docs: list[tuple[str, float]], contexts: list[Co
         m.update(M.retrieval_metrics([d for d, _ in docs], q.relevant, ks))
         ranked_chunks = chunk_docs if chunk_docs is not None else [c.doc_id for c in contexts]
         m.update(M.context_precision([d in q.relevant for d in ranked_chunks], ks))
-    threshold = settings.eval.support_threshold
-    context_sents = [M.split_sentences(c.text) for c in contexts]
     if q.answerable:
         m["false_refusal"] = float(gen.refused)
     else:
         m["refusal_accuracy"] = float(gen.refused)
     detail: dict[str, Any] = {}
     if not gen.refused:
-        sents = M.split_sentences(gen.answer) or [gen.answer]
-        faith, unsupported = M.faithfulness(sents, [s for cs in context_sents for s in cs], encoder, threshold)
-        if faith is not None:
-            m["faithfulness"] = faith
-        detail["unsupported_sentences"] = unsupported
-        rel = M.cosine(q.question, M.strip_citations(gen.answer), encoder) if settings.eval.semantic_metrics else None
+        # claim-level groundedness: every claim must be supported by one passage (numbers, names,
+        # negation, meaning); faithfulness = supported share, hallucination = any claim unsupported
+        checker = GroundednessChecker(encoder)
+        verdict = checker.check(gen.answer, [c.text for c in contexts])
+        if verdict["faithfulness"] is not None:
+            m["faithfulness"] = verdict["faithfulness"]
+            m["hallucination_rate"] = float(verdict["hallucinated"])
+        bad = [v for v in verdict["claims"] if not v["supported"]]
+        detail["unsupported_sentences"] = [v["claim"] for v in bad]
+        detail["unsupported_claims"] = [{"claim": v["claim"], "reason": v["reason"], "detail": v["detail"][:5],
+                                         "passage": v["passage"], "closest": v["closest"][:300]} for v in bad]
+        detail["n_claims"] = verdict["n_claims"]
+        rel = answer_relevance(q.question, gen.answer, encoder) if settings.eval.semantic_metrics else None
         if rel is not None:
             m["answer_relevance"] = rel
-        validity = M.citation_validity(sents, context_sents, encoder, threshold)
-        if validity is not None:
-            m["citation_validity"] = validity
+        if verdict["citation_validity"] is not None:
+            m["citation_validity"] = verdict["citation_validity"]
         if judge is not None:
             m.update({k: v for k, v in judge.score(q.question, gen.answer, contexts).items()
                       if not k.endswith(("_samples", "_unparsed"))})
