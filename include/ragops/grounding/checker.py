@@ -161,6 +161,10 @@ class GroundednessChecker:
             elif af.negated and not cf.negated:
                 flipped = sorted(af.negated_terms & cf.terms)
                 need = min(2, len(af.negated_terms))
+            elif af.negated and cf.negated:  # both negate something: is it the same thing?
+                flipped = sorted(((af.negated_terms & cf.terms) - cf.negated_terms)
+                                 | ((cf.negated_terms & af.terms) - af.negated_terms))
+                need = 2
             if flipped and len(flipped) >= need:
                 return _Try(False, "contradicted_negation",
                             [f"{', '.join(flipped[:4])}: {p.sentences[align][:200]}"], sim, cov, p.sentences[align], rank)
