@@ -109,8 +109,10 @@ def evaluate(settings: Settings, name: str, candidate: int, *, gate: str | None 
         raise IndexChangedError(f"index {index} swapped from v{versions['candidate']} to v{versions['production']} "
                                 "between the two evaluations; a retry evaluates both on one version")
     decision = evaluate_gate(settings, gate, runs["candidate"], runs["production"])
+    from ragops.grounding.labelled import decided_by
+
     decision.update(name=name, candidate_version=candidate, production_version=production, dataset=str(dataset),
-                    index=index)
+                    index=index, groundedness=decided_by(settings, [c["metric"] for c in decision["checks"]]))
     with state.session_scope(settings.state_db_url) as s:
         state.audit(s, trigger, "prompt_gate_evaluated", index, prompt=name, candidate=candidate,
                     production=production, gate=gate, passed=decision["passed"],
@@ -132,7 +134,7 @@ def evidence(decision: dict[str, Any]) -> dict[str, Any]:
     """What the history keeps of a decision (no answers, no long lists)."""
     return {k: decision.get(k) for k in ("profile", "passed", "checks", "candidate_run", "production_run",
                                          "index", "index_version", "dataset", "questions", "refused",
-                                         "identical_answers", "note")} | {
+                                         "identical_answers", "note", "groundedness")} | {
         "worst_questions": [{k: w[k] for k in ("id", "question", "drop")} for w in decision.get("worst_questions", [])]}
 
 

@@ -153,3 +153,18 @@ def test_bundled_labelled_set_subset_detection_and_false_alarms(checker: Grounde
     assert rep["false_alarm_rate"] <= 0.35, rep["misses"]
     assert rep["agreement"]["kappa"] >= 0.5
     assert set(meets_target(rep)) >= {"negation", "number", "name", "appended", "false_alarms"}
+
+
+def test_gate_says_which_checker_decided_and_its_agreement(settings) -> None:
+    from ragops.grounding.labelled import decided_by
+
+    assert decided_by(settings, ["hit_rate@5"]) is None
+    before = decided_by(settings, ["faithfulness", "hallucination_rate"])
+    assert "deterministic claim check" in before and "ragops eval calibrate" in before
+    folder = Path(settings.data_dir) / "calibration"
+    folder.mkdir(parents=True)
+    (folder / "groundedness.json").write_text(json.dumps({"checkers": {"deterministic": {
+        "kappa": 0.757, "accuracy": 0.87, "false_alarm_rate": 0.2}}}), encoding="utf-8")
+    after = decided_by(settings, ["faithfulness", "judge_faithfulness"])
+    assert "kappa 0.76" in after and "false alarms 0.20" in after
+    assert "LLM judge (agreement with people not measured yet" in after

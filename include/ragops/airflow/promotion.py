@@ -136,7 +136,7 @@ def summary_text(d: dict[str, Any]) -> str:
         lines.append(f"| {c['kind']} | {c['metric']} | {c['rule']} | {_num(c.get('candidate'))} | "
                      f"{_num(c.get('production'))} | {_num(c.get('difference'), True)} | {ci} | "
                      f"{'ok' if c['passed'] else 'FAIL'} |")
-    for note in (d.get("refused"), d.get("note")):
+    for note in (d.get("refused"), d.get("note"), d.get("groundedness")):
         if note:
             lines += ["", f"**Note:** {note}"]
     return "\n".join(lines)
@@ -178,6 +178,8 @@ def decision_alert(d: dict[str, Any], status: str, link: str, approver: str | No
                    "margin; thresholds and budgets are absolute.")
     if d.get("note"):
         summary += f" Note: {d['note']}."
+    if d.get("groundedness"):
+        summary += f" {d['groundedness']}."
     runs = f"{d['candidate_run']} vs {d['production_run']}" if d.get("candidate_run") else "none (refused before)"
     return Alert(event="prompt", status=status, where=f"promote_prompt · {d['name']}", headline=headline,
                  severity="info" if status == "PROMOTED" else "warning", summary=summary, figures=figures,

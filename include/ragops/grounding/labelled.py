@@ -224,3 +224,27 @@ def stored_calibration(settings: Any) -> dict[str, Any] | None:
         return json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+CHECKER_METRICS = {"deterministic": ("faithfulness", "hallucination_rate", "citation_validity"),
+                   "judge": ("judge_faithfulness",)}
+
+
+def decided_by(settings: Any, metrics: list[str]) -> str | None:
+    """Which groundedness checker produced the gate's groundedness metrics, and how well it agrees
+    with people (from the last `ragops eval calibrate`), in one sentence; None when the gate has none."""
+    cal = (stored_calibration(settings) or {}).get("checkers", {})
+    parts = []
+    for checker, names in CHECKER_METRICS.items():
+        used = [m for m in names if m in metrics]
+        if not used:
+            continue
+        what = "the deterministic claim check" if checker == "deterministic" else "the LLM judge"
+        a = cal.get(checker)
+        if a and a.get("kappa") is not None:
+            agree = (f"agreement with human labels: kappa {a['kappa']:.2f}, accuracy {a['accuracy']:.2f}, "
+                     f"false alarms {a['false_alarm_rate']:.2f}")
+        else:
+            agree = "agreement with people not measured yet: run `ragops eval calibrate FILE`"
+        parts.append(f"{', '.join(used)} by {what} ({agree})")
+    return ("Groundedness decided by " + "; ".join(parts)) if parts else None
