@@ -168,3 +168,33 @@ def test_gate_says_which_checker_decided_and_its_agreement(settings) -> None:
     after = decided_by(settings, ["faithfulness", "judge_faithfulness"])
     assert "kappa 0.76" in after and "false alarms 0.20" in after
     assert "LLM judge (agreement with people not measured yet" in after
+
+
+def test_cli_groundedness_report_and_calibration(tmp_path: Path) -> None:
+    """`ragops eval groundedness` and `calibrate` on a small labelled file, as a person runs them."""
+    from tests.unit.test_cli import ragops
+
+    f = tmp_path / "labelled.jsonl"
+    rows = [
+        {"id": "g1", "question": "When does rebuild_index run?", "contexts": PASSAGES,
+         "answer": "The rebuild_index DAG runs weekly, on Sundays at 03:00 UTC [1].", "label": "grounded",
+         "kind": "grounded"},
+        {"id": "n1", "question": "When does rebuild_index run?", "contexts": PASSAGES,
+         "answer": "The rebuild_index DAG does not run weekly [1].", "label": "hallucinated", "kind": "negation"},
+        {"id": "d1", "question": "When does rebuild_index run?", "contexts": PASSAGES,
+         "answer": "The rebuild_index DAG runs daily at 05:00 UTC [1].", "label": "hallucinated", "kind": "number"},
+    ]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = ragops("eval", "groundedness", str(f), "--checker", "deterministic", "--checker", "cosine", "--json",
+                 env_dir=tmp_path)
+    rep = {c["checker"]: c for c in json.loads(out.stdout)["checkers"]}
+    assert rep["deterministic"]["by_kind"]["negation"]["rate"] == 1.0
+    assert rep["deterministic"]["by_kind"]["number"]["rate"] == 1.0
+    assert rep["deterministic"]["false_alarm_rate"] == 0.0
+    assert rep["cosine"]["by_kind"]["negation"]["rate"] == 0.0  # the check it replaced misses it
+    cal = ragops("eval", "calibrate", str(f), "--checker", "deterministic", env_dir=tmp_path)
+    assert "kappa 1.000" in cal.stdout
+    stored = json.loads((tmp_path / "calibration" / "groundedness.json").read_text())
+    assert stored["checkers"]["deterministic"]["kappa"] == 1.0
+    bad = ragops("eval", "groundedness", str(tmp_path / "nope.jsonl"), env_dir=tmp_path, ok=False)
+    assert "does not exist" in bad.stderr
