@@ -2,7 +2,8 @@
 
 The converted model folder (``<data_dir>/models/``, written on the first load from the GGUF file)
 is kept between sessions in ``<tmp>/ragops-test-local-llm`` (override: RAGOPS_TEST_LLM_DATA_DIR),
-so only the first session pays the ~20 s de-quantization; later sessions load in about a second.
+so only the first session pays the de-quantization (20-100 s); later sessions load in seconds.
+The server runs with one torch thread (RAGOPS_TEST_LLM_THREADS to change).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def start_local_llm(log_path: Path, *, threads: int | None = None, timeout: floa
 @pytest.fixture(scope="session")
 def local_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLlm]:
     """One real local-model server for the whole session (the model loads once)."""
-    server = start_local_llm(tmp_path_factory.mktemp("local-llm") / "serve.log")
+    # one torch thread: when the cores are shared (the test run itself, other suites), 2 threads
+    # generated 2-3x slower than 1 here (docs/llm.md, "Threads under load")
+    server = start_local_llm(tmp_path_factory.mktemp("local-llm") / "serve.log",
+                             threads=int(os.environ.get("RAGOPS_TEST_LLM_THREADS", "1")))
     yield server
     server.stop()

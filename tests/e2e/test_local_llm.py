@@ -183,7 +183,7 @@ def test_damaged_wheel_file_names_the_reinstall(tmp_path: Path, monkeypatch: pyt
 
 
 def test_server_killed_mid_answer_is_llm_error_not_a_hang(settings, tmp_path: Path) -> None:
-    server = start_local_llm(tmp_path / "serve.log")
+    server = start_local_llm(tmp_path / "serve.log", threads=1)
     killer = threading.Timer(2.0, server.proc.kill)  # mid-generation: 400 tokens take far longer than 2 s
     try:
         c = client(server, settings, timeout=60.0)
