@@ -156,6 +156,10 @@ class EvalSettings:
     judge: bool = True  # LLM-as-judge when an LLM connection is configured
     judge_model: str | None = None  # None = the connection's default model
     judge_runs: int = 3
+    # answers per question when the prompt samples (chat model, temperature > 0 or unset): each sample is
+    # scored, the question's metric is their mean, the per-sample values and spread are kept and the gate's
+    # bootstrap resamples them too; 1 = one answer per question
+    samples: int = 1
     # model -> {input_per_1m, output_per_1m} per 1M tokens, or {free: true} (a local model); no entry = unknown cost
     prices: dict[str, dict[str, float]] = field(default_factory=dict, hash=False)
 
@@ -556,6 +560,9 @@ def _validate(s: Settings, root: _Key | None = None) -> None:
         bad = "judge_runs" if e.judge_runs < 1 else "baseline_runs" if e.baseline_runs < 1 else "bootstrap_samples"
         raise ConfigError(f"{at('eval', bad)}: eval.judge_runs and eval.baseline_runs must be at least 1, "
                           "eval.bootstrap_samples at least 100")
+    if not 1 <= e.samples <= 50:
+        raise ConfigError(f"{at('eval', 'samples')}: eval.samples must be between 1 and 50 answers per question, "
+                          f"got {e.samples}")
 
 
 DRIFT_CHECKS = ("corpus", "documents", "queries", "gaps", "quality")

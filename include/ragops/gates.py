@@ -31,16 +31,47 @@ class Interval:
 
 
 def paired_bootstrap(diffs: list[float] | np.ndarray, samples: int = 2000, confidence: float = 0.95,
-                     seed: int = 13) -> Interval:
-    """Percentile bootstrap interval of the mean of paired differences (candidate - baseline)."""
+                     seed: int = 13,
+                     within: list[tuple[list[float], list[float]]] | None = None) -> Interval:
+    """Percentile bootstrap interval of the mean of paired differences (candidate - baseline).
+
+    ``within`` (one ``(candidate values, baseline values)`` pair per question, in the order of
+    ``diffs``): the per-sample values of questions answered several times (``eval.samples``). The
+    bootstrap then has two levels: each replicate resamples the questions, and for every drawn
+    question resamples its candidate samples and its baseline samples (with replacement) and takes
+    the difference of their means, so the interval carries the sampling noise of the answers as
+    well as the spread between questions. A question with one value per side keeps that value."""
     d = np.asarray(diffs, dtype=np.float64)
     if d.size == 0:
         raise EvalError("no paired questions to compare")
     rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(samples, d.size))].mean(axis=1)
+    idx = rng.integers(0, d.size, size=(samples, d.size))
+    if within is None:
+        means = d[idx].mean(axis=1)
+    else:
+        if len(within) != d.size:
+            raise EvalError(f"within has {len(within)} questions, diffs {d.size}")
+        drawn = np.empty(idx.shape, dtype=np.float64)
+        for q, (cur, base) in enumerate(within):
+            at = idx == q
+            k = int(at.sum())
+            if not k:
+                continue
+            drawn[at] = _resampled_means(cur, k, rng) - _resampled_means(base, k, rng)
+        means = drawn.mean(axis=1)
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return Interval(float(d.mean()), float(lo), float(hi), int(d.size))
+
+
+def _resampled_means(values: list[float], k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` means of ``values`` resampled with replacement (one value: itself, k times)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise EvalError("a question without sample values")
+    if v.size == 1:
+        return np.full(k, v[0])
+    return v[rng.integers(0, v.size, size=(k, v.size))].mean(axis=1)
 
 
 @dataclass(frozen=True)
@@ -53,21 +84,34 @@ class MetricCheck:
     ci_high: float
     n: int
     regressed: bool
+    two_level: bool = False  # the bootstrap also resampled each question's answer samples
 
 
 def compare_metric(metric: str, current: dict[str, float], baseline: dict[str, float], margin: float,
-                   samples: int, confidence: float, seed: int, higher_is_better: bool = True) -> MetricCheck | None:
-    """Paired check of one metric over the questions both sides have (difference = current - baseline)."""
+                   samples: int, confidence: float, seed: int, higher_is_better: bool = True,
+                   current_samples: dict[str, list[float]] | None = None,
+                   baseline_samples: dict[str, list[float]] | None = None) -> MetricCheck | None:
+    """Paired check of one metric over the questions both sides have (difference = current - baseline).
+
+    ``current_samples`` / ``baseline_samples``: per question, the metric's value in each answer
+    sample (a run with ``eval.samples`` > 1). When either side has a question with several samples,
+    the bootstrap resamples those too (two levels, see ``paired_bootstrap``); a question without
+    samples counts with its one value."""
     common = sorted(set(current) & set(baseline))
     if len(common) < 5:
         return None
-    iv = paired_bootstrap([current[q] - baseline[q] for q in common], samples, confidence, seed)
+    within = None
+    cs, bs = current_samples or {}, baseline_samples or {}
+    if any(len(cs.get(q) or ()) > 1 or len(bs.get(q) or ()) > 1 for q in common):
+        within = [(list(cs.get(q) or [current[q]]), list(bs.get(q) or [baseline[q]])) for q in common]
+    iv = paired_bootstrap([current[q] - baseline[q] for q in common], samples, confidence, seed, within)
     if higher_is_better:
         regressed = iv.high < 0 and -iv.mean > margin
     else:
         regressed = iv.low > 0 and iv.mean > margin
     return MetricCheck(metric, float(np.mean([current[q] for q in common])),
-                       float(np.mean([baseline[q] for q in common])), iv.mean, iv.low, iv.high, iv.n, regressed)
+                       float(np.mean([baseline[q] for q in common])), iv.mean, iv.low, iv.high, iv.n, regressed,
+                       within is not None)
 
 
 def _per_question(session: Any, run_id: str) -> dict[str, dict[str, float]]:
@@ -75,6 +119,18 @@ def _per_question(session: Any, run_id: str) -> dict[str, dict[str, float]]:
                            .where(state.EvalResult.run_id == run_id, state.EvalResult.ok == 1)).all()
     return {qid: {k: float(v) for k, v in (payload.get("metrics") or {}).items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool)} for qid, payload in rows}
+
+
+def _per_question_samples(session: Any, run_id: str) -> dict[str, dict[str, list[float]]]:
+    """Per question, each metric's per-sample values (only runs with ``eval.samples`` > 1 store them)."""
+    rows = session.execute(select(state.EvalResult.question_id, state.EvalResult.payload)
+                           .where(state.EvalResult.run_id == run_id, state.EvalResult.ok == 1)).all()
+    out: dict[str, dict[str, list[float]]] = {}
+    for qid, payload in rows:
+        smp = payload.get("samples") if isinstance(payload, dict) else None
+        if isinstance(smp, dict):
+            out[qid] = {k: [float(x) for x in v] for k, v in smp.items() if isinstance(v, list) and v}
+    return out
 
 
 LOWER_IS_BETTER = {"false_refusal", "pii_rate", "blocklist_rate", "tokens_in", "tokens_out", "hallucination_rate"}
@@ -194,6 +250,7 @@ def evaluate_gate(settings: Settings, profile: str, candidate_run: str, producti
             raise EvalError(f"runs {candidate_run} and {production_run} differ in dataset or index version; a gate "
                             "compares two runs of the same questions on the same index version")
         cur, base = _per_question(s, candidate_run), _per_question(s, production_run)
+        cur_smp, base_smp = _per_question_samples(s, candidate_run), _per_question_samples(s, production_run)
         asked = {qid: (p.get("question", ""), p.get("answer", "")) for qid, p in s.execute(
             select(state.EvalResult.question_id, state.EvalResult.payload)
             .where(state.EvalResult.run_id == candidate_run)).all()}
@@ -219,7 +276,9 @@ def evaluate_gate(settings: Settings, profile: str, candidate_run: str, producti
     for metric in nr["metrics"]:
         c = compare_metric(metric, {q: m[metric] for q, m in cur.items() if metric in m},
                            {q: m[metric] for q, m in base.items() if metric in m}, nr["margin"],
-                           e.bootstrap_samples, e.confidence, e.seed, metric not in LOWER_IS_BETTER)
+                           e.bootstrap_samples, e.confidence, e.seed, metric not in LOWER_IS_BETTER,
+                           {q: v[metric] for q, v in cur_smp.items() if metric in v},
+                           {q: v[metric] for q, v in base_smp.items() if metric in v})
         if c is None:
             checks.append({"kind": "non_regression", "metric": metric, "rule": f"no significant drop > {nr['margin']}",
                            "passed": True, "note": "fewer than 5 paired questions: not tested"})
@@ -229,7 +288,9 @@ def evaluate_gate(settings: Settings, profile: str, candidate_run: str, producti
         checks.append({"kind": "non_regression", "metric": metric,
                        "rule": f"no significant {'rise' if metric in LOWER_IS_BETTER else 'drop'} > {nr['margin']}",
                        "candidate": c.current, "production": c.baseline, "difference": c.difference,
-                       "ci": [c.ci_low, c.ci_high], "n": c.n, "passed": not c.regressed})
+                       "ci": [c.ci_low, c.ci_high], "n": c.n, "passed": not c.regressed,
+                       **({"bootstrap": "two-level: questions, then each question's answer samples"}
+                          if c.two_level else {})})
     ops = c_sum.get("operations") or {}
     for name, key in (("latency_p95_ms", "latency_ms_p95"), ("cost_per_1k_usd", "cost_per_1k_questions_usd")):
         if name in gate["budget"]:

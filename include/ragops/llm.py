@@ -327,12 +327,17 @@ class ChatGenerator:
     def __init__(self, client: ChatClient) -> None:
         self.client = client
 
-    def generate(self, prompt: Prompt, question: str, contexts: list[Context]) -> Generation:
+    def generate(self, prompt: Prompt, question: str, contexts: list[Context], sample: int = 0) -> Generation:
+        """One answer. ``sample`` > 0 is a further sample of the same question: it gets its own cache
+        salt and, when the prompt sets a seed, seed + sample (sample 0 is the plain request)."""
         t0 = time.perf_counter()
         model = prompt.model.name or self.client.llm.model
         params = {k: v for k, v in prompt.model.params.items()
                   if k in ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty")}
-        out, cached = self.client.chat(model, render_messages(prompt, question, contexts), params)
+        if sample and isinstance(params.get("seed"), int):
+            params["seed"] = params["seed"] + sample
+        out, cached = self.client.chat(model, render_messages(prompt, question, contexts), params,
+                                       salt=f"sample-{sample}" if sample else "")
         answer = out["content"].strip()
         refused = is_refusal(answer, prompt.refusal_message)
         return Generation(answer, refused, [] if refused else citations(answer), out["prompt_tokens"],

@@ -3,6 +3,7 @@ sets written by the tests, the offline generator and a real OpenAI-compatible se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -341,3 +342,45 @@ def test_cli_eval_run_runs_check_and_validate(env, tmp_path: Path) -> None:
     assert "bad.jsonl:1: field 'question'" in err
     ok = cli("eval", "validate", str(golden), "--index", "docs").stdout
     assert "5 questions (4 answerable, 1 unanswerable)" in ok
+
+
+def test_sampling_answers_each_question_n_times_and_keeps_every_sample(env, embedder, llm_server: LlmServer,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    settings, golden, prompts, _ = env
+    llm_server.response_model = "served-a"  # listed at GET /v1/models: the client knows the served model
+    sampled = settings.replace(eval=dataclasses.replace(settings.eval, samples=3, judge=False))
+    for version, extra in ((2, {"temperature": 0.8}), (3, {"temperature": 0.8, "seed": 5})):
+        (prompts / "rag_chat" / f"v{version}.yaml").write_text(yaml.safe_dump(
+            {**CHAT_PROMPT, "version": version, "model": {**CHAT_PROMPT["model"], **extra}}, sort_keys=False))
+
+    summary = run_eval(sampled, golden, "rag_chat@2", "docs", embedder=embedder, llm=llm(llm_server), run_id="smp-1")
+    # 5 questions x 3 samples: the same request three times, kept apart by the cache salt (no seed set)
+    assert llm_server.count == 15 and summary["llm_calls"] == 15
+    rows = results(summary)
+    assert [r["n_samples"] for r in rows] == [3] * 5
+    q1 = next(r for r in rows if r["id"] == "q1")
+    assert len(q1["sample_answers"]) == 3 and set(q1["samples"]) == set(q1["metrics"]) == set(q1["spread"])
+    for metric, values in q1["samples"].items():
+        assert len(values) == 3 and q1["metrics"][metric] == pytest.approx(sum(values) / 3, abs=1e-6)
+    assert not any(k.endswith("_spread") for k in q1["metrics"])  # the metrics stay clean
+    assert q1["tokens_in"] == 3 * q1["samples"]["tokens_in"][0]  # billed: every sample
+    with state.session_scope(settings.state_db_url) as s:
+        stored = s.execute(select(state.EvalResult.payload).where(state.EvalResult.run_id == "smp-1",
+                                  state.EvalResult.question_id == "q1")).scalar_one()
+        assert stored["samples"] == q1["samples"] and stored["spread"] == q1["spread"]
+        assert s.get(state.EvalRun, "smp-1").config["samples"] == 3
+    # a retry of the same run is served from the cache, sample by sample
+    run_eval(sampled, golden, "rag_chat@2", "docs", embedder=embedder, llm=llm(llm_server), run_id="smp-1")
+    assert llm_server.count == 15
+
+    # with a seed in the prompt, each sample asks with its own seed
+    run_eval(sampled, golden, "rag_chat@3", "docs", embedder=embedder, llm=llm(llm_server), run_id="smp-2")
+    seeds = [r.get("seed") for r in llm_server.requests[15:]]
+    assert len(seeds) == 15 and sorted(set(seeds)) == [5, 6, 7] and seeds.count(5) == 5
+
+    # greedy decoding: one answer per question, and the log says why
+    caplog.set_level("INFO", logger="ragops.evaluation.runner")
+    greedy = run_eval(sampled, golden, "rag_chat@1", "docs", embedder=embedder, llm=llm(llm_server), run_id="smp-3")
+    assert llm_server.count == 35 and greedy["llm_calls"] == 5
+    assert all("samples" not in r and "n_samples" not in r for r in results(greedy))
+    assert "temperature 0" in caplog.text and "one answer per question" in caplog.text

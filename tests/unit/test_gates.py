@@ -16,14 +16,15 @@ from ragops.gates import compare_metric, evaluate_gate, paired_bootstrap
 
 N = 40
 QIDS = [f"q{i:02d}" for i in range(N)]
-NR_METRICS = ("answer_f1", "faithfulness", "answer_similarity", "refusal_accuracy", "hit_rate@5")
+NR_METRICS = ("answer_f1", "faithfulness", "hallucination_rate", "answer_similarity", "refusal_accuracy",
+              "hit_rate@5")  # the default profile of include/config/ragops.yaml
 
 
 def base_metrics(i: int) -> dict[str, float]:
     """Per-question values that vary between questions (as real ones do)."""
     return {"answer_f1": 0.5 + 0.5 * ((i * 7) % 10) / 10, "faithfulness": 0.8 + 0.02 * (i % 10),
             "answer_similarity": 0.6 + 0.01 * (i % 30), "refusal_accuracy": float(i % 4 != 0),
-            "hit_rate@5": float(i % 5 != 0), "false_refusal": 0.0}
+            "hit_rate@5": float(i % 5 != 0), "false_refusal": 0.0, "hallucination_rate": float(i % 6 == 0)}
 
 
 SUMMARY = {"hit_rate@5": 0.9, "faithfulness": 0.9, "answer_f1": 0.7, "false_refusal": 0.05}
@@ -34,7 +35,8 @@ def add_run(settings, run_id: str, per_question: dict[str, dict[str, float]], *,
             operations: dict | None = None, status: str = "success", index_version: int = 3,
             dataset_hash: str = "d" * 64, prompt_version: int = 1, failed: tuple[str, ...] = (),
             generator: str = "extractive", served: list[str] | None = None, purpose: str = "adhoc",
-            answers: dict[str, str] | None = None) -> str:
+            answers: dict[str, str] | None = None,
+            samples: dict[str, dict[str, list[float]]] | None = None) -> str:
     with state.session_scope(settings.state_db_url) as s:
         s.add(state.EvalRun(run_id=run_id, status=status, trigger="test", index_name="docs",
                             index_version=index_version, collection=f"docs__v{index_version}",
@@ -49,7 +51,8 @@ def add_run(settings, run_id: str, per_question: dict[str, dict[str, float]], *,
             s.add(state.EvalResult(run_id=run_id, question_id=qid, ok=0 if qid in failed else 1,
                                    payload={"question": f"question {qid}?",
                                             "answer": (answers or {}).get(qid, f"answer of {run_id} to {qid}"),
-                                            "metrics": metrics}))
+                                            "metrics": metrics,
+                                            **({"samples": samples[qid]} if samples and qid in samples else {})}))
     return run_id
 
 
@@ -444,3 +447,85 @@ def test_regression_check_compares_runs_of_the_same_served_model(settings) -> No
                                                served=["model-b"]))
     assert later["baseline_runs"] == ["n4"] and "model_change" not in later and not later["unlike_baseline"]
     assert later["verdict"] == "ok" and "same served model" in later["note"]
+
+
+# ----------------------------------------------------------------------------------------------
+# sampling: each question answered n times, the bootstrap resamples questions and samples
+
+
+def sampled_runs(seed: int, delta: float, questions: int = 40, n: int = 3) -> tuple[dict, dict, dict, dict]:
+    """Two runs of one question set: per question a true score p (the share of good answers), each
+    run's n answers good or not at random (Bernoulli(p), the candidate's shifted by ``delta``).
+    Returns the per-question means and per-sample values of candidate and baseline."""
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0.2, 0.95, questions)
+    cand = rng.binomial(1, np.clip(p + delta, 0, 1)[:, None], (questions, n)).astype(float)
+    base = rng.binomial(1, p[:, None], (questions, n)).astype(float)
+    qs = [f"q{i:02d}" for i in range(questions)]
+    return ({q: float(cand[i].mean()) for i, q in enumerate(qs)}, {q: float(base[i].mean()) for i, q in enumerate(qs)},
+            {q: cand[i].tolist() for i, q in enumerate(qs)}, {q: base[i].tolist() for i, q in enumerate(qs)})
+
+
+def gate_decision(seed: int, delta: float) -> str:
+    """What the non-regression check decides: 'worse' (rejected), 'better' (a significant and
+    material rise: would be promoted as an improvement) or 'same'."""
+    cur, base, cs, bs = sampled_runs(seed, delta)
+    c = compare_metric("faithfulness", cur, base, 0.02, 2000, 0.95, seed, True, cs, bs)
+    assert c is not None and c.two_level
+    if c.regressed:
+        return "worse"
+    return "better" if c.ci_low > 0 and c.difference > 0.02 else "same"
+
+
+def test_a_version_gated_against_itself_under_sampling_noise_is_neither_better_nor_worse() -> None:
+    # 200 trials, 40 questions x 3 samples, the same version on both sides: only sampling noise differs
+    decisions = [gate_decision(seed, 0.0) for seed in range(200)]
+    same = decisions.count("same")
+    assert same >= 0.95 * len(decisions), (decisions.count("worse"), decisions.count("better"))
+
+
+def test_a_version_clearly_worse_under_sampling_noise_is_rejected_in_most_trials() -> None:
+    # power: 25 points fewer good answers per question; the check must still see it through the noise
+    decisions = [gate_decision(seed, -0.25) for seed in range(200)]
+    assert decisions.count("worse") >= 0.8 * len(decisions)
+    assert decisions.count("better") == 0
+
+
+def test_two_level_bootstrap_widens_the_interval_by_the_sampling_noise() -> None:
+    cur, base, cs, bs = sampled_runs(7, 0.0)
+    one = compare_metric("faithfulness", cur, base, 0.02, 2000, 0.95, 7)
+    two = compare_metric("faithfulness", cur, base, 0.02, 2000, 0.95, 7, True, cs, bs)
+    assert one is not None and two is not None and not one.two_level and two.two_level
+    assert one.difference == pytest.approx(two.difference)  # same point estimate: means of the sample means
+    assert (two.ci_high - two.ci_low) > 1.2 * (one.ci_high - one.ci_low)
+    # one sample per question (or none stored) is the plain bootstrap, bit for bit
+    single = compare_metric("faithfulness", cur, base, 0.02, 2000, 0.95, 7, True,
+                            {q: [v] for q, v in cur.items()}, {q: [v] for q, v in base.items()})
+    assert single == one
+
+
+def test_paired_bootstrap_with_identical_samples_everywhere_is_the_plain_bootstrap() -> None:
+    # samples with no spread add no noise: the two-level interval is the one-level one
+    diffs = [0.1 * (i % 5) - 0.2 for i in range(30)]
+    within = [([d + 0.5] * 3, [0.5] * 3) for d in diffs]
+    plain, two = paired_bootstrap(diffs, seed=3), paired_bootstrap(diffs, seed=3, within=within)
+    assert two.mean == pytest.approx(plain.mean)
+    assert (two.low, two.high) == pytest.approx((plain.low, plain.high), abs=0.03)
+    with pytest.raises(EvalError, match="within has 2 questions"):
+        paired_bootstrap(diffs, within=within[:2])
+
+
+def test_the_gate_resamples_the_stored_samples_and_says_so(settings) -> None:
+    cur, base, cs, bs = sampled_runs(11, 0.0)
+    pq = lambda means: {q: {**base_metrics(i), "faithfulness": means[q]} for i, q in enumerate(QIDS)}  # noqa: E731
+    add_run(settings, "prod-s", pq(base), samples={q: {"faithfulness": v} for q, v in bs.items()})
+    add_run(settings, "cand-s", pq(cur), prompt_version=2, samples={q: {"faithfulness": v} for q, v in cs.items()})
+    add_run(settings, "prod-ns", pq(base))  # the same means, stored without samples
+    add_run(settings, "cand-ns", pq(cur), prompt_version=3)
+    sampled = evaluate_gate(settings, "default", "cand-s", "prod-s")
+    plain = evaluate_gate(settings, "default", "cand-ns", "prod-ns")
+    with_s, without = check(sampled, "non_regression", "faithfulness"), check(plain, "non_regression", "faithfulness")
+    assert with_s["bootstrap"].startswith("two-level") and "bootstrap" not in without
+    assert "bootstrap" not in check(sampled, "non_regression", "answer_f1")  # no samples stored for it
+    assert with_s["difference"] == pytest.approx(without["difference"])
+    assert with_s["ci"][1] - with_s["ci"][0] > without["ci"][1] - without["ci"][0]

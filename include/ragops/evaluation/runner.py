@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import delete, select
 
 from ragops import pipelines, state
@@ -135,6 +136,55 @@ class Retriever:
                         for c in contexts]
             out.append((docs, contexts, chunk_docs))
         return out
+
+
+def sample_count(settings: Settings, prompt: Prompt, generator: Generator) -> int:
+    """Answers per question: ``eval.samples`` when the generator samples (a chat model whose prompt
+    sets a temperature above 0, or none: the endpoint's default, 1.0 for OpenAI-compatible ones);
+    1 otherwise, said in the log (greedy or extractive answers are the same every time)."""
+    n = settings.eval.samples
+    if n <= 1:
+        return 1
+    if not isinstance(generator, ChatGenerator):
+        log.info("eval.samples is %d, but the %s generator is deterministic: one answer per question", n,
+                 generator.name)
+        return 1
+    temperature = prompt.model.params.get("temperature")
+    if temperature is not None and float(temperature) <= 0:
+        log.info("eval.samples is %d, but prompt %s has temperature 0 (greedy decoding gives the same answer every "
+                 "time): one answer per question", n, prompt.ref)
+        return 1
+    log.info("sampling %d answers per question (prompt %s, temperature %s): metrics are means over the samples, "
+             "per-sample values kept for the gate's bootstrap", n, prompt.ref,
+             "unset = the endpoint's default" if temperature is None else temperature)
+    return n
+
+
+def sampled_row(q: Question, docs: list[tuple[str, float]], contexts: list[Context], gens: list[Generation],
+                retrieval_ms: float, encoder: SentenceEncoder, settings: Settings,
+                judge: Judge | None, chunk_docs: list[str] | None = None) -> dict[str, Any]:
+    """A question answered ``len(gens)`` times: each sample scored with ``score_question``; the
+    row's metric = mean over the samples that have it, ``samples`` = {metric: [value per sample]},
+    ``spread`` = {metric: population std}. ``answer``/``refused``/``citations``/``detail`` are the
+    first sample's, ``sample_answers`` all of them; ``tokens_in``/``tokens_out`` are the total over
+    the samples (what is billed), ``generation_ms`` the mean per answer (what a user waits)."""
+    rows = [question_row(q, docs, contexts, g, retrieval_ms, encoder, settings, judge, chunk_docs) for g in gens]
+    first = rows[0]
+    per: dict[str, list[float]] = {}
+    for r in rows:
+        for k, v in r["metrics"].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                per.setdefault(k, []).append(float(v))
+    gen_ms = sum(g.latency_ms for g in gens) / len(gens)
+    first.update({
+        "metrics": {k: round(float(np.mean(v)), 6) for k, v in per.items()},
+        "samples": {k: [round(x, 6) for x in v] for k, v in per.items()},
+        "spread": {k: round(float(np.std(v)), 6) for k, v in per.items()},
+        "n_samples": len(gens), "sample_answers": [g.answer for g in gens],
+        "sample_refused": [g.refused for g in gens], "cached": all(g.cached for g in gens),
+        "tokens_in": sum(g.tokens_in for g in gens), "tokens_out": sum(g.tokens_out for g in gens),
+        "generation_ms": round(gen_ms, 2), "latency_ms": round(retrieval_ms + gen_ms, 2)})
+    return first
 
 
 def question_row(q: Question, docs: list[tuple[str, float]], contexts: list[Context], gen: Generation | LlmError,
@@ -369,6 +419,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     run_id = run_id or new_run_id()
     client = ChatClient(llm, settings, cache_scope=None if reuse_cache else run_id) if llm is not None else None
     generator = make_generator(prompt_obj, encoder, client)
+    n_answers = sample_count(settings, prompt_obj, generator)
     judge = None
     if client is not None and settings.eval.judge:
         judge = Judge(client, settings.eval.judge_model or llm.model or prompt_obj.model.name,  # type: ignore[union-attr]
@@ -385,7 +436,8 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
               "sample_size": n_sample, "seed": settings.eval.seed, "support_threshold": settings.eval.support_threshold,
               "embedding_model": settings.embedding.model, "judge": None if judge is None else
               {"model": judge.model, "runs": judge.runs}, "llm_base_url": llm.base_url if llm else None,
-              "question_ids": sorted(question_ids) if question_ids else None, "reuse_cache": reuse_cache}
+              "question_ids": sorted(question_ids) if question_ids else None, "reuse_cache": reuse_cache,
+              "samples": n_answers}
     with state.session_scope(settings.state_db_url) as s:
         s.execute(delete(state.EvalResult).where(state.EvalResult.run_id == run_id))  # a retry replaces the run
         old = s.get(state.EvalRun, run_id)
@@ -417,14 +469,21 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                 retrieved = retriever.block([q.question for q in block], n_docs, prompt_obj.top_k)
                 retrieval_ms = (time.perf_counter() - t0) * 1000 / len(block)  # the block's cost, shared evenly
                 gens: list[Generation | LlmError] = []
+                more: dict[str, list[Generation]] = {}  # question id -> every sample (eval.samples > 1)
                 for q, (_docs, contexts, _chunk_docs) in zip(block, retrieved, strict=True):
                     if abort is not None:
                         break
-                    t1 = time.perf_counter()
                     try:
-                        gen = generator.generate(prompt_obj, q.question, contexts)
-                        gen.latency_ms = (time.perf_counter() - t1) * 1000
-                        gens.append(gen)
+                        drawn: list[Generation] = []
+                        for i in range(n_answers):  # each sample its own cache salt (and seed + i)
+                            t1 = time.perf_counter()
+                            gen = (generator.generate(prompt_obj, q.question, contexts, sample=i) if i  # type: ignore[call-arg]
+                                   else generator.generate(prompt_obj, q.question, contexts))
+                            gen.latency_ms = (time.perf_counter() - t1) * 1000
+                            drawn.append(gen)
+                        gens.append(drawn[0])
+                        if n_answers > 1:
+                            more[q.id] = drawn
                         consecutive = 0
                     except LlmError as exc:
                         log.warning("question %s: %s", q.id, exc)
@@ -438,7 +497,11 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                              for t in (M.strip_citations(g.answer), q.reference_answer) if t])
                 block_rows = []
                 for q, (docs, contexts, chunk_docs), gen in zip(block, retrieved, gens, strict=False):
-                    row = question_row(q, docs, contexts, gen, retrieval_ms, encoder, settings, judge, chunk_docs)
+                    if q.id in more:
+                        row = sampled_row(q, docs, contexts, more[q.id], retrieval_ms, encoder, settings, judge,
+                                          chunk_docs)
+                    else:
+                        row = question_row(q, docs, contexts, gen, retrieval_ms, encoder, settings, judge, chunk_docs)
                     if judge is not None:  # the judge's own calls, tokens and time, apart from the generator's
                         js = judge.take_stats()
                         row.update(judge=js, judge_tokens_in=js["tokens_in"], judge_tokens_out=js["tokens_out"],
