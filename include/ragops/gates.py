@@ -171,6 +171,8 @@ def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
         last_served = next((served for _, served in nightly if served is not None), None)
         current = _per_question(s, run_id)
         base_rows = [_per_question(s, b) for b in baseline_ids]
+        current_smp = _per_question_samples(s, run_id)
+        base_smp = [_per_question_samples(s, b) for b in baseline_ids]
         asked = {qid: (p.get("question", ""), p.get("answer", "")) for qid, p in s.execute(
             select(state.EvalResult.question_id, state.EvalResult.payload)
             .where(state.EvalResult.run_id == run_id)).all()}
@@ -199,8 +201,14 @@ def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
                 if metric in ms:
                     base.setdefault(qid, []).append(ms[metric])
         cur = {qid: ms[metric] for qid, ms in current.items() if metric in ms}
+        pooled: dict[str, list[float]] = {}  # sampled runs: the baseline runs' samples of a question, pooled
+        for smp in base_smp:
+            for qid, v in smp.items():
+                if metric in v:
+                    pooled.setdefault(qid, []).extend(v[metric])
         c = compare_metric(metric, cur, {q: float(np.mean(v)) for q, v in base.items()}, e.regression_margin,
-                           e.bootstrap_samples, e.confidence, e.seed, metric not in LOWER_IS_BETTER)
+                           e.bootstrap_samples, e.confidence, e.seed, metric not in LOWER_IS_BETTER,
+                           {q: v[metric] for q, v in current_smp.items() if metric in v}, pooled)
         if c is not None:
             checks.append(c)
     regressed = [c for c in checks if c.regressed]

@@ -529,3 +529,19 @@ def test_the_gate_resamples_the_stored_samples_and_says_so(settings) -> None:
     assert "bootstrap" not in check(sampled, "non_regression", "answer_f1")  # no samples stored for it
     assert with_s["difference"] == pytest.approx(without["difference"])
     assert with_s["ci"][1] - with_s["ci"][0] > without["ci"][1] - without["ci"][0]
+
+
+def test_the_nightly_check_resamples_the_samples_of_sampled_runs(settings) -> None:
+    from ragops.gates import check_regression
+
+    def night(run_id: str, seed: int) -> str:
+        cur, _, cs, _ = sampled_runs(seed, 0.0)
+        pq = {q: {**base_metrics(i), "faithfulness": cur[q]} for i, q in enumerate(QIDS)}
+        return add_run(settings, run_id, pq, purpose="nightly", samples={q: {"faithfulness": v} for q, v in cs.items()})
+
+    night("s1", 1)
+    night("s2", 2)
+    result = check_regression(settings, night("s3", 3))
+    by_metric = {c["metric"]: c for c in result["checks"]}
+    assert result["baseline_runs"] == ["s2", "s1"] and result["verdict"] == "ok"
+    assert by_metric["faithfulness"]["two_level"] is True and by_metric["answer_f1"]["two_level"] is False
