@@ -13,7 +13,8 @@
   covers (an echo of the question, a refusal or an empty answer gets 1);
 - a user message with numbered passages ("[1] heading\\ntext\\n\\n[2] ...") gets the first
   sentence of passage [1]'s text followed by " [1]"; when the system message contains
-  ``ANSWER_WRONG`` that sentence is contradicted first (its first number changed, else a
+  ``ANSWER_EMPTY`` nothing at all (an empty answer); ``max_tokens`` cuts an answer to that many
+  words with finish_reason "length"; with ``ANSWER_WRONG`` that sentence is contradicted first (its first number changed, else a
   negation inserted), so a prompt can steer the generator into wrong answers;
 - a user message with "(no passages)" (or without passages) gets the refusal "I don't know.".
 
@@ -311,13 +312,17 @@ class LlmServer:
             content = ("Looks fine to me, mostly supported I would say." if garbage
                        else grade(user, asks_claims, task))
         else:
-            content = answer_for(messages)
+            content = "" if "ANSWER_EMPTY" in system else answer_for(messages)
+        finish = "stop"
+        limit = body.get("max_tokens")
+        if isinstance(limit, int) and limit > 0 and tokens(content) > limit:  # cut like a real server
+            content, finish = " ".join(content.split()[:limit]), "length"
         prompt_tokens = sum(tokens(str(m.get("content") or "")) for m in messages)
         completion_tokens = tokens(content)
         out = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
                "model": self.response_model or body.get("model") or "test-model",
                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                            "finish_reason": "stop", "logprobs": None}],
+                            "finish_reason": finish, "logprobs": None}],
                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                          "total_tokens": prompt_tokens + completion_tokens}}
         with self._lock:

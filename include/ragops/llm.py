@@ -312,7 +312,8 @@ class ChatClient:
         usage = getattr(resp, "usage", None)
         out = {"content": content, "model": getattr(resp, "model", model) or model,
                "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
-               "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}
+               "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
+               "finish_reason": str(getattr(resp.choices[0], "finish_reason", "") or "")}
         self.served[model] = out["model"]
         key = self._key(model, out["model"], messages, params, salt)
         with state.session_scope(self.settings.state_db_url) as s:
@@ -339,9 +340,20 @@ class ChatGenerator:
         out, cached = self.client.chat(model, render_messages(prompt, question, contexts), params,
                                        salt=f"sample-{sample}" if sample else "")
         answer = out["content"].strip()
+        if not answer:  # not a refusal: the model wrote nothing, which no metric can score
+            raise LlmError(f"model {out['model']} returned an empty answer (finish_reason "
+                           f"{out.get('finish_reason') or 'unknown'!r}); check the prompt's model.max_tokens "
+                           f"({params.get('max_tokens', 'unset')}) and that the endpoint applies the model's chat "
+                           "template; the question is recorded as an error and the run goes on")
         refused = is_refusal(answer, prompt.refusal_message)
+        detail: dict[str, Any] = {}
+        if out.get("finish_reason") == "length":  # cut at max_tokens: scored as written, and said so
+            detail["truncated"] = True
+            log.warning("answer of %s cut at max_tokens=%s; raise model.max_tokens in the prompt version if answers "
+                        "need more room", out["model"], params.get("max_tokens"))
         return Generation(answer, refused, [] if refused else citations(answer), out["prompt_tokens"],
-                          out["completion_tokens"], (time.perf_counter() - t0) * 1000, out["model"], cached)
+                          out["completion_tokens"], (time.perf_counter() - t0) * 1000, out["model"], cached,
+                          detail=detail)
 
 
 JUDGE_PREFIX = "You grade answers of a retrieval-augmented assistant."

@@ -299,7 +299,7 @@ def test_endpoint_down_mid_run_keeps_completed_results(env, embedder, llm_server
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [bool(r["error"]) for r in rows] == [False, False, True, True]  # stopped after 2 errors in a row
     assert json.loads((out / "metrics.json").read_text())["counts"] == {
-        "questions": 4, "ok": 2, "errors": 2, "answerable": 2, "unanswerable": 0, "refused": 0}
+        "questions": 4, "ok": 2, "errors": 2, "answerable": 2, "unanswerable": 0, "refused": 0, "truncated": 0}
     assert runs_and_results(settings) == (1, 4)
 
 
@@ -314,6 +314,28 @@ def test_garbage_answers_become_per_question_errors(env, embedder, llm_server: L
     assert [r["id"] for r in rows if r["error"]] == ["q2", "q4"]  # every 2nd request got an HTML page
     assert all("without an answer text" in r["error"] and llm_server.base_url in r["error"] for r in rows if r["error"])
     assert "Errors" in (Path(summary["output_dir"]) / "report.html").read_text()
+
+
+def test_empty_answers_are_per_question_errors_and_cut_answers_are_counted(env, embedder,
+                                                                            llm_server: LlmServer) -> None:
+    settings, golden, prompts, _ = env
+    settings = settings.replace(eval=settings.eval.__class__(**{**settings.eval.__dict__, "judge": False}))
+    empty = {**CHAT_PROMPT, "version": 2, "system": CHAT_PROMPT["system"] + " ANSWER_EMPTY"}
+    (prompts / "rag_chat" / "v2.yaml").write_text(yaml.safe_dump(empty, sort_keys=False))
+    cut = {**CHAT_PROMPT, "version": 3, "model": {**CHAT_PROMPT["model"], "max_tokens": 3}}
+    (prompts / "rag_chat" / "v3.yaml").write_text(yaml.safe_dump(cut, sort_keys=False))
+    with pytest.raises(EvalError, match="empty answer") as exc:
+        run_eval(settings, golden, "rag_chat@2", "docs", embedder=embedder, llm=llm(llm_server), run_id="empty-1")
+    assert "completed results are kept" in str(exc.value)
+    with state.session_scope(settings.state_db_url) as s:
+        out = Path(s.get(state.EvalRun, "empty-1").output_dir)
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    answered = [r for r in rows if not r["error"]]
+    assert all("empty answer" in r["error"] and "max_tokens" in r["error"] for r in rows if r["error"])
+    assert len(rows) - len(answered) >= 1
+    summary = run_eval(settings, golden, "rag_chat@3", "docs", embedder=embedder, llm=llm(llm_server))
+    answered = summary["counts"]["ok"] - summary["counts"]["refused"]
+    assert answered > 0 and summary["counts"]["truncated"] == answered
 
 
 def test_cli_eval_run_runs_check_and_validate(env, tmp_path: Path) -> None:

@@ -96,6 +96,20 @@ def test_chat_generator_answers_through_the_server(settings, prompt: Prompt, llm
     assert llm_server.headers[0]["authorization"] == f"Bearer {API_KEY}"
 
 
+def test_empty_answer_is_an_error_and_a_cut_answer_is_marked(settings, llm_server: LlmServer) -> None:
+    """An empty answer is no refusal: a clear LlmError naming the fix. An answer cut at max_tokens is
+    kept, marked truncated."""
+    empty = parse_prompt({**CHAT_PROMPT, "system": "ANSWER_EMPTY " + CHAT_PROMPT["system"]},
+                         Path("/prompts/rag_chat/v1.yaml"), "h-empty")
+    gen = ChatGenerator(ChatClient(llm(llm_server), settings))
+    with pytest.raises(LlmError, match=r"empty answer.*max_tokens \(128\)"):
+        gen.generate(empty, QUESTION, CONTEXTS)
+    cut = gen.generate(chat_prompt(max_tokens=3), QUESTION, CONTEXTS)
+    assert cut.answer == "The scheduler runs" and cut.detail == {"truncated": True}
+    whole = gen.generate(chat_prompt(), QUESTION, CONTEXTS)
+    assert "truncated" not in whole.detail
+
+
 def test_no_passages_is_a_refusal(settings, prompt: Prompt, llm_server: LlmServer) -> None:
     gen = ChatGenerator(ChatClient(llm(llm_server), settings)).generate(prompt, QUESTION, [])
     assert "(no passages)" in llm_server.requests[0]["messages"][-1]["content"]
