@@ -408,7 +408,8 @@ def cmd_eval_groundedness(args: argparse.Namespace) -> int:
         _print_json(rep if args.misses else {**rep, "checkers": [{k: v for k, v in c.items() if k != "misses"}
                                                                   for c in rep["checkers"]]})
         return 0
-    kinds = [k for k in rep["kinds"] if k != "grounded"]
+    kinds = [k for k in rep["kinds"]  # error kinds only: grounded kinds are the false-alarm column
+             if any(c["by_kind"].get(k, {}).get("label") == "hallucinated" for c in rep["checkers"])]
     print(f"{rep['file']}: {rep['answers']} labelled answers")
     print(f"  {'checker':<14}" + "".join(f"{k:>12}" for k in kinds) + f"{'false alarms':>14}{'kappa':>8}"
           f"{'s/1k answers':>14}")

@@ -236,6 +236,10 @@ def split_clauses(sentence: str) -> list[str]:
     return [p.strip(" ,.") for p in parts if len(p.split()) >= 2]
 
 
+# "No.", "Yes, it does.", "The answer is: yes." state no fact of their own
+_ANSWER_WORD = re.compile(r"(?i)\s*(?:(?:the )?answer is:?\s*)?(?:no|yes)(?:,? it (?:does|is|can|will|do)(?: not)?)?\s*[.!]?\s*")
+
+
 def split_claims(answer: str) -> list[Claim]:
     """Atomic claims of an answer. Lone answer words ("No.", "Yes.") are not claims; the rest of their
     sentence is."""
@@ -244,7 +248,7 @@ def split_claims(answer: str) -> list[Claim]:
         refs = tuple(int(n) for n in CITATION_RE.findall(sent))
         clean = " ".join(CITATION_RE.sub(" ", sent).split())
         clean = re.sub(r"^\s*(no|yes)\s*[,.:;!]\s*", "", clean, flags=re.I)
-        if re.fullmatch(r"(?i)\s*(no|yes)\s*[.!]?\s*", clean) or not clean:
+        if re.fullmatch(_ANSWER_WORD, clean) or not clean:
             continue
         for part in split_clauses(clean):
             out.append(Claim(part, i, refs))

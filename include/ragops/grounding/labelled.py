@@ -126,7 +126,7 @@ def evaluate_checker(name: str, check: CheckFn, rows: list[LabelledAnswer]) -> d
         k["flagged"] += int(p)
     for k in kinds.values():
         k["rate"] = k["flagged"] / k["n"]
-    grounded = [p for r, p in zip(rows, preds, strict=True) if not r.hallucinated]
+    grounded = [p for r, p in zip(rows, preds, strict=True) if not r.hallucinated]  # every grounded kind
     return {"checker": name, "n": len(rows), "by_kind": kinds,
             "false_alarm_rate": (sum(grounded) / len(grounded)) if grounded else None,
             "detection_rate": (sum(p for r, p in zip(rows, preds, strict=True) if r.hallucinated)
