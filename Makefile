@@ -1,7 +1,7 @@
 # The README's commands. Each target is a script under scripts/ that you can also run directly.
 .PHONY: demo test ui lint bench clean
 
-demo:  ## install, migrate, run the ingest_documents DAG on the demo corpus, print a summary
+demo:  ## install, migrate, ingest + nightly_eval DAGs, then the local LLM: one answer with its groundedness verdict and a promote_prompt decision
 	bash scripts/demo.sh
 
 test:  ## install the pinned requirements plus test tools and run the whole test suite
