@@ -15,7 +15,7 @@ from ragops import state
 from ragops.config import Settings
 from ragops.errors import EvalError
 
-CHART_METRICS = ["hit_rate@5", "ndcg@10", "faithfulness", "answer_f1", "refusal_accuracy"]
+CHART_METRICS = ["hit_rate@5", "ndcg@10", "faithfulness", "hallucination_rate", "answer_f1", "refusal_accuracy"]
 
 
 def indexes(settings: Settings) -> list[dict[str, Any]]:

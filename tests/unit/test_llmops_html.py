@@ -74,3 +74,19 @@ def test_diff_page_keeps_difflib_escaping() -> None:
 
     html = render_diff("p", 1, 2, difflib.HtmlDiff().make_table([EVIL], ["safe"], "a", "b"))
     assert "<script>alert" not in html and "<img src=x" not in html and "&lt;script&gt;" in html
+
+
+def test_eval_page_shows_the_served_model_and_why_a_claim_is_unsupported() -> None:
+    from ragops.airflow.llmops_html import render_eval
+
+    run = {"run_id": "eval-1", "status": "success", "prompt": "rag_local@1", "index": "docs", "index_version": 1,
+           "questions": 1, "dataset": "golden.jsonl", "metrics": {"hallucination_rate": 1.0},
+           "served_models": ["smollm2-135m-instruct-q4_1"], "generator": "openai:smollm2-135m-instruct-q4_1"}
+    q = {"id": "q1", "question": "When?", "answer": "It runs daily <b>now</b>.", "metrics": {"hallucination_rate": 1.0},
+         "detail": {"unsupported_claims": [{"claim": "It runs daily <b>now</b>", "reason": "missing_number",
+                                            "detail": ["daily"], "passage": 1, "closest": "It runs weekly."}]},
+         "contexts": [], "retrieved_docs": []}
+    html = render_eval({"run": run, "questions": [q], "context_source": "results.jsonl"})
+    assert "answered by smollm2-135m-instruct-q4_1" in html
+    assert "<b>missing_number</b>" in html and "closest [1]: It runs weekly." in html
+    assert "&lt;b&gt;now&lt;/b&gt;" in html and "<b>now</b>" not in html  # escaped

@@ -15,7 +15,7 @@ font-size:12px;background:#eaecf0}.live{background:#d1fadf;color:#05603a}.breach
 color:#b42318}.ok,.success,.promoted{background:#d1fadf;color:#05603a}button{font-size:12px;margin:1px;cursor:pointer}
 #msg{position:sticky;top:0;background:#fffaeb;padding:6px;display:none;border:1px solid #fec84b}
 td.ctx{max-width:560px}.diff table{font-family:monospace;font-size:12px}.diff_add{background:#d1fadf}
-.diff_chg{background:#fef0c7}.diff_sub{background:#fee4e2}
+.diff_chg{background:#fef0c7}.diff_sub{background:#fee4e2}.bad{color:#b42318}
 """
 SCRIPT = """
 async function act(dag, conf, label) {
@@ -111,9 +111,11 @@ def _evals(data: dict[str, Any]) -> str:
     for key, series in data["series"].items():
         out.append(f"<h3>{esc(key)}</h3>" + trend_svg(series, data["metrics"]))
     rows = [[f"<a href='eval/{esc(r['run_id'])}'>{esc(r['run_id'])}</a>", _pill(r["status"]), esc(r["purpose"]),
-             esc(r["started_at"][:19]), esc(r["index"]), esc(r["prompt"]), esc(r["questions"]),
-             *[fmt(r["metrics"].get(m)) for m in data["metrics"]]] for r in data["runs"]]
-    out.append(_table(["run", "status", "purpose", "started", "index", "prompt", "questions", *data["metrics"]], rows))
+             esc(r["started_at"][:19]), esc(r["index"]), esc(r["prompt"]),
+             esc(", ".join(r.get("served_models") or []) or (r.get("generator") or "").split(":")[-1]),
+             esc(r["questions"]), *[fmt(r["metrics"].get(m)) for m in data["metrics"]]] for r in data["runs"]]
+    out.append(_table(["run", "status", "purpose", "started", "index", "prompt", "served model", "questions",
+                       *data["metrics"]], rows))
     return "".join(out)
 
 
@@ -162,19 +164,29 @@ def render_eval(data: dict[str, Any]) -> str:
     r = data["run"]
     head = (f"<p><a href='../'>← LLMOps</a></p><h1>Evaluation {esc(r['run_id'])} {_pill(r['status'])}</h1>"
             f"<p>{esc(r['prompt'])} on index {esc(r['index'])} v{esc(r['index_version'])}, {esc(r['questions'])} "
-            f"questions of {esc(r['dataset'])}. Context texts from {esc(data['context_source'])}.</p>")
+            f"questions of {esc(r['dataset'])}, answered by "
+            f"{esc(', '.join(r.get('served_models') or []) or r.get('generator') or '?')}. "
+            f"Context texts from {esc(data['context_source'])}.</p>"
+            "<p class='muted'>faithfulness and hallucination_rate: every claim of an answer checked against the "
+            "passages (numbers, names, negation, meaning; docs/groundedness.md).</p>")
     metrics = "".join(f"<tr><td><code>{esc(k)}</code></td><td class='num'>{fmt(v)}</td></tr>"
                       for k, v in sorted(r["metrics"].items()))
     out = [head, f"<table>{metrics}</table><h2>Questions</h2>"]
     for q in data["questions"]:
         ms = ", ".join(f"{k} {fmt(v)}" for k, v in sorted((q.get("metrics") or {}).items())
-                       if k in ("hit_rate@5", "ndcg@10", "faithfulness", "answer_f1", "refusal_accuracy"))
+                       if k in ("hit_rate@5", "ndcg@10", "faithfulness", "hallucination_rate", "answer_f1",
+                                "refusal_accuracy"))
+        bad = (q.get("detail") or {}).get("unsupported_claims") or []
+        claims = "".join(f"<li><span class='bad'>{esc(c.get('claim'))}</span> <b>{esc(c.get('reason'))}</b> "
+                         f"{esc(', '.join(map(str, c.get('detail') or []))[:200])} <span class='muted'>closest "
+                         f"[{esc(c.get('passage'))}]: {esc(c.get('closest') or '')}</span></li>" for c in bad)
+        claims = f"<p><b>unsupported claims</b></p><ul>{claims}</ul>" if claims else ""
         ctx = "".join(f"<div class='ctx'><b>[{esc(c.get('n'))}] {esc(c.get('doc_id'))}</b> "
                       f"(score {fmt(c.get('score'))})\n{esc(c.get('text', ''))}</div>" for c in q.get("contexts") or [])
         out.append(f"<details id='q-{esc(q.get('id'))}'><summary><b>{esc(q.get('id'))}</b> {esc(q.get('question'))} "
                    f"<span class='muted'>{esc(ms)}</span></summary>"
                    f"<p><b>answer</b>{' (refused)' if q.get('refused') else ''}: {esc(q.get('answer') or q.get('error') or '')}</p>"
-                   f"<p><b>reference</b>: {esc(q.get('reference_answer', ''))}</p>"
+                   f"{claims}<p><b>reference</b>: {esc(q.get('reference_answer', ''))}</p>"
                    f"<p><b>relevant</b>: {esc(', '.join(q.get('relevant_doc_ids') or []))}; <b>retrieved</b>: "
                    f"{esc(', '.join(d['doc_id'] for d in q.get('retrieved_docs') or []))}</p>{ctx}</details>")
     return _frame(f"ragops eval {r['run_id']}", "".join(out))

@@ -584,4 +584,5 @@ def run_row(r: state.EvalRun) -> dict[str, Any]:
             "index": r.index_name, "index_version": r.index_version,
             "prompt": f"{r.prompt_name}@{r.prompt_version}", "dataset": r.dataset_path,
             "questions": r.n_questions, "metrics": (r.metrics or {}).get("metrics", {}),
-            "output_dir": r.output_dir, "error": r.error}
+            "output_dir": r.output_dir, "error": r.error, "generator": r.generator,
+            "served_models": (r.config or {}).get("served_models") or []}
