@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 
 from ragops.evaluation.metrics import normalize_answer, split_sentences
-from ragops.grounding.claims import Claim, Facts, content_terms, facts, split_claims
+from ragops.grounding.claims import Claim, Facts, content_terms, facts, split_claims, split_clauses
 
 Embed = Callable[[list[str]], np.ndarray]
-REASONS = ("missing_number", "contradicted_negation", "unknown_name", "unsupported_terms", "nothing_similar")
 _EQUIV_FREQ = {"nightly": "daily"}
 
 
@@ -57,8 +56,6 @@ class Passage:
 
     @classmethod
     def of(cls, n: int, text: str) -> Passage:
-        from ragops.grounding.claims import split_clauses
-
         sents = [c for s in split_sentences(text) for c in split_clauses(s)] or ([text] if text.strip() else [])
         return cls(n, text, sents, facts(text), [facts(s) for s in sents], " " + " ".join(text.lower().split()) + " ",
                    len(sents))
@@ -126,7 +123,7 @@ class GroundednessChecker:
 
     # ------------------------------------------------------------------ one claim, one passage
 
-    def _try(self, claim: Claim, cf: Facts, p: Passage, cvec: np.ndarray, svecs: np.ndarray) -> _Try:
+    def _try(self, cf: Facts, p: Passage, cvec: np.ndarray, svecs: np.ndarray) -> _Try:
         terms = cf.terms
         # coverage on the best clause or pair of adjacent clauses: terms scattered over a passage
         # ("metadata" here, "content hash" there) do not make a statement
@@ -210,7 +207,7 @@ class GroundednessChecker:
             cf = facts(c.text)
             best: tuple[_Try, Passage] | None = None
             for p, v in ext:
-                t = self._try(c, cf, p, cvec, v)
+                t = self._try(cf, p, cvec, v)
                 if best is None or t.rank > best[0].rank:
                     best = (t, p)
                 if t.ok:
@@ -274,13 +271,3 @@ def answer_relevance(question: str, answer: str, embed: Embed) -> float | None:
     v = embed([question, a])
     cos = float(np.clip(v[0] @ v[1], -1.0, 1.0))
     return max(cos, 0.0) * min(1.0, len(new) / 3)
-
-
-def supported_reason_counts(verdicts: list[dict[str, Any]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in verdicts:
-        if not v["supported"]:
-            out[v["reason"]] = out.get(v["reason"], 0) + 1
-    return out
-
-

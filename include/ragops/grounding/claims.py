@@ -183,7 +183,7 @@ def names(text: str) -> set[str]:
     text = re.sub(r"`([^`]{1,80})`", r"\1", text)
     toks = re.findall(r"[A-Za-z_][A-Za-z0-9_./@-]*[A-Za-z0-9_]|[A-Za-z]", text)
     start = True
-    for i, tok in enumerate(toks):
+    for tok in toks:
         low = tok.lower()
         ident = ("_" in tok or ("." in tok and not tok.endswith(".")) or "/" in tok or "@" in tok
                  or re.search(r"[a-z][A-Z]", tok) is not None or any(c.isdigit() for c in tok))
@@ -192,7 +192,6 @@ def names(text: str) -> set[str]:
         if ident or acronym or proper:
             out.add(low.strip("./-"))
         start = False
-        del i
     return {n for n in out if n and len(n) > 1}
 
 
