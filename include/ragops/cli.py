@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import time
 from typing import Any
 
 from ragops import __version__
@@ -18,6 +20,15 @@ from ragops.errors import RagopsError
 
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _path_arg(value: str | None) -> str | None:
+    """A path typed on the command line, made absolute against the current directory as every
+    other command line does. Paths inside the settings file (and DAG Params) keep resolving
+    against the project root (``Settings.resolve_path``); URLs pass through."""
+    if value is None or "://" in value:
+        return value
+    return os.path.abspath(os.path.expanduser(value))
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -44,14 +55,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     index = args.index or s.ingest.default_index
-    result = sync(s, args.source, index, full_resync=args.full_resync, dry_run=args.dry_run,
+    t0 = time.perf_counter()
+    result = sync(s, _path_arg(args.source), index, full_resync=args.full_resync, dry_run=args.dry_run,
                   allow_mass_delete=args.allow_mass_delete, trigger="cli")
+    total = time.perf_counter() - t0
+    if not result.get("dry_run"):
+        # the report's own elapsed_s is the commit step's; the run is plan + batches + commit
+        commit = float(result["elapsed_s"])
+        result = {**result, "timing_s": {"total": round(total, 3), "prepare": round(max(total - commit, 0.0), 3),
+                                         "commit": round(commit, 3)}}
     if args.json:
         _print_json(result)
         return 0
     if result.get("dry_run"):
         plan = result["plan"]
-        print(f"dry run: index {plan['index']} from {plan['source_id']} (nothing was written)")
+        print(f"dry run: index {plan['index']} from {plan['source_id']} in {total:.1f}s (nothing was written)")
         print(f"  documents: {_fmt_counts(plan['counts'])}")
         for kind in ("added", "changed", "deleted", "protected"):
             if plan["samples"][kind]:
@@ -62,8 +80,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         for p in plan["problems"]:
             print(f"  problem: {p['reason']}: {p['detail']}")
         return 0
-    print(f"synced index {result['index']} ({result['collection']}) from {result['source_id']} in "
-          f"{result['elapsed_s']:.1f}s (commit)")
+    t = result["timing_s"]
+    print(f"synced index {result['index']} ({result['collection']}) from {result['source_id']} in {t['total']:.1f}s "
+          f"(plan, parse, chunk and embed {t['prepare']:.1f}s; commit and self-check {t['commit']:.1f}s)")
     print(f"  documents: {_fmt_counts(result['counts'])}")
     print(f"  chunks: {_fmt_counts(result['chunks'])}")
     q = result["quarantine"]
@@ -344,11 +363,11 @@ def cmd_eval_validate(args: argparse.Namespace) -> int:
     known = None
     s = _settings(args)
     if args.index:
-        from ragops import state
+        from ragops.retrieval import live_collection
 
-        state.require_schema(s.state_db_url)
+        live_collection(s, args.index)  # an index that does not exist is named as such, with the known ones
         known = index_doc_ids(s, args.index)
-    ds = load_dataset(s.resolve_path(args.dataset), known)  # relative paths: project root, as `eval run`
+    ds = load_dataset(_path_arg(args.dataset), known)
     una = sum(1 for q in ds.questions if not q.answerable)
     print(f"{args.dataset}: {len(ds)} questions ({len(ds) - una} answerable, {una} unanswerable), "
           f"sha256 {ds.sha256[:12]}" + (f"; every relevant document is in index {args.index}" if args.index else ""))
@@ -361,7 +380,8 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     s = _settings(args)
     if args.baseline and args.sample:
         raise RagopsError("--baseline needs every question: drop --sample (a sampled run never joins the baseline)")
-    summary = run_eval(s, args.dataset, args.prompt, args.index, output_dir=args.output, sample_size=args.sample,
+    summary = run_eval(s, _path_arg(args.dataset), args.prompt, args.index, output_dir=_path_arg(args.output),
+                       sample_size=args.sample,
                        trigger="cli", purpose="nightly" if args.baseline else "adhoc",
                        allow_unknown_docs=True if args.allow_unknown_docs else None, retrieval=args.retrieval,
                        reuse_cache=args.reuse_cache)
@@ -435,12 +455,24 @@ def cmd_eval_runs(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print("no eval runs yet: `ragops eval run`")
+        return 0
+    table = [("run", "status", "started", "prompt", "index", "retrieval", "generator (served model)",
+              "hit_rate@5", "faithfulness")]
     for r in rows:
         m = r["metrics"]
-        print(f"{r['run_id']}  {r['status']:<8} {r['started_at'][:19]}  {r['prompt']:<16} {r['index']} "
-              f"v{r['index_version']}  hit_rate@5 {m.get('hit_rate@5', float('nan')):.3f}  "
-              f"faithfulness {m.get('faithfulness', float('nan')):.3f}")
+        gen = r["generator"] or "-"
+        served = [x for x in r["served_models"] if gen.partition(":")[2] != x]
+        table.append((r["run_id"], r["status"], r["started_at"][:19], r["prompt"], f"{r['index']} v{r['index_version']}",
+                      r.get("retrieval") or "-", gen + (f" ({', '.join(served)})" if served else ""),
+                      _fmt_metric(m.get("hit_rate@5")), _fmt_metric(m.get("faithfulness"))))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _fmt_metric(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "-"
 
 
 def cmd_eval_check(args: argparse.Namespace) -> int:
@@ -465,6 +497,38 @@ def cmd_prompts_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prompts_new(args: argparse.Namespace) -> int:
+    import getpass
+
+    from ragops import registry
+
+    try:
+        author = args.author if args.author is not None else getpass.getuser()
+    except (KeyError, OSError):  # no user name in this environment (e.g. a container's numeric uid)
+        author = ""
+    r = registry.new_prompt(_settings(args), args.name, args.source, version=args.version, author=author)
+    if args.json:
+        _print_json(r)
+        return 0
+    n, ref, src = r["name"], r["ref"], r["source"]
+    print(f"wrote {r['path']}: {ref}, a copy of {src} (not registered yet)")
+    print("next steps:")
+    print(f"  1. edit it for your documents. Its 'system' text and refusal message are {src}'s:")
+    print(f"       refusal.message: {json.dumps(r['source_refusal_message'], ensure_ascii=False)}")
+    print("     also set 'message' (what this version is for) and check 'template', 'model', 'retrieval.top_k' "
+          "and 'refusal.threshold'")
+    print("  2. ragops prompts sync")
+    print(f"     validates every new prompt file (an error names the line) and registers {ref}, which is immutable "
+          "from then on" + (f"; the first sync of {n} points {n}@production at it" if r["new_prompt"] else ""))
+    if r["new_prompt"]:
+        print(f"  3. ragops eval run --prompt {ref} --index INDEX --dataset GOLDEN.jsonl")
+    else:
+        print(f"  3. ragops prompts gate {n} {r['version']} --index INDEX --dataset GOLDEN.jsonl")
+        print(f"     evaluates it against {n}@production on the same questions; --promote promotes it when the "
+              "gate passes")
+    return 0
+
+
 def cmd_prompts_list(args: argparse.Namespace) -> int:
     from ragops import registry
 
@@ -483,7 +547,7 @@ def cmd_prompts_list(args: argparse.Namespace) -> int:
 
 
 def cmd_prompts_show(args: argparse.Namespace) -> int:
-    from ragops.prompts import load_prompt
+    from ragops.registry import load_prompt
 
     p = load_prompt(_settings(args), args.ref)
     if args.json:
@@ -542,7 +606,7 @@ def cmd_prompts_gate(args: argparse.Namespace) -> int:
     if version is None:
         print(f"nothing to evaluate: {args.name} has no undecided version newer than production")
         return 0
-    d = promotion.evaluate(s, args.name, version, gate=args.gate, dataset=args.dataset,
+    d = promotion.evaluate(s, args.name, version, gate=args.gate, dataset=_path_arg(args.dataset), index=args.index,
                            run_prefix=f"cli_gate_{args.name}_v{version}_{new_run_suffix()}", trigger="cli")
     if args.json:
         _print_json(d)
@@ -692,6 +756,17 @@ def build_parser() -> argparse.ArgumentParser:
         .add_subparsers(dest="prompts_command", required=True)
     x = pr.add_parser("sync", help="register new prompt files (registered versions are immutable)")
     x.set_defaults(fn=cmd_prompts_sync)
+    x = pr.add_parser("new", help="write a new version file to edit (NAME/v1.yaml, or the next free version of "
+                                  "NAME), copied from another version; never overwrites")
+    x.add_argument("name", help="prompt name: a-z, 0-9, '_' and '-' (the folder under the prompts directory)")
+    x.add_argument("--from", dest="source", metavar="REF",
+                   help="NAME, NAME@VERSION or NAME@ALIAS to copy (default: NAME's newest version, or the bundled "
+                        "rag_answer for a new prompt); bundled prompts are found when the prompts directory "
+                        "lacks them")
+    x.add_argument("--version", type=int, help="version number to write (default: the next free one)")
+    x.add_argument("--author", help="the file's author field (default: your user name)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_prompts_new)
     x = pr.add_parser("list", help="prompts, versions, aliases and whether a file was edited")
     x.add_argument("--json", action="store_true")
     x.set_defaults(fn=cmd_prompts_list)
@@ -724,7 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("name")
     x.add_argument("version", type=int, nargs="?", help="default: the oldest undecided version newer than production")
     x.add_argument("--gate", help="gates.<profile> (default: prompts.gate)")
-    x.add_argument("--dataset")
+    x.add_argument("--dataset", help="golden JSONL (default: prompts.dataset, else eval.default_dataset)")
+    x.add_argument("--index", help="index to evaluate on (default: prompts.index, else ingest.default_index)")
     x.add_argument("--promote", action="store_true", help="promote when it passes (record the rejection otherwise)")
     x.add_argument("--json", action="store_true")
     x.set_defaults(fn=cmd_prompts_gate)

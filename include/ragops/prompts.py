@@ -9,6 +9,7 @@ refusal threshold. Every eval run records the version and the file's content has
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import string
 from collections.abc import Callable
@@ -211,6 +212,54 @@ def versions(settings: Settings, name: str) -> list[Path]:
         raise PromptError(f"unknown prompt {name!r}: no folder {folder}; known prompts: {', '.join(known) or '(none)'}")
     files = [p for p in folder.iterdir() if FILE_RE.match(p.name)]
     return sorted(files, key=lambda p: int(FILE_RE.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def file_versions(folder: Path) -> dict[int, Path]:
+    """The version files of one prompt folder, by version number (empty when the folder is missing)."""
+    out: dict[int, Path] = {}
+    for p in folder.iterdir() if folder.is_dir() else []:
+        m = FILE_RE.match(p.name)
+        if m:
+            out[int(m.group(1))] = p
+    return dict(sorted(out.items()))
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise PromptError(f"invalid prompt name {name!r}: use 1-63 characters of a-z, 0-9, '_' and '-', starting "
+                          "with a letter or digit (it is the folder name, e.g. support_answer)")
+    return name
+
+
+_TOP_FIELD = r"^{key}:[^\n]*(?:\n[ \t]+[^\n]*)*"  # a top-level field with its indented continuation lines
+
+
+def new_version_text(source_text: str, source_ref: str, name: str, version: int, author: str) -> str:
+    """A copy of a prompt file as ``name`` version ``version``, ready to edit: the header comment
+    says where it came from, ``name``/``version``/``author``/``message`` are set, the rest (and its
+    comments) is kept as it was."""
+    lines = source_text.splitlines()
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("#")):
+        lines.pop(0)  # the source's own header comment speaks of the source
+    body = "\n".join(lines) + "\n"
+    values = {"name": name, "version": str(version), "author": _yaml_str(author),
+              "message": _yaml_str(f"Copied from {source_ref}; say what this version changes.")}
+    missing = []
+    for key, value in values.items():
+        body, n = re.subn(_TOP_FIELD.format(key=key), lambda _m, k=key, v=value: f"{k}: {v}", body, count=1,
+                          flags=re.MULTILINE)
+        if not n:
+            missing.append(f"{key}: {value}")
+    header = (f"# Prompt {name}, version {version}: written by `ragops prompts new` from {source_ref}.\n"
+              "# Edit it for your documents (system, template, refusal.message, model, retrieval), then\n"
+              "# `ragops prompts sync` validates and registers it. A registered version is immutable: a later\n"
+              "# change goes into a new version file (`ragops prompts new " + name + "` writes the next one).\n")
+    return header + "".join(m + "\n" for m in missing) + body
+
+
+def _yaml_str(value: str) -> str:
+    """A YAML double-quoted scalar (JSON strings are valid YAML)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def load_prompt(settings: Settings, ref: str) -> Prompt:

@@ -14,6 +14,7 @@ The first sync of a prompt points ``production`` at its newest version (recorded
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 import re
 import threading
@@ -26,7 +27,16 @@ from sqlalchemy import func, select
 from ragops import state
 from ragops.config import Settings
 from ragops.errors import PromptError
-from ragops.prompts import FILE_RE, NAME_RE, Prompt, load_prompt_file
+from ragops.prompts import (
+    NAME_RE,
+    Prompt,
+    check_name,
+    file_versions,
+    load_prompt_file,
+    new_version_text,
+    parse_prompt,
+)
+from ragops.yamlio import load_yaml
 
 log = logging.getLogger(__name__)
 PRODUCTION = "production"
@@ -44,13 +54,7 @@ def _names(settings: Settings) -> list[str]:
 
 
 def _files(settings: Settings, name: str) -> dict[int, Path]:
-    folder = settings.prompts_dir / name
-    out: dict[int, Path] = {}
-    for p in folder.iterdir() if folder.is_dir() else []:
-        m = FILE_RE.match(p.name)
-        if m:
-            out[int(m.group(1))] = p
-    return dict(sorted(out.items()))
+    return file_versions(settings.prompts_dir / name)
 
 
 def sync(settings: Settings, actor: str = "cli", names: list[str] | None = None) -> dict[str, Any]:
@@ -189,6 +193,96 @@ def load(settings: Settings, ref: str) -> Prompt:
     return prompt
 
 
+def load_prompt(settings: Settings, ref: str) -> Prompt:
+    """Load ``NAME@VERSION`` (``rag_answer@2`` or ``@v2``), ``NAME@ALIAS`` (``production``,
+    ``candidate``, ..., ``latest`` = newest registered) or ``NAME`` (= production): the version must
+    be registered and its file unedited. An application should call :func:`get_prompt`, which caches.
+
+    It lives here, not in ``ragops.prompts``: the registry reads prompt files, never the reverse."""
+    return load(settings, ref)
+
+
+# ----------------------------------------------------------------------------------------------
+# new versions to edit
+
+
+def bundled_prompts_dir() -> Path:
+    """The prompts shipped with ragops (``include/prompts``), whatever the settings point at."""
+    from ragops.config import project_root
+
+    return project_root() / "include" / "prompts"
+
+
+def _source_file(settings: Settings, ref: str) -> tuple[str, Path]:
+    """``NAME``, ``NAME@N`` or ``NAME@ALIAS`` as (canonical ref, file): looked up in the settings'
+    prompts directory, then (numbers and the newest version only) among the bundled prompts."""
+    name, _, which = ref.partition("@")
+    check_name(name)
+    for root in dict.fromkeys((settings.prompts_dir, bundled_prompts_dir())):
+        files = file_versions(root / name)
+        if not files:
+            continue
+        if not which:
+            version = max(files)
+        elif re.fullmatch(r"v?[0-9]+", which):
+            version = int(which.lstrip("v"))
+        elif root == settings.prompts_dir:
+            version = resolve(settings, name, which)  # an alias: the registry knows
+        else:
+            raise PromptError(f"{ref}: aliases name registered versions of the settings' prompts directory "
+                              f"({settings.prompts_dir}); for a bundled prompt give a version, e.g. {name}@{max(files)}")
+        if version not in files:
+            raise PromptError(f"{ref}: no file v{version}.yaml in {root / name} (versions there: "
+                              f"{', '.join(map(str, files))})")
+        return f"{name}@{version}", files[version]
+    known = sorted(set(_names(settings)) | {p.name for p in bundled_prompts_dir().glob("*") if p.is_dir()})
+    raise PromptError(f"unknown prompt {name!r} to copy from: not in {settings.prompts_dir} nor among the bundled "
+                      f"prompts; known prompts: {', '.join(known) or '(none)'}")
+
+
+def new_prompt(settings: Settings, name: str, source: str | None = None, *, version: int | None = None,
+               author: str = "") -> dict[str, Any]:
+    """Write ``<prompts dir>/<name>/v<N>.yaml``, a copy of ``source`` to edit, and return where.
+
+    ``N`` is 1 for a new prompt, else the next number after every version on disk or registered (a
+    registered number is never reused, even when its file is gone). ``source`` defaults to the
+    prompt's own newest version, or the bundled ``rag_answer`` for a new prompt. An existing file is
+    never overwritten. Nothing is registered: that is ``sync``, after the edit."""
+    check_name(name)
+    state.require_schema(settings.state_db_url)
+    folder = settings.prompts_dir / name
+    on_disk = file_versions(folder)
+    with state.session_scope(settings.state_db_url) as s:
+        registered = set(s.execute(select(state.PromptVersion.version)
+                                   .where(state.PromptVersion.name == name)).scalars())
+    taken = set(on_disk) | registered
+    if version is None:
+        version = max(taken, default=0) + 1
+    elif version < 1:
+        raise PromptError(f"version must be a positive number, got {version}")
+    path = folder / f"v{version}.yaml"
+    if version in taken:
+        what = f"{path} exists" if version in on_disk else f"{name}@{version} is registered (its file is gone)"
+        raise PromptError(f"{what}; `ragops prompts new` never overwrites a version (a registered one is immutable): "
+                          f"leave out --version to write the next free one, v{max(taken) + 1}")
+    if source is None:
+        source = name if on_disk else "rag_answer"
+    source_ref, source_path = _source_file(settings, source)
+    source_prompt = load_prompt_file(source_path)  # a broken source is reported as such, not copied
+    text = new_version_text(source_path.read_text(encoding="utf-8"), source_ref, name, version, author)
+    parse_prompt(load_yaml(text, path, PromptError).data, path, hashlib.sha256(text.encode()).hexdigest())
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:  # written by someone else since we looked
+        raise PromptError(f"{path} exists; `ragops prompts new` never overwrites a version") from None
+    log.info("prompt %s: wrote %s from %s", name, path, source_ref)
+    return {"name": name, "version": version, "ref": f"{name}@{version}", "path": str(path), "source": source_ref,
+            "source_path": str(source_path), "new_prompt": not on_disk and not registered,
+            "source_refusal_message": source_prompt.refusal_message}
+
+
 # ----------------------------------------------------------------------------------------------
 # the application's call: cached, so a request does not hit the database
 
@@ -310,11 +404,8 @@ def list_prompts(settings: Settings) -> list[dict[str, Any]]:
                     status = "registered"
                     if path is None:
                         status = "file missing"
-                    else:
-                        import hashlib
-
-                        if hashlib.sha256(path.read_bytes()).hexdigest() != row.content_hash:
-                            status = "EDITED (refused)"
+                    elif hashlib.sha256(path.read_bytes()).hexdigest() != row.content_hash:
+                        status = "EDITED (refused)"
                     if (v, "rejected") in decided:
                         status += ", rejected"
                 versions.append({"version": v, "status": status,

@@ -13,9 +13,9 @@ import pytest
 RAGOPS = str(Path(sys.executable).parent / "ragops")
 
 
-def ragops(*args: str, env_dir: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def ragops(*args: str, env_dir: Path, ok: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, RAGOPS_DATA_DIR=str(env_dir))
-    proc = subprocess.run([RAGOPS, *args], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([RAGOPS, *args], capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -74,3 +74,39 @@ def test_cli_errors_name_problem_and_fix(tmp_path: Path, args: tuple[str, ...], 
 def test_cli_before_migration_says_what_to_run(tmp_path: Path) -> None:
     proc = ragops("index", "status", env_dir=tmp_path / "new", ok=False)
     assert proc.returncode == 2 and "ragops db upgrade" in proc.stderr
+
+
+def test_cli_paths_are_relative_to_the_current_directory(tmp_path: Path, corpus: Path) -> None:
+    """As in every other command line: a relative path typed in a shell means the shell's directory,
+    not the project checkout (whose root holds no `corpus/` or `golden.jsonl`)."""
+    d, work = tmp_path / "cli-data", corpus.parent
+    assert not (Path(os.environ["RAGOPS_PROJECT_DIR"]) / "corpus").exists()
+    ragops("db", "upgrade", env_dir=d)
+    out = json.loads(ragops("ingest", "corpus", "--index", "guide", "--json", env_dir=d, cwd=work).stdout)
+    assert out["source_id"] == f"file://{corpus.resolve()}" and out["counts"]["indexed"] == 4
+    assert out["timing_s"]["total"] >= out["timing_s"]["commit"] == out["elapsed_s"]
+
+    (work / "golden.jsonl").write_text('{"id": "a", "question": "What is alpha?", "relevant_doc_ids": ["alpha.md"]}\n')
+    ok = ragops("eval", "validate", "golden.jsonl", "--index", "guide", env_dir=d, cwd=work).stdout
+    assert ok.startswith("golden.jsonl: 1 questions") and "every relevant document is in index guide" in ok
+    (work / "sub").mkdir()
+    (work / "sub" / "bad.jsonl").write_text('{"id": "a"}\n')
+    err = ragops("eval", "run", "--dataset", "sub/bad.jsonl", "--index", "guide", env_dir=d, cwd=work, ok=False).stderr
+    assert f"{work / 'sub' / 'bad.jsonl'}:1: field 'question'" in err, err  # found and read, not "does not exist"
+    err = ragops("eval", "validate", "../nowhere.jsonl", env_dir=d, cwd=work / "sub", ok=False).stderr
+    assert str(work / "nowhere.jsonl") in err and "Traceback" not in err
+
+    # an index that does not exist is named as such (with the known ones), not blamed on the set's ids
+    proc = ragops("eval", "validate", "golden.jsonl", "--index", "nope", env_dir=d, cwd=work, ok=False)
+    assert proc.returncode == 2 and "unknown index 'nope': known indexes are guide" in proc.stderr
+    assert "unknown id" not in proc.stderr
+
+
+def test_cli_eval_validate_unknown_index_before_any_ingest(tmp_path: Path) -> None:
+    d = tmp_path / "cli-data"
+    ragops("db", "upgrade", env_dir=d)
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text('{"id": "a", "question": "What is alpha?", "relevant_doc_ids": ["alpha.md"]}\n')
+    proc = ragops("eval", "validate", str(golden), "--index", "nope", env_dir=d, ok=False)
+    assert proc.returncode == 2 and "unknown index 'nope': known indexes are (none yet)" in proc.stderr
+    assert "unknown id" not in proc.stderr

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from ragops import registry, state
 from ragops.cli import main
 from ragops.errors import PromptError
-from ragops.prompts import load_prompt
+from ragops.registry import load_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = (ROOT / "include" / "prompts" / "rag_answer" / "v1.yaml").read_text(encoding="utf-8")

@@ -121,8 +121,9 @@ def load_dataset(path: str | Path, known_doc_ids: set[str] | None = None) -> Dat
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
-        raise DatasetError(f"dataset {path} does not exist; check the path (relative paths are relative to the "
-                           "project root) or start from include/eval/golden/docs.jsonl") from exc
+        raise DatasetError(f"dataset {path} does not exist; check the path (on the command line a relative path "
+                           "is relative to the current directory, in the settings file and DAG Params to the project "
+                           "root) or start from include/eval/golden/docs.jsonl") from exc
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read dataset: {exc}") from exc
     questions: list[Question] = []

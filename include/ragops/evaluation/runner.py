@@ -37,7 +37,8 @@ from ragops.llm import (
     LlmSettings,
     SentenceEncoder,
 )
-from ragops.prompts import Prompt, load_prompt
+from ragops.prompts import Prompt
+from ragops.registry import load_prompt
 from ragops.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
@@ -585,4 +586,5 @@ def run_row(r: state.EvalRun) -> dict[str, Any]:
             "prompt": f"{r.prompt_name}@{r.prompt_version}", "dataset": r.dataset_path,
             "questions": r.n_questions, "metrics": (r.metrics or {}).get("metrics", {}),
             "output_dir": r.output_dir, "error": r.error, "generator": r.generator,
+            "retrieval": (r.config or {}).get("retrieval"),  # None: a run from before modes were recorded
             "served_models": (r.config or {}).get("served_models") or []}
