@@ -13,6 +13,12 @@ refused unless it carries the page's custom header and comes from a page of this
 Referer, and Sec-Fetch-Site when the browser sends it): the cookie alone is not proof that the
 user asked for it (cross-site request forgery; the cookie is SameSite=Lax, which another port on
 the same host still gets).
+
+HTTP surface (tests/unit/test_llmops_http.py, tests/e2e/test_access.py): a request body is capped
+at ``MAX_BODY`` bytes before it is read in full (413), each Param the page sends at ``MAX_PARAM``
+characters; error messages, whether ours or relayed from Airflow, are capped and never quote a
+long value back; FastAPI's documentation routes are off and the OpenAPI schema is served only to a
+signed-in user (``/api/openapi.json``).
 """
 
 from __future__ import annotations
@@ -26,8 +32,12 @@ from urllib.parse import quote
 
 from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ragops.errors import brief
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +48,71 @@ ACTIONS: dict[str, set[str]] = {
     "check_drift": {"index"},
 }
 ACTION_HEADER = "X-Ragops-Request"  # a custom header: a cross-site form cannot send it (CSRF)
+MAX_BODY = 4096  # bytes of a request body: the trigger forms' Params are a few dozen bytes
+MAX_PARAM = 200  # characters of one Param value (a prompt or index name, a version number)
+MAX_DETAIL = 600  # characters of an error message the page answers with
+
+
+def _cap(text: Any, limit: int = MAX_DETAIL) -> str:
+    """An error message cut to ``limit`` characters: Airflow's validation messages quote the
+    refused value (twice), and a value can be megabytes long."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 40] + f"... [{len(text) - limit + 40} characters cut]"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuses a request body over ``limit`` bytes with 413 before it is read in full: at once when
+    Content-Length says so, else (chunked) as soon as the bytes received pass the limit."""
+
+    def __init__(self, app: Any, limit: int = MAX_BODY) -> None:
+        self.app, self.limit = app, limit
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": f"the request body is larger than {self.limit} bytes, the limit of the "
+                                     "LLMOps page's routes (its actions send only a few small Params)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        try:
+            declared = int(length) if length else None
+        except ValueError:
+            declared = self.limit + 1  # a Content-Length that is not a number: refuse like a large one
+        if declared is not None and (declared > self.limit or declared < 0):
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
 
 
 async def authenticated_user(request: Request, bearer: Annotated[HTTPAuthorizationCredentials | None,
@@ -60,7 +135,35 @@ async def authenticated_user(request: Request, bearer: Annotated[HTTPAuthorizati
 
 User = Annotated[Any, Depends(authenticated_user)]
 app = FastAPI(title="ragops LLMOps", description="Indexes, prompts, evaluations, drift, quarantine and audit log "
-                                                 "of the ragops state store.")
+                                                 "of the ragops state store.",
+              docs_url=None, redoc_url=None, openapi_url=None)  # the schema only behind sign-in (below)
+app.add_middleware(BodyLimit, limit=MAX_BODY)
+
+
+def _scrub(text: Any, request: Request) -> str:
+    """An error message without the long values the request carried (path and query parameters,
+    the trigger's Params) — each replaced by a short preview — and capped."""
+    text = str(text)
+    values = [*request.path_params.values(), *request.query_params.values(),
+              *(getattr(request.state, "ragops_conf", None) or {}).values()]
+    for value in sorted((v for v in values if isinstance(v, str) and len(v) > 40), key=len, reverse=True):
+        text = text.replace(value, brief(value, 40)[1:-1]).replace(repr(value)[1:-1], brief(value, 40)[1:-1])
+    return _cap(text)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Every refusal of the plugin goes out through here: scrubbed of long input, capped."""
+    return JSONResponse({"detail": _scrub(exc.detail, request)}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's default answer quotes every refused value back (``input``): name the field and
+    the problem only."""
+    problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:5]]
+    return JSONResponse({"detail": _scrub("invalid request: " + "; ".join(problems), request)}, status_code=422)
 
 
 def _settings() -> Any:
@@ -77,7 +180,7 @@ async def _read(fn: Any, *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
     except RagopsError as exc:
         missing = str(exc).startswith(("unknown ", "no "))  # an id that is not in the state store
-        raise HTTPException(status_code=404 if missing else 400, detail=str(exc)) from exc
+        raise HTTPException(status_code=404 if missing else 400, detail=str(exc)) from exc  # scrubbed by _http_error
 
 
 def _user_name(user: Any) -> str:
@@ -143,6 +246,13 @@ async def icon() -> Any:
     return Response(ICON, media_type="image/svg+xml")  # the nav icon (no data in it, no login needed)
 
 
+@app.get("/api/openapi.json", include_in_schema=False)
+async def openapi_schema(request: Request, user: User) -> JSONResponse:
+    """The plugin's OpenAPI schema, for a signed-in user only (it lists every route and Param),
+    with the path Airflow mounts the app at as its server."""
+    return JSONResponse({**app.openapi(), "servers": [{"url": request.scope.get("root_path") or "/"}]})
+
+
 @app.get("/api/overview")
 async def api_overview(user: User) -> JSONResponse:
     from ragops.overview import overview
@@ -200,7 +310,16 @@ async def drift_report(check_id: str, user: User) -> HTMLResponse:
     return HTMLResponse(path.read_text(encoding="utf-8"))  # written by ragops.drift.report, everything escaped
 
 
-@app.post("/api/trigger/{dag_id}")
+TRIGGER_OPENAPI = {  # the body and header the route reads itself, so that the schema (and a fuzzer) knows them
+    "parameters": [{"in": "header", "name": ACTION_HEADER, "required": True,
+                    "schema": {"type": "string", "enum": ["1"]}}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "maxProperties": 3,
+        "additionalProperties": {"type": ["string", "integer", "boolean", "null"], "maxLength": MAX_PARAM}}}}},
+}
+
+
+@app.post("/api/trigger/{dag_id}", openapi_extra=TRIGGER_OPENAPI)
 async def trigger(dag_id: str, request: Request, user: User) -> JSONResponse:
     """Start a DAG run through Airflow's REST API as the calling user (their permissions apply)."""
     import httpx
@@ -215,30 +334,55 @@ async def trigger(dag_id: str, request: Request, user: User) -> JSONResponse:
     await _require_run_permission(user, dag_id)
     try:
         conf = await request.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested a thousand levels deep
         raise HTTPException(status_code=400, detail="the body must be a JSON object of the run's Params") from exc
     if not isinstance(conf, dict) or set(conf) - ACTIONS[dag_id]:
+        got = sorted(conf)[:10] if isinstance(conf, dict) else f"a JSON {type(conf).__name__}"
         raise HTTPException(status_code=400, detail=f"{dag_id} accepts {sorted(ACTIONS[dag_id])} from this page, "
-                                                    f"got {sorted(conf) if isinstance(conf, dict) else conf!r}")
+                                                    f"got {brief(got, 200)}")
+    request.state.ragops_conf = conf  # for _scrub: no refusal quotes a long value back
+    for key, value in conf.items():
+        if value is not None and not isinstance(value, (str, int, bool)):
+            raise HTTPException(status_code=400, detail=f"{key} must be a string or a number, got a JSON "
+                                                        f"{type(value).__name__}")
+        if isinstance(value, str) and len(value) > MAX_PARAM:
+            raise HTTPException(status_code=400, detail=f"{key} is {len(value)} characters long; the page's Params "
+                                                        f"are at most {MAX_PARAM} (value {brief(value, 40)})")
     token = bearer or request.cookies.get("_token", "")
     base = _api_base()
-    async with httpx.AsyncClient(timeout=30) as client:
-        resp = await client.post(f"{base}/api/v2/dags/{quote(dag_id)}/dagRuns",
-                                 json={"logical_date": None, "conf": conf, "note": "started from the LLMOps page"},
-                                 headers={"Authorization": f"Bearer {token}"})
-    if resp.status_code >= 300:
-        try:
-            detail = resp.json().get("detail", resp.text)
-        except ValueError:
-            detail = resp.text
-        raise HTTPException(status_code=resp.status_code, detail=f"Airflow refused the run: {detail}")
-    run = resp.json()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            resp = await client.post(f"{base}/api/v2/dags/{quote(dag_id)}/dagRuns",
+                                     json={"logical_date": None, "conf": conf, "note": "started from the LLMOps page"},
+                                     headers={"Authorization": f"Bearer {token}"})
+            if resp.status_code >= 300:
+                raise HTTPException(status_code=resp.status_code if resp.status_code < 500 else 502,
+                                    detail=f"Airflow refused the run: {_airflow_detail(resp)}")
+            run = resp.json()
+            dag = await client.get(f"{base}/api/v2/dags/{quote(dag_id)}", headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        raise HTTPException(status_code=503, detail=f"Airflow's REST API at {base} did not answer "
+                                                    f"({type(exc).__name__}): is the API server running on that "
+                                                    "port ([api] port, [api] base_url)?") from exc
     warning = None
-    async with httpx.AsyncClient(timeout=30) as client:
-        dag = await client.get(f"{base}/api/v2/dags/{quote(dag_id)}", headers={"Authorization": f"Bearer {token}"})
     if dag.status_code == 200 and dag.json().get("is_paused"):
         warning = f"{dag_id} is paused: the run waits until you unpause it"
     log.info("LLMOps page: %s started %s %s with %s", _user_name(user), dag_id,
-             run.get("dag_run_id"), conf)
+             run.get("dag_run_id"), brief(conf, 400))
     return JSONResponse({"dag_id": dag_id, "dag_run_id": run.get("dag_run_id"), "state": run.get("state"), "warning": warning,
                          "url": f"dags/{quote(dag_id)}/runs/{quote(str(run.get('dag_run_id')), safe='')}"})
+
+
+def _airflow_detail(resp: Any) -> str:
+    """Airflow's refusal without the refused values: its validation messages quote the whole value
+    (twice), and a 422 lists each refused ``input``."""
+    try:
+        detail = resp.json().get("detail", "")
+    except (ValueError, AttributeError):
+        return f"HTTP {resp.status_code}"
+    if isinstance(detail, list):  # FastAPI validation errors: keep where and what, drop the input
+        detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('msg', '')}"
+                           for d in detail[:5] if isinstance(d, dict))
+    elif isinstance(detail, dict):
+        detail = detail.get("reason") or detail.get("message") or brief(detail, 200)
+    return str(detail)  # _http_error replaces the long values we sent by previews and caps it
