@@ -606,7 +606,10 @@ def cmd_prompts_gate(args: argparse.Namespace) -> int:
     if version is None:
         print(f"nothing to evaluate: {args.name} has no undecided version newer than production")
         return 0
-    d = promotion.evaluate(s, args.name, version, gate=args.gate, dataset=_path_arg(args.dataset), index=args.index,
+    index = args.index or s.prompts.index or s.ingest.default_index
+    # as `eval run --index`: without --dataset (and prompts.dataset), the index's own golden set
+    dataset = _path_arg(args.dataset) or s.prompts.dataset or s.golden_set(index)
+    d = promotion.evaluate(s, args.name, version, gate=args.gate, dataset=dataset, index=index,
                            run_prefix=f"cli_gate_{args.name}_v{version}_{new_run_suffix()}", trigger="cli")
     if args.json:
         _print_json(d)
@@ -615,7 +618,9 @@ def cmd_prompts_gate(args: argparse.Namespace) -> int:
               f"{'PASSED' if d['passed'] else 'FAILED'}")
         for c in d["checks"]:
             diff = f" diff {c['difference']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]" if c.get("ci") else ""
-            cand = f"{c['candidate']:.4f}" if isinstance(c.get("candidate"), float) else str(c.get("candidate"))
+            v = c.get("candidate")
+            cand = (f"{v:.4f}" if isinstance(v, (int, float)) and not isinstance(v, bool)
+                    else c["note"] if v is None and c.get("note") else str(v))  # e.g. too few questions: not tested
             print(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['kind']:<14} {c['metric']:<22} {c['rule']:<28} {cand}{diff}")
     if args.promote and d["passed"]:
         promotion.promote(s, d, "cli")
@@ -799,7 +804,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("name")
     x.add_argument("version", type=int, nargs="?", help="default: the oldest undecided version newer than production")
     x.add_argument("--gate", help="gates.<profile> (default: prompts.gate)")
-    x.add_argument("--dataset", help="golden JSONL (default: prompts.dataset, else eval.default_dataset)")
+    x.add_argument("--dataset", help="golden JSONL (default: prompts.dataset, else the index's golden set: "
+                                     "indexes.<index>.golden, or eval.default_dataset for the default index)")
     x.add_argument("--index", help="index to evaluate on (default: prompts.index, else ingest.default_index)")
     x.add_argument("--promote", action="store_true", help="promote when it passes (record the rejection otherwise)")
     x.add_argument("--json", action="store_true")
@@ -859,12 +865,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+NOISY_LOGGERS = ("chromadb", "httpx", "sentence_transformers", "great_expectations")
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Keep libraries' INFO records out of a non-verbose run: Great Expectations sets some of its
+    loggers to INFO when it is imported, which a level on its parent logger cannot undo."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(NOISY_LOGGERS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    root = logging.getLogger()
+    before = list(root.handlers)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("chromadb", "httpx", "sentence_transformers", "great_expectations"):
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in root.handlers:
+        if handler not in before and not args.verbose:  # only the handler this command installed
+            handler.addFilter(_quiet_libraries)
     try:
         return int(args.fn(args))
     except RagopsError as exc:

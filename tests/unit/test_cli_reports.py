@@ -90,3 +90,46 @@ def test_answer_f1_ignores_citation_markers_as_documented() -> None:
     assert M.token_f1(M.strip_citations(answer), reference) == 1.0
     assert M.exact_match(M.strip_citations(answer), reference) == 1.0
     assert M.token_f1(answer, reference) < 1.0  # the markers would count as tokens otherwise
+
+
+def test_prompts_gate_says_why_a_check_has_no_figure(settings, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A non-regression check on fewer than 5 paired questions is not tested: its note is printed,
+    not the candidate value None."""
+    from ragops import promotion
+
+    decision = {"profile": "default", "passed": True, "production_version": 1, "questions": 8, "checks": [
+        {"kind": "threshold", "metric": "hit_rate@5", "rule": ">= 0.8", "passed": True, "candidate": 1},
+        {"kind": "non_regression", "metric": "refusal_accuracy", "rule": "no significant drop > 0.02", "passed": True,
+         "note": "fewer than 5 paired questions: not tested"}]}
+    monkeypatch.setattr(promotion, "choose_candidate", lambda *_a, **_k: 2)
+    monkeypatch.setattr(promotion, "evaluate", lambda *_a, **_k: decision)
+    assert main(["prompts", "gate", "acme_answer", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].rstrip().endswith("1.0000")
+    assert out[2].rstrip().endswith("fewer than 5 paired questions: not tested") and "None" not in out[2]
+
+
+def test_prompts_gate_defaults_to_the_index_golden_set_and_reads_paths_from_cwd(
+        settings, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Like `eval run --index NAME`: the gate of a prompt on index acme asks acme's questions, not
+    the demo corpus's (whose ids are not in acme: the run would stop on unknown ids)."""
+    from ragops import promotion
+
+    cfg = tmp_path / "acme.yaml"
+    cfg.write_text(f"ingest:\n  default_index: acme\nindexes:\n  acme:\n    golden: {tmp_path / 'acme-golden.jsonl'}\n")
+    monkeypatch.setenv("RAGOPS_CONFIG", str(cfg))
+    seen: list[tuple[str | None, str | None]] = []
+
+    def evaluate(*_a: Any, dataset: str | None = None, index: str | None = None, **_k: Any) -> dict[str, Any]:
+        seen.append((dataset, index))
+        return {"profile": "default", "passed": True, "production_version": 1, "questions": 1, "checks": []}
+
+    monkeypatch.setattr(promotion, "choose_candidate", lambda *_a, **_k: 2)
+    monkeypatch.setattr(promotion, "evaluate", evaluate)
+    monkeypatch.chdir(tmp_path)
+    assert main(["prompts", "gate", "acme_answer", "--index", "acme"]) == 0
+    assert main(["prompts", "gate", "acme_answer", "--index", "acme", "--dataset", "mine.jsonl"]) == 0
+    assert main(["prompts", "gate", "acme_answer", "--index", "other"]) == 0
+    assert seen == [(str(tmp_path / "acme-golden.jsonl"), "acme"), (str(tmp_path / "mine.jsonl"), "acme"),
+                    (None, "other")]  # no golden set: promotion's default (eval.default_dataset)
