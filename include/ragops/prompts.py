@@ -1,5 +1,7 @@
-"""Prompt versions: files under ``<prompts dir>/<name>/v<N>.yaml``, validated when loaded
-(registration, aliases and history: ``ragops.registry``).
+"""Prompt versions: files under ``<prompts dir>/<name>/v<N>.yaml``, validated when loaded.
+
+Registration, aliases, history and loading a version by reference (``load_prompt``) are
+``ragops.registry``, which builds on this module; this module never imports the registry.
 
 A prompt version is everything that decides an answer besides the index: the template and its
 declared variables, the model and its parameters, the retrieval parameters (top-k) and the
@@ -261,12 +263,3 @@ def _yaml_str(value: str) -> str:
     """A YAML double-quoted scalar (JSON strings are valid YAML)."""
     return json.dumps(value, ensure_ascii=False)
 
-
-def load_prompt(settings: Settings, ref: str) -> Prompt:
-    """Load ``NAME@VERSION`` (``rag_answer@2`` or ``@v2``), ``NAME@ALIAS`` (``production``,
-    ``candidate``, ..., ``latest`` = newest registered) or ``NAME`` (= production) through the
-    registry (``ragops.registry``): the version must be registered and its file unedited. An
-    application should call ``ragops.registry.get_prompt(name)``, which caches."""
-    from ragops import registry
-
-    return registry.load(settings, ref)
