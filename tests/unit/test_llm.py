@@ -13,7 +13,8 @@ import yaml
 from ragops import state
 from ragops.errors import LlmError
 from ragops.llm import ChatClient, ChatGenerator, Context, Judge, LlmSettings, is_refusal, render_messages
-from ragops.prompts import Prompt, load_prompt, parse_prompt
+from ragops.prompts import Prompt, parse_prompt
+from ragops.registry import load_prompt
 from tests.conftest import free_port
 from tests.llm_server import REFUSAL, LlmServer
 

@@ -28,7 +28,7 @@ def evaluate(params: dict[str, Any], run_id: str, run_type: str, triggering_asse
              outlet_events: Any) -> dict[str, Any]:
     from ragops.airflow.hooks import LlmHook
     from ragops.evaluation.runner import run_eval
-    from ragops.prompts import load_prompt
+    from ragops.registry import load_prompt
 
     settings = task_settings()
     triggered_by = _index_from_events(triggering_asset_events)
