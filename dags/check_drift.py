@@ -95,8 +95,9 @@ def check_drift() -> None:
     @task
     def check(params=None, run_id=None, dag_run=None, data_interval_end=None) -> dict:
         from ragops.airflow import drift
+        from ragops.airflow.common import actor, run_type
 
-        return drift.run(params, run_id, str(getattr(dag_run, "run_type", "manual")), data_interval_end)
+        return drift.run(params, run_id, run_type(dag_run), data_interval_end, actor(dag_run))
 
     @task
     def notify(result: dict, dag=None, run_id=None) -> dict:

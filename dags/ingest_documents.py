@@ -73,8 +73,9 @@ def ingest_documents() -> None:
     @task
     def plan(params=None, run_id=None, dag_run=None) -> list:
         from ragops.airflow import ingest
+        from ragops.airflow.common import run_type
 
-        return ingest.plan(params, run_id, str(getattr(dag_run, "run_type", "manual")))
+        return ingest.plan(params, run_id, run_type(dag_run))
 
     @task(max_active_tis_per_dagrun=4)
     def process_batch(batch: dict) -> dict:
@@ -83,10 +84,11 @@ def ingest_documents() -> None:
         return ingest.process(batch)
 
     @task(pool=WRITER_POOL, outlets=[INDEX_UPDATES, PIPELINE_CHANGES], trigger_rule="none_failed")
-    def commit(run_id=None, outlet_events=None) -> dict:
+    def commit(run_id=None, dag_run=None, outlet_events=None) -> dict:
         from ragops.airflow import ingest
+        from ragops.airflow.common import actor
 
-        return ingest.commit(run_id, outlet_events)
+        return ingest.commit(run_id, outlet_events, actor(dag_run))
 
     batches = process_batch.expand(batch=plan())
     batches >> commit()

@@ -74,8 +74,9 @@ def nightly_eval() -> None:
     @task(outlets=[EVAL_REPORTS])
     def evaluate(params=None, run_id=None, dag_run=None, triggering_asset_events=None, outlet_events=None) -> dict:
         from ragops.airflow import evaluation
+        from ragops.airflow.common import run_type
 
-        return evaluation.evaluate(params, run_id, str(getattr(dag_run, "run_type", "manual")),
+        return evaluation.evaluate(params, run_id, run_type(dag_run),
                                    triggering_asset_events, outlet_events)
 
     @task

@@ -85,8 +85,9 @@ def promote_prompt() -> None:
     @task
     def evaluate(prep: dict, dag_run=None) -> dict:
         from ragops.airflow import promotion
+        from ragops.airflow.common import run_type
 
-        return promotion.evaluate(prep, str(getattr(dag_run, "run_type", "manual")))
+        return promotion.evaluate(prep, run_type(dag_run))
 
     @task.branch
     def decide(decision: dict) -> str | None:
@@ -113,16 +114,20 @@ def promote_prompt() -> None:
     # the decision is read from XCom, not passed: these run only after route or approval chose them
     # outlets: versions still waiting after this decision are announced again (one candidate per run)
     @task(trigger_rule="none_failed_min_one_success", outlets=[PROMPT_UPDATES])
-    def promote(dag=None, run_id=None, ti=None, outlet_events=None) -> dict:
+    def promote(dag=None, run_id=None, dag_run=None, ti=None, outlet_events=None) -> dict:
         from ragops.airflow import promotion
+        from ragops.airflow.common import actor
 
-        return promotion.promote(ti.xcom_pull(task_ids="evaluate"), dag.dag_id, run_id, ti, outlet_events)
+        return promotion.promote(ti.xcom_pull(task_ids="evaluate"), dag.dag_id, run_id, ti, outlet_events,
+                                 actor(dag_run))
 
     @task(trigger_rule="none_failed_min_one_success", outlets=[PROMPT_UPDATES])
-    def reject(dag=None, run_id=None, ti=None, outlet_events=None) -> dict:
+    def reject(dag=None, run_id=None, dag_run=None, ti=None, outlet_events=None) -> dict:
         from ragops.airflow import promotion
+        from ragops.airflow.common import actor
 
-        return promotion.reject(ti.xcom_pull(task_ids="evaluate"), dag.dag_id, run_id, ti, outlet_events)
+        return promotion.reject(ti.xcom_pull(task_ids="evaluate"), dag.dag_id, run_id, ti, outlet_events,
+                                actor(dag_run))
 
     decision = evaluate(prepare())
     promoted, rejected = promote(), reject()

@@ -97,8 +97,9 @@ def rebuild_index() -> None:
     @task(pool=WRITER_POOL, outlets=[INDEX_UPDATES])
     def rebuild(params=None, dag_run=None, triggering_asset_events=None, outlet_events=None) -> dict:
         from ragops.airflow import rebuild as glue
+        from ragops.airflow.common import actor
 
-        return glue.run(params, str(getattr(dag_run, "run_type", "manual")), triggering_asset_events, outlet_events)
+        return glue.run(params, actor(dag_run), triggering_asset_events, outlet_events)
 
     @task
     def notify(result: dict, dag=None, run_id=None) -> dict:
@@ -109,8 +110,9 @@ def rebuild_index() -> None:
     @task
     def snapshot(result: dict, dag_run=None) -> dict:
         from ragops.airflow import drift
+        from ragops.airflow.common import actor
 
-        return drift.snapshot_after_swap(result, f"airflow:rebuild_index:{getattr(dag_run, 'run_type', 'manual')}")
+        return drift.snapshot_after_swap(result, actor(dag_run))
 
     result = rebuild()
     notify(result)

@@ -6,6 +6,7 @@ drift checks, quarantine, the audit log. Read-only; no Airflow.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,16 @@ def eval_run(settings: Settings, run_id: str) -> dict[str, Any]:
             c["text"] = texts.get((qid, c.get("chunk_id", "")), "")
         questions.append(r)
     return {"run": row, "questions": questions, "context_source": source}
+
+
+_ACTOR = re.compile(r"^(?P<who>.*) \(airflow (?P<dag>\S+) (?P<run>\S+)\)$")
+
+
+def split_actor(actor: str | None) -> tuple[str, str | None, str | None]:
+    """(who, dag_id, run_id) of an audit actor written by ragops.airflow.common.actor, e.g.
+    ``alice (airflow check_drift manual__...)``; (actor, None, None) for any other actor."""
+    m = _ACTOR.match(actor or "")
+    return (m["who"], m["dag"], m["run"]) if m else (actor or "", None, None)
 
 
 def audit_log(settings: Settings, limit: int = 100) -> list[dict[str, Any]]:

@@ -163,6 +163,14 @@ def test_page_shows_the_state_store(airflow, browser) -> None:
     frame.get_by_role("heading", name="ragops LLMOps").wait_for(timeout=60000)
     text = frame.locator("body").inner_text()
     assert "serving docs__v1" in text and f"{data['indexes'][0]['chunks']} chunks" in text
+    # the live version the first sync created: who built it and its chunks (they were empty cells)
+    live_row = frame.locator("tr", has_text="docs__v1").first.inner_text()
+    assert "ingest (first sync)" in live_row and str(data["indexes"][0]["chunks"]) in live_row, live_row
+    # the prompts table: every column has a heading, the status is shown once
+    assert "version\taliases\tstatus\tauthor\tmessage\tregistered" in text
+    # DAGs are paused at creation here: the page says so, and what unpausing would start
+    paused = frame.locator(".paused").inner_text()
+    assert "check_drift is paused" in paused and "latest interval" in paused, paused
     assert "production → v1" in text
     assert data["eval"]["runs"][0]["run_id"] in text
     assert "ui-drift-1" in text and "corpus: baseline" in text
@@ -177,6 +185,12 @@ def test_page_shows_the_state_store(airflow, browser) -> None:
     frame.get_by_role("heading", name=f"Evaluation {run_id}").wait_for()
     frame.locator("details").first.click()
     assert frame.locator("div.ctx").first.inner_text().strip()
+    # an eval run that is not there: a page that says so and leads back, not raw JSON
+    resp = page.goto(f"{airflow['base']}/ragops/eval/no-such-run")
+    assert resp is not None and resp.status == 404
+    assert "unknown eval run 'no-such-run'" in page.locator("body").inner_text()
+    page.get_by_role("link", name="LLMOps page").click()
+    page.get_by_role("heading", name="ragops LLMOps").wait_for()
     # side-by-side diff of the two prompt versions
     page.goto(f"{airflow['base']}/ragops/prompts/rag_answer/diff?a=1&b=2")
     body = page.locator("body").inner_text().replace("\xa0", " ")  # HtmlDiff keeps spaces as nbsp
@@ -227,17 +241,43 @@ def test_promote_through_the_trigger_form_then_the_page_shows_it(airflow, browse
     text = frame.locator("body").inner_text()
     assert "production → v2" in text
     assert "prompt_promoted" in text and "prompt_gate_evaluated" in text  # the audit log
+    # who: the person who started the run in Airflow's trigger form, and the run it came from
+    promoted = frame.locator("tr", has_text="prompt_promoted").first.inner_text()
+    assert promoted.split("\t")[1].startswith("admin"), promoted
+    assert f"promote_prompt · {run['dag_run_id']}" in promoted, promoted
+    assert "DagRunType" not in text
     assert any("[PROMOTED]" in m["Subject"] for m in airflow["smtp"].messages)
 
 
-def test_a_page_action_starts_a_dag_run_through_the_rest_api(airflow, browser) -> None:
+def test_a_page_action_starts_a_dag_run_from_inside_airflows_frame(airflow, browser) -> None:
+    """Through Airflow's navigation item, as a user gets there: the page runs in Airflow's sandboxed
+    frame, where confirm() is ignored and links to the top window need care."""
     page = browser
-    page.goto(f"{airflow['base']}/ragops/")
-    page.once("dialog", lambda d: d.accept())  # the confirmation
-    page.get_by_role("button", name="Check drift of docs now").click()
-    page.locator("#msg a").wait_for(timeout=60000)
-    msg = page.locator("#msg").inner_text()
-    assert "started check_drift run" in msg
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    before = set(run["dag_run_id"] for run in api(airflow["base"], "/api/v2/dags/check_drift/dagRuns?limit=100",
+                                                     airflow["token"])[1]["dag_runs"])
+    page.goto(f"{airflow['base']}/plugin/llmops")
+    frame = page.frame_locator("iframe")
+    frame.get_by_role("heading", name="ragops LLMOps").wait_for(timeout=60000)
+    # cancel: nothing is sent
+    frame.get_by_role("button", name="Check drift of docs now").click()
+    confirm = frame.get_by_role("dialog", name="confirm")
+    assert "This starts a run of check_drift" in confirm.inner_text()
+    confirm.get_by_role("button", name="Cancel").click()
+    assert not confirm.is_visible()
+    # confirm: the run starts
+    frame.get_by_role("button", name="Check drift of docs now").click()
+    confirm.get_by_role("button", name="Start the run").click()
+    frame.locator("#msg a").wait_for(timeout=60000)
+    msg = frame.locator("#msg").inner_text()
+    assert "started check_drift run" in msg and "paused" in msg, msg
     run_id = msg.split("run ", 1)[1].split(" ")[0].rstrip(":")
+    runs = api(airflow["base"], "/api/v2/dags/check_drift/dagRuns?limit=100", airflow["token"])[1]["dag_runs"]
+    assert {r["dag_run_id"] for r in runs} - before == {run_id}  # exactly one run, from the confirmation
     status, run = api(airflow["base"], f"/api/v2/dags/check_drift/dagRuns/{quote(run_id, safe='')}", airflow["token"])
     assert status == 200 and run["conf"] == {"index": "docs"} and "LLMOps" in (run.get("note") or "")
+    # "open the run" leaves the frame: the whole window shows Airflow's page of that run
+    frame.get_by_role("link", name="open the run").click()
+    page.wait_for_url(f"**/dags/check_drift/runs/{quote(run_id, safe='')}**", timeout=60000)
+    assert dialogs == [], dialogs  # no browser dialog was needed (the frame would ignore it)

@@ -25,6 +25,26 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
+RUN_TYPE_WHO = {"scheduled": "schedule", "asset_triggered": "asset event", "backfill": "backfill"}
+
+
+def run_type(dag_run: Any) -> str:
+    """``manual``, ``scheduled``, ``asset_triggered`` or ``backfill`` (``str()`` of Airflow's
+    DagRunType enum would give ``DagRunType.MANUAL``)."""
+    kind = getattr(dag_run, "run_type", None) or "manual"
+    return str(getattr(kind, "value", kind)).lower()
+
+
+def actor(dag_run: Any) -> str:
+    """Who started this DAG run, for the audit log and the prompt history: the Airflow user who
+    triggered it (UI, REST API, LLMOps page), else the schedule or the asset event, followed by
+    the DAG run: ``alice (airflow check_drift manual__2026-12-06T10:00:00+00:00)``. The LLMOps page
+    shows the two apart (ragops.overview.split_actor)."""
+    user = getattr(dag_run, "triggering_user_name", None)
+    who = user or RUN_TYPE_WHO.get(run_type(dag_run), "airflow")
+    return f"{who} (airflow {getattr(dag_run, 'dag_id', '?')} {getattr(dag_run, 'run_id', '?')})"[:256]
+
+
 def task_settings() -> Settings:
     """Settings inside a running task; in server mode the Chroma URL/token come from the Connection."""
     settings = load_settings()

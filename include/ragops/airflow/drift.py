@@ -17,7 +17,7 @@ def _check_id(run_id: str) -> str:
     return ("check_drift__" + re.sub(r"[^A-Za-z0-9_.:+-]", "_", run_id))[:128]
 
 
-def run(params: dict[str, Any], run_id: str, run_type: str, end: Any) -> dict[str, Any]:
+def run(params: dict[str, Any], run_id: str, run_type: str, end: Any, actor: str = "airflow") -> dict[str, Any]:
     """One drift check; a retry of the task returns the stored outcome of the same check id."""
     from ragops.drift.checks import run_check
 
@@ -33,7 +33,7 @@ def run(params: dict[str, Any], run_id: str, run_type: str, end: Any) -> dict[st
         permutations=int(params.get("permutations") or 0) or None,
         seed=None if params.get("seed") in (None, "") else int(params["seed"]),
         targeted=params.get("targeted_eval"), check_id=_check_id(run_id), trigger=f"airflow:{run_type}",
-        actor=f"airflow:check_drift:{run_type}")
+        actor=actor)
     return summary
 
 

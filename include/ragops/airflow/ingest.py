@@ -46,11 +46,11 @@ def process(batch: dict[str, Any]) -> dict[str, Any]:
     return run_library(process_batch, settings, batch["run_id"], batch["batch_no"], fs=fs)
 
 
-def commit(run_id: str, outlet_events: Any) -> dict[str, Any]:
+def commit(run_id: str, outlet_events: Any, actor: str = "airflow") -> dict[str, Any]:
     from ragops.airflow.assets import INDEX_UPDATES, index_asset
     from ragops.indexing import commit_sync
 
-    report = run_library(commit_sync, task_settings(), run_id, actor="airflow")
+    report = run_library(commit_sync, task_settings(), run_id, actor=actor)
     if report.get("dry_run"):
         log.info("dry run, nothing written: %s", json.dumps(report["plan"]["counts"]))
         return report

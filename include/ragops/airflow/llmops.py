@@ -152,10 +152,18 @@ def _scrub(text: Any, request: Request) -> str:
 
 
 @app.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """Every refusal of the plugin goes out through here: scrubbed of long input, capped."""
-    return JSONResponse({"detail": _scrub(exc.detail, request)}, status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
+    """Every refusal of the plugin goes out through here: scrubbed of long input, capped. A page
+    a browser asked for (not the JSON API) that cannot be shown is a page that says why, with the
+    way back to the LLMOps page."""
+    detail = _scrub(exc.detail, request)
+    root = request.scope.get("root_path") or ""
+    page = not request.url.path[len(root):].startswith("/api/") and exc.status_code in (400, 404)
+    if page and "text/html" in request.headers.get("accept", ""):
+        from ragops.airflow.llmops_html import render_missing
+
+        return HTMLResponse(render_missing(exc.status_code, detail, f"{root}/"), status_code=exc.status_code)
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 @app.exception_handler(RequestValidationError)
@@ -275,7 +283,26 @@ async def page(user: User) -> HTMLResponse:
     from ragops.overview import overview
 
     data = await _read(lambda: overview(_settings()))
-    return HTMLResponse(render_page(data, getattr(user, "get_name", lambda: "")()))
+    dags = await asyncio.to_thread(_dag_states)
+    return HTMLResponse(render_page(data, getattr(user, "get_name", lambda: "")(), dags))
+
+
+def _dag_states() -> dict[str, dict[str, Any]]:
+    """Paused or not, and the schedule, of the DAGs the page starts or reads from (Airflow's DB)."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    ids = [*ACTIONS, "nightly_eval", "ingest_documents"]
+    try:
+        with create_session() as session:
+            rows = session.scalars(select(DagModel).where(DagModel.dag_id.in_(ids))).all()
+            return {r.dag_id: {"is_paused": bool(r.is_paused),
+                               "schedule": None if str(r.timetable_summary or "None") == "None" else r.timetable_summary}
+                    for r in rows}
+    except Exception as exc:  # noqa: BLE001 - the page still shows the state store without it
+        log.warning("LLMOps page: could not read the DAGs' paused state: %s", exc)
+        return {}
 
 
 @app.get("/eval/{run_id}", response_class=HTMLResponse)
@@ -366,7 +393,8 @@ async def trigger(dag_id: str, request: Request, user: User) -> JSONResponse:
                                                     "port ([api] port, [api] base_url)?") from exc
     warning = None
     if dag.status_code == 200 and dag.json().get("is_paused"):
-        warning = f"{dag_id} is paused: the run waits until you unpause it"
+        warning = (f"{dag_id} is paused: the run waits until you unpause it, and unpausing also starts the "
+                   "run of its latest scheduled interval, if it has a schedule")
     log.info("LLMOps page: %s started %s %s with %s", _user_name(user), dag_id,
              run.get("dag_run_id"), brief(conf, 400))
     return JSONResponse({"dag_id": dag_id, "dag_run_id": run.get("dag_run_id"), "state": run.get("state"), "warning": warning,

@@ -14,12 +14,31 @@ body{max-width:1250px}nav a{margin-right:14px}.pill{display:inline-block;padding
 font-size:12px;background:#eaecf0}.live{background:#d1fadf;color:#05603a}.breach,.rejected,.failed{background:#fee4e2;
 color:#b42318}.ok,.success,.promoted{background:#d1fadf;color:#05603a}button{font-size:12px;margin:1px;cursor:pointer}
 #msg{position:sticky;top:0;background:#fffaeb;padding:6px;display:none;border:1px solid #fec84b}
+#confirm{position:sticky;top:0;background:#eff8ff;padding:8px;display:none;border:1px solid #84caff;z-index:2}
+#confirm p{margin:0 0 6px}.paused{background:#fffaeb;border:1px solid #fec84b;padding:6px}
 td.ctx{max-width:560px}.diff table{font-family:monospace;font-size:12px}.diff_add{background:#d1fadf}
 .diff_chg{background:#fef0c7}.diff_sub{background:#fee4e2}.bad{color:#b42318}
 """
 SCRIPT = """
-async function act(dag, conf, label) {
-  if (!confirm(label + "\\n\\nThis starts a run of " + dag + " (its gate, audit entry and e-mail apply).")) return;
+// Airflow shows this page in a sandboxed frame without allow-modals, allow-popups or
+// allow-top-navigation: confirm() returns false at once and target=_top links do nothing. So the
+// confirmation is part of the page, and links to Airflow's own pages are followed by an anchor
+// clicked in the top document (same origin), which navigates as the top window itself.
+function openTop(url) {
+  const doc = (window.top !== window && window.top.document) ? window.top.document : document;
+  const a = doc.createElement("a"); a.href = new URL(url, document.baseURI).href; a.style.display = "none";
+  doc.body.appendChild(a); a.click(); a.remove();
+}
+function act(dag, conf, label) {
+  const box = document.getElementById("confirm");
+  box.querySelector("p").textContent = label + " This starts a run of " + dag +
+    " (its gate, audit entry and e-mail apply).";
+  box.style.display = "block";
+  box.querySelector("button.go").onclick = () => { box.style.display = "none"; trigger(dag, conf); };
+  box.querySelector("button.cancel").onclick = () => { box.style.display = "none"; };
+  box.querySelector("button.go").focus();
+}
+async function trigger(dag, conf) {
   const box = document.getElementById("msg");
   box.style.display = "block"; box.textContent = "starting " + dag + " ...";
   const r = await fetch("api/trigger/" + dag, {method: "POST", credentials: "same-origin",
@@ -28,14 +47,51 @@ async function act(dag, conf, label) {
   box.textContent = "";
   if (!r.ok) { box.textContent = "refused: " + (body.detail || r.status); return; }
   box.append("started " + dag + " run " + body.dag_run_id + (body.warning ? " (" + body.warning + ")" : "") + ": ");
-  const a = document.createElement("a"); a.href = "../" + body.url; a.target = "_top"; a.textContent = "open the run";
+  const a = document.createElement("a"); a.href = "../" + body.url; a.textContent = "open the run";
+  a.onclick = (e) => { e.preventDefault(); openTop(a.href); };
   box.append(a);
 }
+document.addEventListener("click", (e) => {
+  const a = e.target.closest && e.target.closest("a[data-top]");
+  if (a) { e.preventDefault(); openTop(a.getAttribute("href")); }
+});
 """
-
 
 def _pill(text: Any, cls: str = "") -> str:
     return f"<span class='pill {esc(cls or text)}'>{esc(text)}</span>"
+
+
+def _who(actor: str) -> str:
+    """The person (or schedule) who started an action, and a link to the Airflow DAG run it came from."""
+    from urllib.parse import quote
+
+    from ragops.overview import split_actor
+
+    who, dag_id, run_id = split_actor(actor)
+    if not dag_id:
+        return esc(who)
+    href = f"../dags/{quote(dag_id)}/runs/{quote(run_id or '', safe='')}"
+    return (f"{esc(who)}<br><a class='muted' data-top='1' href='{esc(href)}' title='the Airflow DAG run'>"
+            f"{esc(dag_id)} · {esc(run_id)}</a>")
+
+
+def _paused(dags: dict[str, dict[str, Any]]) -> str:
+    """Which of the DAGs the page starts (or that feed it) are paused, and what unpausing starts."""
+    rows = []
+    for dag_id, d in sorted(dags.items()):
+        if not d.get("is_paused"):
+            continue
+        sched = d.get("schedule")
+        if not sched:
+            what = "unpausing it starts only the runs you start"
+        elif "asset" in sched.lower():
+            what = f"unpausing it also lets asset events start it again ({sched})"
+        else:
+            what = (f"unpausing it also starts its scheduled run for the latest interval ({sched}) at once, "
+                    "besides any run you start")
+        rows.append(f"<li><b>{esc(dag_id)}</b> is paused: runs started from this page wait until it is "
+                    f"unpaused; {esc(what)}.</li>")
+    return f"<div class='paused'><b>Paused in Airflow</b><ul>{''.join(rows)}</ul></div>" if rows else ""
 
 
 def _button(label: str, dag: str, conf: dict[str, Any], confirm: str) -> str:
@@ -66,9 +122,11 @@ def _indexes(data: list[dict[str, Any]]) -> str:
                               {"index": ix["name"], "action": "rollback", "rollback_to": v["version"]},
                               f"Serve {v['collection']} again?")
             stats = v.get("stats") or {}
+            # a version the first sync created has no build figures: it holds the index's chunks
+            chunks = stats.get("chunks", ix["chunks"] if v["live"] else "–")
             rows.append([esc(v["version"]), esc(v["collection"]), _pill("live" if v["live"] else v["status"]),
-                         esc(describe(v.get("pipeline"))), esc(v.get("built_by") or ""),
-                         esc(stats.get("chunks", "")), esc(v["created_at"][:19]), act])
+                         esc(describe(v.get("pipeline"))), _who(v.get("built_by") or "ingest (first sync)"),
+                         esc(chunks), esc(v["created_at"][:19]), act])
         out.append(_table(["version", "collection", "status", "pipeline", "built by", "chunks", "created", ""], rows))
         if ix.get("last_sync"):
             ls = ix["last_sync"]
@@ -91,9 +149,11 @@ def _prompts(data: list[dict[str, Any]]) -> str:
                 act = _button(f"Evaluate v{v['version']} and promote if the gate passes", "promote_prompt",
                               {"prompt": name, "candidate_version": v["version"]},
                               f"Run the promotion gate for {name} v{v['version']} against production?")
-            rows.append([esc(v["version"]), esc(", ".join(v["aliases"])), _pill(v["status"].split(",")[0], ""),
-                         esc(v["status"]), esc(v["author"]), esc(v["message"]), esc((v["registered_at"] or "")[:19]), act])
-        out.append(_table(["version", "aliases", "", "status", "author", "message", "registered", ""], rows))
+            first, _, rest = v["status"].partition(",")
+            rows.append([esc(v["version"]), esc(", ".join(v["aliases"])), _pill(first, "") + (f" {esc(rest.strip())}"
+                                                                                            if rest else ""),
+                         esc(v["author"]), esc(v["message"]), esc((v["registered_at"] or "")[:19]), act])
+        out.append(_table(["version", "aliases", "status", "author", "message", "registered", ""], rows))
         versions = [v["version"] for v in p["versions"]]
         if len(versions) > 1:
             opts = "".join(f"<option>{v}</option>" for v in versions)
@@ -101,7 +161,7 @@ def _prompts(data: list[dict[str, Any]]) -> str:
                        f"</select> with <select name='b'>{opts.replace(f'<option>{versions[-1]}', f'<option selected>{versions[-1]}')}"
                        "</select> <button type='submit'>side by side</button></form>")
         hist = [[esc(e["at"][:19]), esc(e["alias"]), _pill(e["action"]), esc(f"v{e['from']}" if e["from"] else "–"),
-                 esc(f"v{e['to']}" if e["to"] else "–"), esc(e["actor"]), esc(e["reason"])] for e in p["history"]]
+                 esc(f"v{e['to']}" if e["to"] else "–"), _who(e["actor"]), esc(e["reason"])] for e in p["history"]]
         out.append("<h4>History</h4>" + _table(["when", "alias", "action", "from", "to", "who", "why"], hist))
     return "".join(out)
 
@@ -139,7 +199,7 @@ def _quarantine(data: list[dict[str, Any]]) -> str:
 
 
 def _audit(data: list[dict[str, Any]]) -> str:
-    rows = [[esc(a["at"][:19]), esc(a["actor"]), _pill(a["action"], ""), esc(a["index"] or ""),
+    rows = [[esc(a["at"][:19]), _who(a["actor"]), _pill(a["action"], ""), esc(a["index"] or ""),
              f"<details><summary>evidence</summary><pre>{esc(json.dumps(a['detail'], indent=1, default=str)[:4000])}"
              "</pre></details>"] for a in data]
     return "<h2 id='audit'>Audit log</h2>" + _table(["when", "who", "action", "index", ""], rows)
@@ -147,14 +207,16 @@ def _audit(data: list[dict[str, Any]]) -> str:
 
 def _frame(title: str, body: str) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{PAGE_CSS}</style>"
-            f"<script>{SCRIPT}</script></head><body><div id='msg' role='status'></div>{body}</body></html>")
+            f"<script>{SCRIPT}</script></head><body><div id='confirm' role='dialog' aria-label='confirm'><p></p>"
+            "<button class='go'>Start the run</button> <button class='cancel'>Cancel</button></div>"
+            f"<div id='msg' role='status'></div>{body}</body></html>")
 
 
-def render_page(data: dict[str, Any], user: str) -> str:
+def render_page(data: dict[str, Any], user: str, dags: dict[str, dict[str, Any]] | None = None) -> str:
     nav = ("<nav><a href='#indexes'>Indexes</a><a href='#prompts'>Prompts</a><a href='#evals'>Evaluations</a>"
            "<a href='#drift'>Drift</a><a href='#quarantine'>Quarantine</a><a href='#audit'>Audit log</a>"
            f"<span class='muted'>signed in as {esc(user)}</span></nav>")
-    body = (f"<h1>ragops LLMOps</h1>{nav}{_indexes(data['indexes'])}{_prompts(data['prompts'])}{_evals(data['eval'])}"
+    body = (f"<h1>ragops LLMOps</h1>{nav}{_paused(dags or {})}{_indexes(data['indexes'])}{_prompts(data['prompts'])}{_evals(data['eval'])}"
             f"{_drift(data['drift'], [i['name'] for i in data['indexes']])}{_quarantine(data['quarantine'])}"
             f"{_audit(data['audit'])}")
     return _frame("ragops LLMOps", body)
@@ -195,3 +257,10 @@ def render_eval(data: dict[str, Any]) -> str:
 def render_diff(name: str, a: int, b: int, table: str) -> str:
     return _frame(f"{name} v{a} vs v{b}", f"<p><a href='../../'>← LLMOps</a></p><h1>{esc(name)}: v{a} vs v{b}</h1>"
                                           f"<div class='diff'>{table}</div>")
+
+
+def render_missing(status: int, detail: str, home: str) -> str:
+    """A page (not raw JSON) for an id that is not there, with the way back."""
+    title = "Not found" if status == 404 else f"Cannot show this ({status})"
+    return _frame(title, f"<p><a href='{esc(home)}'>← LLMOps</a></p><h1>{esc(title)}</h1><p>{esc(detail)}</p>"
+                         f"<p>Pick an evaluation, prompt or drift check from the <a href='{esc(home)}'>LLMOps page</a>.</p>")

@@ -101,25 +101,27 @@ def _approval(ti: Any) -> tuple[str | None, list[str]]:
     return (user.get("name") or user.get("id") or None), list(detail.get("chosen_options") or [])
 
 
-def promote(decision: dict[str, Any], dag_id: str, run_id: str, ti: Any, outlet_events: Any = None) -> dict[str, Any]:
+def promote(decision: dict[str, Any], dag_id: str, run_id: str, ti: Any, outlet_events: Any = None,
+            actor: str | None = None) -> dict[str, Any]:
     from ragops import promotion
     from ragops.airflow.alerting import run_link, send_event
 
     settings = task_settings()
     approver, _ = _approval(ti)
-    moved = run_library(promotion.promote, settings, decision, f"airflow:{dag_id}", approver)
+    moved = run_library(promotion.promote, settings, decision, actor or f"airflow:{dag_id}", approver)
     send_event(decision_alert(decision, "PROMOTED", run_link(dag_id, run_id), approver=approver))
     return {**moved, "still_waiting": announce_rest(outlet_events)}
 
 
-def reject(decision: dict[str, Any], dag_id: str, run_id: str, ti: Any, outlet_events: Any = None) -> dict[str, Any]:
+def reject(decision: dict[str, Any], dag_id: str, run_id: str, ti: Any, outlet_events: Any = None,
+           actor: str | None = None) -> dict[str, Any]:
     from ragops import promotion
     from ragops.airflow.alerting import run_link, send_event
 
     settings = task_settings()
     who, chosen = _approval(ti)
     by_person = (who or "nobody (no answer within prompts.approval_timeout_hours)") if decision["passed"] else None
-    reason = run_library(promotion.reject, settings, decision, f"airflow:{dag_id}", by_person)
+    reason = run_library(promotion.reject, settings, decision, actor or f"airflow:{dag_id}", by_person)
     send_event(decision_alert(decision, "REJECTED", run_link(dag_id, run_id), rejected_by=by_person))
     return {"rejected": f"{decision['name']}@{decision['candidate_version']}", "reason": reason, "chosen": chosen,
             "still_waiting": announce_rest(outlet_events)}

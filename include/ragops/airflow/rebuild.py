@@ -20,14 +20,13 @@ def _pipeline_trigger(events: Any) -> str | None:
     return None
 
 
-def run(params: dict[str, Any], run_type: str, triggering_asset_events: Any, outlet_events: Any) -> dict[str, Any]:
+def run(params: dict[str, Any], actor: str, triggering_asset_events: Any, outlet_events: Any) -> dict[str, Any]:
     """Rebuild (or roll back) the index; emits the index Asset when another version starts serving."""
     from ragops.lifecycle import rebuild, rollback
 
     settings = task_settings()
     changed = _pipeline_trigger(triggering_asset_events)
     index = changed or params.get("index") or settings.ingest.default_index
-    actor = f"airflow:rebuild_index:{run_type}"
     if params.get("action") == "rollback":
         to = int(params.get("rollback_to") or 0) or None
         result = run_library(rollback, settings, index, to, actor=actor)
