@@ -90,3 +90,26 @@ def test_eval_page_shows_the_served_model_and_why_a_claim_is_unsupported() -> No
     assert "answered by smollm2-135m-instruct-q4_1" in html
     assert "<b>missing_number</b>" in html and "closest [1]: It runs weekly." in html
     assert "&lt;b&gt;now&lt;/b&gt;" in html and "<b>now</b>" not in html  # escaped
+
+
+def test_the_audit_actor_names_the_person_and_the_dag_run() -> None:
+    """Before: ``airflow:check_drift:DagRunType.MANUAL`` (str() of Airflow's enum, no person)."""
+    from types import SimpleNamespace
+
+    from airflow.utils.types import DagRunType
+
+    from ragops.airflow.common import actor, run_type
+    from ragops.airflow.llmops_html import _who
+    from ragops.overview import split_actor
+
+    manual = SimpleNamespace(run_type=DagRunType.MANUAL, triggering_user_name="alice", dag_id="check_drift",
+                             run_id="manual__2026-12-06T10:00:00+00:00")
+    nightly = SimpleNamespace(run_type=DagRunType.SCHEDULED, triggering_user_name=None, dag_id="nightly_eval",
+                              run_id="scheduled__2026-12-06T02:00:00+00:00")
+    assert run_type(manual) == "manual" and run_type(nightly) == "scheduled"
+    assert actor(manual) == "alice (airflow check_drift manual__2026-12-06T10:00:00+00:00)"
+    assert split_actor(actor(nightly)) == ("schedule", "nightly_eval", "scheduled__2026-12-06T02:00:00+00:00")
+    assert split_actor("cli") == ("cli", None, None)
+    cell = _who(actor(manual))
+    assert cell.startswith("alice<br>") and "../dags/check_drift/runs/manual__2026-12-06T10%3A00%3A00%2B00%3A00" in cell
+    assert _who("<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"
