@@ -22,7 +22,7 @@ One run, on a fresh temporary data directory (or ``--data-dir DIR``; never the p
    once as they are, then copies with Gaussian noise, re-normalised, with their own chunk and
    document rows in the state store and a live version), a reference snapshot with the default
    ``drift.sample_size`` (2,000), then a full check with the defaults, ``--repeat`` times, each
-   in a child process. Target: under 60 s (median of the runs). Building the index is timed separately (not part of the target).
+   in a child process. H.Target: under 60 s (median of the runs). Building the index is timed separately (not part of the target).
 
 Usage (from the project root)::
 
@@ -39,43 +39,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import functools
 import hashlib
 import json
 import logging
-import os
-import resource
-import shlex
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# the house helpers (settings on an isolated data dir, warm model, BEIR files, machine facts, tables)
-from ingest_scifact import (
-    Target,
-    fmt,
-    iter_lines,
-    machine_facts,
-    maxrss_kib,
-    md_table,
-    open_settings,
-    proc_status_kib,
-    replace_file,
-    settings_facts,
-    setup_logging,
-    text_table,
-    verdict,
-    warm_embedder,
-)
-from rebuild_scifact import all_vectors
+import harness as H
 
 if TYPE_CHECKING:
     from ragops.config import Settings
@@ -85,12 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("bench.drift_scifact")
 
 SCRIPT = Path(__file__).resolve()
-PROJECT_ROOT = SCRIPT.parent.parent
-DEFAULT_DATASET = PROJECT_ROOT.parent / "shared" / "datasets" / "scifact"
-RESULTS_DIR = SCRIPT.parent / "results"
 RESULT_STEM = "drift_scifact"
 CHILD_COMMAND = "_check-child"  # hidden sub-command: one drift check in a fresh process
-MB = 1_000_000
 
 INDEX = "scifact"
 SYNTH_INDEX = "scifact-synthetic"
@@ -106,7 +76,7 @@ QUERY_SPLIT = 0.5  # share of the queries that go to the reference window
 ALL_CHECKS = ("corpus", "documents", "queries", "gaps", "quality")
 SHIFT_CHECKS = ("corpus", "documents")
 
-# Target (the issue): a full drift check at about 100,000 vectors with sampling
+# H.Target (the issue): a full drift check at about 100,000 vectors with sampling
 SYNTH_CHECK_MAX_S = 60.0
 
 PARTS = ("index_profile", "reference snapshot", "corpus", "documents", "query log read", "queries", "gaps",
@@ -115,52 +85,6 @@ PARTS = ("index_profile", "reference snapshot", "corpus", "documents", "query lo
 
 # ----------------------------------------------------------------------------------------------
 # helpers
-
-
-@contextmanager
-def nested_timers(wrapped: list[tuple[Any, str, str]]) -> Iterator[dict[str, float]]:
-    """Like ``timed_calls``, but a call made inside another timed call is recorded under its path
-    (``gaps/encode/model load``), and the owner may be a dict (``stats.TESTS``) or the callable a
-    ``functools.cached_property`` (``Embedder.model``). The library itself is not changed."""
-    spent: dict[str, float] = {}
-    stack: list[str] = []
-
-    def timed(fn: Callable[..., Any], label: str) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            key = "/".join([*stack, label])
-            stack.append(label)
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                stack.pop()
-                spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
-
-        return wrapper
-
-    originals: list[tuple[Any, str, Any]] = []
-    for owner, attr, label in wrapped:
-        if isinstance(owner, dict):
-            orig = owner[attr]
-            owner[attr] = timed(orig, label)
-        else:
-            orig = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
-            if isinstance(orig, functools.cached_property):
-                new = functools.cached_property(timed(orig.func, label))
-                new.__set_name__(owner, attr)
-                setattr(owner, attr, new)
-            else:
-                setattr(owner, attr, timed(orig, label))
-        originals.append((owner, attr, orig))
-    try:
-        yield spent
-    finally:
-        for owner, attr, orig in reversed(originals):
-            if isinstance(owner, dict):
-                owner[attr] = orig
-            else:
-                setattr(owner, attr, orig)
 
 
 def check_timers() -> list[tuple[Any, str, str]]:
@@ -178,41 +102,6 @@ def check_timers() -> list[tuple[Any, str, str]]:
             (checks, "_projection", "projection"), (checks, "_novel", "novel region"),
             (checks, "best_scores", "best_scores"), (S, "cluster_texts", "cluster_texts"),
             (embedding.Embedder, "encode", "encode"), (embedding.Embedder, "model", "model load")]
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for dist in ("numpy", "scipy", "scikit-learn", "SQLAlchemy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
-def live_collection(settings: Settings, index: str) -> str | None:
-    from ragops import state
-
-    with state.session_scope(settings.state_db_url) as s:
-        live = state.live_version(s, index)
-        return live.collection if live else None
-
-
-def index_counts(settings: Settings, index: str) -> dict[str, int]:
-    from sqlalchemy import func, select
-
-    from ragops import state
-
-    with state.session_scope(settings.state_db_url) as s:
-        docs = s.execute(select(func.count()).select_from(state.Document)
-                         .where(state.Document.index_name == index)).scalar_one()
-        chunks = s.execute(select(func.count()).select_from(state.Chunk)
-                           .where(state.Chunk.index_name == index)).scalar_one()
-    return {"documents": int(docs), "chunks": int(chunks)}
 
 
 def mentions_topic(line: str) -> bool:
@@ -257,24 +146,24 @@ def timed_sync(settings: Settings, source: Path, embedder: Embedder, store: Vect
     seconds = time.perf_counter() - t0
     log.info("   %.1fs, counts %s, chunks %s", seconds, report["counts"], report["chunks"])
     return {"seconds": round(seconds, 3), "counts": report["counts"], "chunks": report["chunks"],
-            "loadavg_after": loadavg()}
+            "loadavg_after": H.loadavg()}
 
 
 def ingest(args: argparse.Namespace, settings: Settings, dataset: Path, tmp: Path,
            store: VectorStore) -> dict[str, Any]:
-    existing = live_collection(settings, INDEX)
+    existing = H.live_collection(settings, INDEX)
     if existing:
         log.info("1. the data directory already holds index %s (live %s): ingest skipped", INDEX, existing)
         return {"skipped": True, "live": existing, "shift_snapshot": SHIFT_SNAPSHOT in snapshot_names(settings, INDEX),
-                **index_counts(settings, INDEX)}
-    embedder, load_s = warm_embedder(settings)
+                **H.index_counts(settings, INDEX)}
+    embedder, load_s = H.warm_embedder(settings)
     log.info("model loaded and warmed in %.1fs", load_s)
-    records = list(iter_lines(dataset / "corpus.jsonl", args.limit))
+    records = list(H.iter_lines(dataset / "corpus.jsonl", args.limit))
     source = tmp / "source" / "corpus.jsonl"  # one path, so both syncs have the same source id
     out: dict[str, Any] = {"skipped": False, "model_load_s": round(load_s, 3), "records": len(records)}
     if args.no_shift:
         log.info("1. ingesting %d records into index %s", len(records), INDEX)
-        replace_file(source, iter(records))
+        H.replace_file(source, iter(records))
         out["syncs"] = [timed_sync(settings, source, embedder, store)]
     else:
         off_topic = [ln for ln in records if not mentions_topic(ln)]
@@ -282,17 +171,17 @@ def ingest(args: argparse.Namespace, settings: Settings, dataset: Path, tmp: Pat
                         "records_with": len(records) - len(off_topic)}
         log.info("1. ingesting the %d of %d records that do not mention the topic %s", len(off_topic), len(records),
                  "/".join(TOPIC_TERMS))
-        replace_file(source, iter(off_topic))
+        H.replace_file(source, iter(off_topic))
         first = timed_sync(settings, source, embedder, store)
-        first["index_after"] = index_counts(settings, INDEX)
+        first["index_after"] = H.index_counts(settings, INDEX)
         log.info("   reference snapshot before the topic (sample %d)", args.sample_size)
         out["shift_snapshot"] = timed_snapshot(settings, INDEX, SHIFT_SNAPSHOT, args.sample_size, store)
         log.info("   ingesting the whole corpus (%d records) into the same source", len(records))
-        replace_file(source, iter(records))
+        H.replace_file(source, iter(records))
         second = timed_sync(settings, source, embedder, store)
         out["syncs"] = [first, second]
     out["seconds"] = round(sum(s["seconds"] for s in out["syncs"]), 3)
-    out.update(live=live_collection(settings, INDEX), **index_counts(settings, INDEX))
+    out.update(live=H.live_collection(settings, INDEX), **H.index_counts(settings, INDEX))
     del embedder
     return out
 
@@ -309,7 +198,7 @@ def write_query_log(settings: Settings, dataset: Path, uri: Path, end: dt.dateti
     from ragops.config import parse_window
     from ragops.drift import querylog
 
-    texts = [str(json.loads(ln)["text"]) for ln in iter_lines(dataset / "queries.jsonl")]
+    texts = list(H.load_queries(dataset / "queries.jsonl").values())
     d = settings.drift
     cur_w, ref_w = parse_window(d.current_window), parse_window(d.reference_window)
     mid, start = end - cur_w, end - cur_w - ref_w
@@ -347,27 +236,22 @@ def child_main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
-    setup_logging(args.verbose)
-    inherited = maxrss_kib()
-    settings = open_settings(args.data_dir)
+    H.setup_logging(args.verbose)
+    inherited = H.maxrss_kib()
+    settings = H.open_settings(args.data_dir)
     settings = settings.replace(drift=dataclasses.replace(settings.drift, query_log=args.query_log))
     from ragops.drift import checks
 
-    rss_ready, hwm_ready = proc_status_kib("VmRSS"), proc_status_kib("VmHWM")
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    with nested_timers(check_timers()) as spent:
-        t0 = time.perf_counter()
+    rss_ready, hwm_ready = H.proc_status_kib("VmRSS"), H.vm_hwm_kib()
+    with H.timed_calls(check_timers(), nested=True) as spent, H.Timer() as timer:
         summary = checks.run_check(settings, args.index, checks=args.checks.split(","), reference=args.reference,
                                    end=dt.datetime.fromisoformat(args.end), sample_size=args.sample_size,
                                    check_id=args.check_id, trigger="bench", actor="bench")
-        wall = time.perf_counter() - t0
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     stored = json.loads((settings.drift_dir / args.check_id / "results.json").read_text(encoding="utf-8"))
     shared = shared_vectors(settings, args.index, args.reference, stored) if "corpus" in args.checks else None
-    out = {"wall_s": round(wall, 3), "elapsed_s": summary.get("elapsed_s"),
-           "cpu_s": round(cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime, 3),
+    out = {"wall_s": round(timer.wall, 3), "elapsed_s": summary.get("elapsed_s"), "cpu_s": round(timer.cpu, 3),
            "parts_s": {k: round(v, 3) for k, v in sorted(spent.items())},
-           "ru_maxrss_kib": maxrss_kib(), "vm_hwm_kib": proc_status_kib("VmHWM"),
+           "ru_maxrss_kib": H.maxrss_kib(), "vm_hwm_kib": H.vm_hwm_kib(),
            "ru_maxrss_at_start_kib": inherited, "rss_before_check_kib": rss_ready, "vm_hwm_before_check_kib": hwm_ready,
            "status": summary["status"], "breaches": summary["breaches"], "summary": summary,
            "params": stored.get("params"), "reference": stored.get("reference"),
@@ -375,7 +259,7 @@ def child_main(argv: list[str]) -> int:
            "checks": {k: compact_check(k, v) for k, v in stored.get("checks", {}).items()}}
     if shared is not None and "corpus" in out["checks"]:
         out["checks"]["corpus"]["shared_vectors"] = shared
-    args.out.write_text(json.dumps(out, indent=2, default=str))
+    H.write_json(args.out, out)
     return 0
 
 
@@ -426,21 +310,16 @@ def run_child(args: argparse.Namespace, data_dir: Path, tmp: Path, label: str, i
            "--reference", reference, "--checks", ",".join(checks), "--end", end.isoformat(), "--query-log", str(qlog),
            "--check-id", check_id, "--out", str(out)] + (["--sample-size", str(sample_size)] if sample_size else []) \
         + (["--verbose"] if args.verbose else [])
-    log.info("   child process: %s (load average %.2f)", check_id, os.getloadavg()[0])
-    load_before = loadavg()
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, check=False)
-    if proc.returncode != 0 or not out.exists():
-        log.error("   the check child exited with code %d", proc.returncode)
-        return {"error": f"child exited with code {proc.returncode}", "command": shlex.join(cmd),
-                "check_id": check_id}
-    data: dict[str, Any] = json.loads(out.read_text())
-    data.update(check_id=check_id, process_wall_s=round(time.perf_counter() - t0, 3), loadavg_before=load_before,
-                loadavg_after=loadavg())
+    log.info("   child process: %s (load average %.2f)", check_id, H.loadavg()[0])
+    load_before = H.loadavg()
+    data = H.run_child(cmd, out, logger=log)
+    if "error" in data:
+        return {**data, "check_id": check_id}
+    data.update(check_id=check_id, loadavg_before=load_before, loadavg_after=H.loadavg())
     model = sum(v for k, v in data["parts_s"].items() if k.endswith("model load"))
     data["model_load_s"] = round(model, 3)
     data["wall_without_model_load_s"] = round(data["wall_s"] - model, 3)
-    data["peak_rss_mb"] = round((data["vm_hwm_kib"] or data["ru_maxrss_kib"]) * 1024 / MB, 1)
+    data["peak_rss_mb"] = round((data["vm_hwm_kib"] or data["ru_maxrss_kib"]) * 1024 / H.MB, 1)
     statuses = {k: v["status"] for k, v in data["checks"].items()}
     log.info("   %.1fs wall (%.1fs without loading the model), peak RSS %.0f MB, %s: %s", data["wall_s"],
              data["wall_without_model_load_s"], data["peak_rss_mb"], data["status"], statuses)
@@ -497,7 +376,6 @@ def build_synthetic(settings: Settings, store: VectorStore, target: int, sigma: 
     under their own chunk and document ids), their chunk and document rows in the state store
     (copies of the SciFact rows), and a live version with the SciFact version's pipeline, as
     ``ragops.indexing`` writes them."""
-    import numpy as np
     from sqlalchemy import insert, select
 
     from ragops import state
@@ -515,22 +393,21 @@ def build_synthetic(settings: Settings, store: VectorStore, target: int, sigma: 
                                                                     .where(state.Document.index_name == INDEX)).scalars()}
         s.expunge_all()
     t0 = time.perf_counter()
-    base_ids, base, texts, metas = all_vectors(store, src_collection)
+    base_ids, base, texts, metas = H.all_vectors(store, src_collection)
     read_s = time.perf_counter() - t0
     missing = [c for c in base_ids if c not in chunk_rows]
     if missing or len(base_ids) != len(chunk_rows):
         raise RuntimeError(f"{src_collection} and the state store disagree ({len(base_ids)} vectors, "
                            f"{len(chunk_rows)} chunk rows, e.g. {missing[:3]})")
     collection = collection_name(SYNTH_INDEX, 1)
-    rng = np.random.default_rng(SEED)
     n = len(base_ids)
-    total, copy, cosines = 0, 0, []
+    total, copies, cosines = 0, 0, []
     chroma_s = state_s = 0.0
     with store.writer():
         store.collection(collection, create=True)
-        while total < target:
-            take = min(n, target - total)
-            vecs, texts_c = base[:take], texts[:take]
+        for copy, vecs, cos in H.noisy_copies(base, target, sigma, SEED):
+            take = len(vecs)
+            texts_c = texts[:take]
             new_ids, new_metas, rows, docs = [], [], [], {}
             for i in range(take):
                 r = chunk_rows[base_ids[i]]
@@ -550,11 +427,8 @@ def build_synthetic(settings: Settings, store: VectorStore, target: int, sigma: 
                                  "uri": d.uri, "origin": d.origin, "n_chunks": 0, "run_id": "bench-synthetic",
                                  "updated_at": state.utcnow()}
                 docs[key]["n_chunks"] += 1
-            if copy:
-                noisy = vecs + rng.normal(0.0, sigma, vecs.shape).astype(np.float32)
-                noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-                cosines.append(np.sum(noisy * vecs, axis=1) / np.linalg.norm(vecs, axis=1))
-                vecs = noisy
+            if cos is not None:
+                cosines.append(cos)
             t1 = time.perf_counter()
             for i in range(0, take, 10_000):
                 store.upsert(collection, new_ids[i:i + 10_000], vecs[i:i + 10_000], texts_c[i:i + 10_000],
@@ -566,7 +440,7 @@ def build_synthetic(settings: Settings, store: VectorStore, target: int, sigma: 
             state_s += time.perf_counter() - t2
             chroma_s += t2 - t1
             total += take
-            copy += 1
+            copies = copy + 1
             log.info("   synthetic index: %d/%d vectors written (%.0fs)", total, target, time.perf_counter() - t_start)
         with state.session_scope(settings.state_db_url) as s:
             version = state.IndexVersion(index_name=SYNTH_INDEX, version=1, collection=collection,
@@ -579,13 +453,12 @@ def build_synthetic(settings: Settings, store: VectorStore, target: int, sigma: 
             state.audit(s, "bench", "index_created", SYNTH_INDEX, collection=collection, synthetic=True)
         count = store.count(collection)
     seconds = time.perf_counter() - t_start
-    cos = np.concatenate(cosines) if cosines else np.ones(1)
     return {"index": SYNTH_INDEX, "collection": collection, "vectors": count, "target": target, "base_chunks": n,
-            "copies": copy, "noise_sigma_per_dimension": sigma, "seed": SEED,
-            "cosine_noisy_to_original": {"mean": round(float(cos.mean()), 4), "min": round(float(cos.min()), 4)},
+            "copies": copies, "noise_sigma_per_dimension": sigma, "seed": SEED,
+            "cosine_noisy_to_original": H.cosine_stats(cosines),
             "build_s": round(seconds, 3), "read_base_s": round(read_s, 3), "chroma_upsert_s": round(chroma_s, 3),
-            "state_rows_s": round(state_s, 3), "purged_collections": purged, **index_counts(settings, SYNTH_INDEX),
-            "loadavg_after": loadavg(),
+            "state_rows_s": round(state_s, 3), "purged_collections": purged, **H.index_counts(settings, SYNTH_INDEX),
+            "loadavg_after": H.loadavg(),
             "note": ("SYNTHETIC: the SciFact chunk vectors replicated (first copy exact, the others with Gaussian "
                      "noise, re-normalised) with copies of their chunk and document rows; measures the drift "
                      "check's cost at this size, not drift on real data")}
@@ -598,12 +471,12 @@ def build_synthetic(settings: Settings, store: VectorStore, target: int, sigma: 
 def run(args: argparse.Namespace, dataset: Path, tmp: Path, data_dir: Path) -> dict[str, Any]:
     from ragops.vectorstore import VectorStore
 
-    settings = open_settings(data_dir)
+    settings = H.open_settings(data_dir)
     qlog = tmp / "querylog"
     settings = settings.replace(drift=dataclasses.replace(settings.drift, query_log=str(qlog)))
     d = settings.drift
     figures: dict[str, Any] = {"data_dir": str(data_dir), "data_dir_given": args.data_dir is not None,
-                               "settings": settings_facts(settings),
+                               "settings": H.settings_facts(settings),
                                "drift_settings": {k: getattr(d, k) for k in (
                                    "checks", "methods", "alpha", "sample_size", "permutations", "seed",
                                    "reference_window", "current_window", "min_queries", "gap_threshold",
@@ -661,38 +534,38 @@ def run(args: argparse.Namespace, dataset: Path, tmp: Path, data_dir: Path) -> d
 # report
 
 
-def evaluate(f: dict[str, Any]) -> list[Target]:
+def evaluate(f: dict[str, Any]) -> list[H.Target]:
     sc = f.get("synthetic_check", {})
     n = f.get("synthetic", {}).get("vectors", 0)
     name = (f"full drift check, {n:,} vectors, sample {f['drift_settings']['sample_size']}: wall (s), median of "
             f"{sc.get('repeat', 0)} runs (best / worst)")
     if "wall_median_s" in sc:
         v = sc["wall_median_s"]
-        return [Target(name, f"{fmt(v)} ({fmt(sc['wall_min_s'])} / {fmt(sc['wall_max_s'])})",
+        return [H.Target(name, f"{H.fmt(v)} ({H.fmt(sc['wall_min_s'])} / {H.fmt(sc['wall_max_s'])})",
                        f"< {SYNTH_CHECK_MAX_S:g}", v < SYNTH_CHECK_MAX_S)]
-    return [Target(name, "failed" if sc.get("runs") else "not measured", f"< {SYNTH_CHECK_MAX_S:g}", None)]
+    return [H.Target(name, "failed" if sc.get("runs") else "not measured", f"< {SYNTH_CHECK_MAX_S:g}", None)]
 
 
-def expectations(f: dict[str, Any]) -> list[Target]:
+def expectations(f: dict[str, Any]) -> list[H.Target]:
     """What the tests should say: nothing drifted (random splits), and the shifted corpus drifted."""
-    out: list[Target] = []
+    out: list[H.Target] = []
     for key, label in (("scifact", "SciFact size"), ("synthetic_check", "synthetic")):
         for i, r in enumerate(f.get(key, {}).get("runs", []), start=1):
             if "error" in r:
-                out.append(Target(f"{label} run {i}: no drift (random split)", r["error"], "every check ok", False))
+                out.append(H.Target(f"{label} run {i}: no drift (random split)", r["error"], "every check ok", False))
                 continue
             st = {k: v["status"] for k, v in r["checks"].items()}
             bad = {k: v for k, v in st.items() if v not in ("ok", "skipped")}
             value = ", ".join(f"{k} {v}" for k, v in st.items())
-            out.append(Target(f"{label} run {i}: no drift (random split)", value,
+            out.append(H.Target(f"{label} run {i}: no drift (random split)", value,
                               "ok (quality: skipped, no eval history)", not bad))
     sh = f.get("shifted", {})
     for r in sh.get("runs", []):
         if "error" in r:
-            out.append(Target("shifted: corpus breach", r["error"], "breach", False))
+            out.append(H.Target("shifted: corpus breach", r["error"], "breach", False))
             continue
         c = r["checks"].get("corpus", {})
-        out.append(Target("shifted (reference before the cancer abstracts): corpus",
+        out.append(H.Target("shifted (reference before the cancer abstracts): corpus",
                           f"{c.get('status')} (fired: {', '.join(c.get('fired') or []) or 'none'})", "breach",
                           c.get("status") == "breach"))
     return out
@@ -752,17 +625,17 @@ def scenario_rows(label: str, sc: dict[str, Any]) -> list[tuple[str, str]]:
     if "snapshot" in sc:
         s = sc["snapshot"]
         rows.append((f"{label}: reference snapshot {s['name']}: vectors of chunks, documents, take (s)",
-                     f"{s['vectors']:,} of {s['chunks']:,}, {s['documents']:,}, {fmt(s['seconds'])}"))
+                     f"{s['vectors']:,} of {s['chunks']:,}, {s['documents']:,}, {H.fmt(s['seconds'])}"))
     for i, r in enumerate(sc.get("runs", []), start=1):
         tag = f"{label} run {i}"
         if "error" in r:
             rows.append((tag, r["error"]))
             continue
         rows.append((f"{tag}: check wall / without model load / model load / CPU time of the process (s)",
-                     f"{fmt(r['wall_s'])} / {fmt(r['wall_without_model_load_s'])} / {fmt(r['model_load_s'])} / "
-                     f"{fmt(r['cpu_s'])}"))
+                     f"{H.fmt(r['wall_s'])} / {H.fmt(r['wall_without_model_load_s'])} / {H.fmt(r['model_load_s'])} / "
+                     f"{H.fmt(r['cpu_s'])}"))
         rows.append((f"{tag}: peak RSS of the check process, VmHWM (MB); RSS before the check",
-                     f"{r['peak_rss_mb']:,.0f}; {(r['rss_before_check_kib'] or 0) * 1024 / MB:,.0f}"))
+                     f"{r['peak_rss_mb']:,.0f}; {(r['rss_before_check_kib'] or 0) * 1024 / H.MB:,.0f}"))
         rows.append((f"{tag}: load average before / after", f"{r['loadavg_before']} / {r['loadavg_after']}"))
         if i == 1:
             rows += part_rows(tag, r)
@@ -781,7 +654,7 @@ def figure_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         for i, s in enumerate(ing["syncs"], start=1):
             rows.append((f"ingest sync {i}: seconds; added / quarantined; chunks embedded",
-                         f"{fmt(s['seconds'])}; {s['counts'].get('added')} / {s['counts'].get('quarantined')}; "
+                         f"{H.fmt(s['seconds'])}; {s['counts'].get('added')} / {s['counts'].get('quarantined')}; "
                          f"{s['chunks'].get('embedded')}"))
         rows.append(("index scifact: documents / chunks", f"{ing['documents']:,} / {ing['chunks']:,}"))
         if "shift_snapshot" in ing:
@@ -795,8 +668,8 @@ def figure_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
     rows += scenario_rows("shifted", f["shifted"])
     s = f["synthetic"]
     rows.append(("synthetic index: build (s) = read base + Chroma upserts + state rows, vectors, copies, noise",
-                 f"{fmt(s['build_s'])} ({fmt(s['read_base_s'])} + {fmt(s['chroma_upsert_s'])} + "
-                 f"{fmt(s['state_rows_s'])}), {s['vectors']:,}, {s['copies']}, sigma {s['noise_sigma_per_dimension']} "
+                 f"{H.fmt(s['build_s'])} ({H.fmt(s['read_base_s'])} + {H.fmt(s['chroma_upsert_s'])} + "
+                 f"{H.fmt(s['state_rows_s'])}), {s['vectors']:,}, {s['copies']}, sigma {s['noise_sigma_per_dimension']} "
                  f"(cosine to original mean {s['cosine_noisy_to_original']['mean']})"))
     rows.append(("synthetic index: chunk / document rows", f"{s['chunks']:,} / {s['documents']:,}"))
     rows += scenario_rows("synthetic", f.get("synthetic_check", {}))
@@ -814,21 +687,14 @@ def shared_note(f: dict[str, Any]) -> str:
 
 
 def render(results: dict[str, Any], markdown: bool) -> str:
-    table = md_table if markdown else text_table
-    targets = [[t["name"], fmt(t["value"]), t["target"], verdict(t["passed"])] for t in results["targets"]]
-    expect = [[t["name"], fmt(t["value"]), t["target"], verdict(t["passed"])] for t in results["expectations"]]
-    figs = [[a, b] for a, b in figure_rows(results["figures"])]
     m, s, d = results["machine"], results["figures"]["settings"], results["figures"]["drift_settings"]
     v = results["versions"]
-    head = (f"{'# ' if markdown else ''}ragops drift check benchmark, BEIR SciFact"
-            f"{' (SMOKE RUN: --limit, figures not meaningful)' if results['smoke'] else ''}")
     facts = (f"date {results['date']}; duration {results['duration_s']:.0f} s; {m['nproc']} CPUs ({m['cpu_model']}); "
              f"{m['mem_total_mb']:,} MB memory; Python {m['python']}; torch {m['torch']}; chromadb {m['chromadb']}; "
              f"numpy {v['numpy']}; scipy {v['scipy']}; scikit-learn {v['scikit-learn']}; model "
              f"{s['embedding_model']}, embedding batch_size {s['embedding_batch_size']}; drift methods "
              f"{', '.join(d['methods'])}, alpha {d['alpha']}, permutations {d['permutations']}, default sample_size "
-             f"{d['sample_size']}, windows {d['reference_window']} + {d['current_window']}; load average at start "
-             f"{m['loadavg_at_start']}, at end {m['loadavg_at_end']}")
+             f"{d['sample_size']}, windows {d['reference_window']} + {d['current_window']}; {H.load_averages(m)}")
     notes = ["Each check runs in a fresh child process, as the check_drift task would: the wall time is the "
              "`run_check` call, which loads the embedding model itself (the query checks need it); 'without model "
              "load' subtracts that. Peak RSS is the child's VmHWM (peak of its own address space; `ru_maxrss` is "
@@ -843,11 +709,10 @@ def render(results: dict[str, Any], markdown: bool) -> str:
     if results["figures"].get("synthetic"):
         notes.append(f"The {results['figures']['synthetic']['vectors']:,}-vector index is "
                      f"{results['figures']['synthetic']['note']}.")
-    cmd = f"`{results['command']}`" if markdown else results["command"]
-    parts = [head, "", f"command: {cmd}", "", facts, "", table(["target", "result", "target", "met"], targets), "",
-             table(["expectation", "result", "expected", "met"], expect), "", table(["figure", "value"], figs), "",
-             *notes, "", f"all targets met: {results['all_passed']}"]
-    return "\n".join(parts) + "\n"
+    tables = [(["target", "result", "target", "met"], H.target_rows(results["targets"])),
+              (["expectation", "result", "expected", "met"], H.target_rows(results["expectations"])),
+              (["figure", "value"], [[a, b] for a, b in figure_rows(results["figures"])])]
+    return H.render_report(results, "ragops drift check benchmark, BEIR SciFact", facts, tables, markdown, notes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -856,11 +721,7 @@ def render(results: dict[str, Any], markdown: bool) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="ragops drift check benchmark on BEIR SciFact (see bench/README.md)")
-    p.add_argument("--dataset", type=Path, default=None, help=f"BEIR SciFact folder (default: {DEFAULT_DATASET})")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="data directory to use (and keep); an index 'scifact' in it is reused instead of ingesting")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="smoke run: first N documents only, results go to *.smoke.json / *.smoke.md")
+    H.add_common_args(p, data_dir=True)
     p.add_argument("--sample-size", type=int, default=SCIFACT_SAMPLE,
                    help=f"vectors per side at SciFact size (default {SCIFACT_SAMPLE})")
     p.add_argument("--synthetic-chunks", type=int, default=None, metavar="N",
@@ -872,20 +733,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="checks per scenario (the shifted one: 1), each in a fresh process (default 3)")
     p.add_argument("--no-shift", action="store_true", help="ingest in one sync: no shifted scenario")
     p.add_argument("--keep-synthetic", action="store_true", help="keep the synthetic index in a --data-dir")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (data dir included)")
-    p.add_argument("-v", "--verbose", action="store_true", help="show ragops' own INFO logs")
-    args = p.parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        p.error("--limit must be at least 1")
-    if args.repeat < 1:
-        p.error("--repeat must be at least 1")
+    args = H.check_common_args(p, p.parse_args(argv))
     if args.sample_size < 50:
         p.error("--sample-size must be at least 50")
-    if args.data_dir is not None:
-        d = args.data_dir.resolve()
-        own = (PROJECT_ROOT / ".ragops").resolve()
-        if d == own or own in d.parents:
-            p.error(f"--data-dir {d} is the project's own data directory: the benchmark never writes there")
     return args
 
 
@@ -893,53 +743,24 @@ def main(argv: list[str]) -> int:
     if argv[:1] == [CHILD_COMMAND]:
         return child_main(argv[1:])
     args = parse_args(argv)
-    setup_logging(args.verbose)
-    log.setLevel(logging.INFO)  # this script's progress, always shown (ragops' own INFO logs with -v)
-    for noisy in ("chromadb", "httpx", "sentence_transformers", "great_expectations", "alembic", "bm25s"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    dataset = args.dataset.resolve() if args.dataset else DEFAULT_DATASET
-    files = (dataset / "corpus.jsonl", dataset / "queries.jsonl")
-    missing = [str(p) for p in files if not p.is_file()]
-    if missing:
-        print(f"SKIP: BEIR SciFact not found ({', '.join(missing)} missing). Put the dataset at "
-              f"{DEFAULT_DATASET} or pass --dataset DIR.")
+    H.setup_logging(args.verbose, log)
+    dataset = H.dataset_or_skip(args.dataset, ("corpus.jsonl", "queries.jsonl"))
+    if dataset is None:
         return 0
 
-    started = dt.datetime.now(dt.UTC)
-    load_at_start = os.getloadavg()
-    if load_at_start[0] > 0.5 * (os.cpu_count() or 1):
-        log.warning("load average is %.2f on %d CPUs: other processes compete for the CPU and the timings "
-                    "will be noisy", load_at_start[0], os.cpu_count() or 1)
-    tmp = Path(tempfile.mkdtemp(prefix="ragops-drift-bench-"))
-    data_dir = args.data_dir.resolve() if args.data_dir else tmp / "data"
-    log.info("working in %s (data dir %s)", tmp, data_dir)
-    try:
+    started = H.utc_now()
+    load_start = H.load_at_start(log)
+    with H.workspace("ragops-drift-bench-", args.keep_tmp, log) as tmp:
+        data_dir = args.data_dir.resolve() if args.data_dir else tmp / "data"
+        log.info("working in %s (data dir %s)", tmp, data_dir)
         figures = run(args, dataset, tmp, data_dir)
-    finally:
-        if args.keep_tmp:
-            log.info("kept %s", tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     targets = evaluate(figures)
     expected = expectations(figures)
-    results: dict[str, Any] = {
-        "benchmark": RESULT_STEM, "smoke": args.limit is not None, "limit": args.limit,
-        "command": shlex.join(sys.orig_argv), "cwd": os.getcwd(), "date": started.isoformat(timespec="seconds"),
-        "duration_s": round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1),
-        "dataset": {"path": str(dataset)},
-        "machine": machine_facts(load_at_start), "versions": versions(),
-        "targets": [dataclasses.asdict(t) for t in targets],
-        "all_passed": all(t.passed for t in targets if t.passed is not None),
-        "expectations": [dataclasses.asdict(t) for t in expected],
-        "figures": figures,
-    }
-    stem = RESULT_STEM + (".smoke" if args.limit is not None else "")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (RESULTS_DIR / f"{stem}.md").write_text(render(results, markdown=True))
-    print(render(results, markdown=False))
-    print(f"results: {RESULTS_DIR / (stem + '.json')} and {RESULTS_DIR / (stem + '.md')}")
+    results = H.run_record(RESULT_STEM, SCRIPT, started, args.limit, {"path": str(dataset)}, load_start, targets,
+                           figures, versions=H.package_versions(("numpy", "scipy", "scikit-learn", "SQLAlchemy")),
+                           expectations=[dataclasses.asdict(t) for t in expected])
+    H.publish(args.results_dir, results, render)
     return 0
 
 

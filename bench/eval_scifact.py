@@ -20,40 +20,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import logging
-import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import harness as H
+
 SCRIPT = Path(__file__).resolve()
-PROJECT_ROOT = SCRIPT.parent.parent
-DEFAULT_DATASET = PROJECT_ROOT.parent / "shared" / "datasets" / "scifact"
-RESULTS_DIR = SCRIPT.parent / "results"
 INDEX = "scifact"
+RESULT_STEM = "eval_scifact"
 log = logging.getLogger("bench.eval_scifact")
-
-
-def vm_hwm_kib() -> int | None:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return None
-
-
-def child_env(data_dir: Path) -> dict[str, str]:
-    env = dict(os.environ, RAGOPS_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", ANONYMIZED_TELEMETRY="False")
-    env.pop("RAGOPS_STATE_DB_URL", None)
-    env.pop("RAGOPS_CHROMA_URL", None)
-    env.pop("RAGOPS_CHROMA_MODE", None)
-    return env
 
 
 def ingest(args: argparse.Namespace) -> int:
@@ -65,8 +44,8 @@ def ingest(args: argparse.Namespace) -> int:
     state.upgrade(settings.state_db_url)
     t0 = time.perf_counter()
     report = sync(settings, str(args.corpus), INDEX, trigger="bench")
-    Path(args.out).write_text(json.dumps({"ingest_s": round(time.perf_counter() - t0, 2),
-                                          "chunks": report["chunks"], "documents": report["counts"]}))
+    H.write_json(Path(args.out), {"ingest_s": round(time.perf_counter() - t0, 2), "chunks": report["chunks"],
+                                  "documents": report["counts"]})
     return 0
 
 
@@ -87,7 +66,7 @@ def measure(args: argparse.Namespace) -> int:
     queries = [json.loads(line)["question"] for line in Path(args.golden).read_text().splitlines() if line.strip()]
     embedder.model.encode(["warm-up"], normalize_embeddings=True)
     store.query_many(collection, np.asarray(embedder.model.encode(["warm-up"], normalize_embeddings=True)), 10)
-    rss_ready = vm_hwm_kib()
+    rss_ready = H.vm_hwm_kib()
 
     def raw() -> float:
         t0 = time.perf_counter()
@@ -128,88 +107,79 @@ def measure(args: argparse.Namespace) -> int:
            "eval_no_semantic_s_median": med["eval_lex"],
            "ratio": med["eval"] / med["raw"], "ratio_no_semantic": med["eval_lex"] / med["raw"],
            "ratio_vs_one_by_one": med["eval"] / med["raw1"],
-           "peak_rss_mb": round((vm_hwm_kib() or 0) / 1024, 1), "rss_before_runs_mb": round((rss_ready or 0) / 1024, 1),
+           "peak_rss_mb": round((H.vm_hwm_kib() or 0) / 1024, 1), "rss_before_runs_mb": round((rss_ready or 0) / 1024, 1),
            "metrics": summary["metrics"], "operations": summary["operations"], "counts": summary["counts"],
            "unknown_relevant_doc_ids": summary["dataset"]["unknown_relevant_doc_ids"]}
-    Path(args.out).write_text(json.dumps(out, indent=2))
+    H.write_json(Path(args.out), out)
     return 0
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    p.add_argument("--data-dir", type=Path, help="reuse this data directory's scifact index (skip the ingest)")
-    p.add_argument("--limit", type=int, help="smoke run: only the first N corpus records")
+    H.add_common_args(p, data_dir=True)
     p.add_argument("--repeat", type=int, default=3, help="timed repetitions of raw and eval (median reported)")
     p.add_argument("--phase", choices=["ingest", "measure"], help=argparse.SUPPRESS)
     p.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--golden", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("chromadb", "httpx", "sentence_transformers", "great_expectations", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = H.check_common_args(p, p.parse_args())
+    H.setup_logging(args.verbose, log)
     if args.phase == "ingest":
         return ingest(args)
     if args.phase == "measure":
         return measure(args)
-
-    if not (args.dataset / "corpus.jsonl").exists():
-        print(f"SciFact not found at {args.dataset}; nothing to measure")
+    dataset = H.dataset_or_skip(args.dataset)
+    if dataset is None:
         return 0
-    sys.path.insert(0, str(PROJECT_ROOT / "include"))
-    from ragops.evaluation.datasets import import_beir
 
-    work = Path(tempfile.mkdtemp(prefix="ragops-eval-bench-"))
-    corpus = args.dataset / "corpus.jsonl"
-    if args.limit:
-        sliced = work / "corpus.jsonl"
-        with corpus.open(encoding="utf-8") as src, sliced.open("w", encoding="utf-8") as dst:
-            for n, line in enumerate(src):
-                if n >= args.limit:
-                    break
-                dst.write(line)
-        corpus = sliced
-    data_dir = args.data_dir or work / "data"
-    me = [sys.executable, str(SCRIPT)]
-    ingest_info: dict[str, Any] = {"skipped": True, "data_dir": str(data_dir)}
-    if not args.data_dir:
-        log.info("ingesting %s into %s", corpus, data_dir)
-        subprocess.run([*me, "--phase", "ingest", "--corpus", str(corpus), "--out", str(work / "ingest.json")],
-                       check=True, env=child_env(data_dir))
-        ingest_info = json.loads((work / "ingest.json").read_text())
-    golden = work / "scifact-test.jsonl"
-    imported = import_beir(args.dataset, "test", golden)
-    if args.limit:  # keep only questions whose relevant documents are in the slice
-        keep = {json.loads(line)["_id"] for line in corpus.read_text().splitlines() if line.strip()}
-        lines = [line for line in golden.read_text().splitlines()
-                 if set(json.loads(line)["relevant_doc_ids"]) <= keep]
-        golden.write_text("\n".join(lines) + "\n")
-    log.info("raw retrieval vs eval run, %d repetitions each", args.repeat)
-    subprocess.run([*me, "--phase", "measure", "--golden", str(golden), "--work", str(work), "--repeat",
-                    str(args.repeat), "--out", str(work / "measure.json")], check=True, env=child_env(data_dir))
-    m = json.loads((work / "measure.json").read_text())
+    load_start = H.load_at_start(log)
+    with H.workspace("ragops-eval-bench-", args.keep_tmp, log) as work:
+        corpus, keep = dataset / "corpus.jsonl", None
+        if args.limit:
+            corpus = work / "corpus.jsonl"
+            keep = set(H.write_copy(dataset / "corpus.jsonl", corpus, args.limit))
+        data_dir = args.data_dir.resolve() if args.data_dir else work / "data"
+        me = [sys.executable, str(SCRIPT)]
+        ingest_info: dict[str, Any] = {"skipped": True, "data_dir": str(data_dir)}
+        if not args.data_dir:
+            log.info("ingesting %s into %s", corpus, data_dir)
+            ingest_info = H.run_child([*me, "--phase", "ingest", "--corpus", str(corpus), "--out",
+                                       str(work / "ingest.json")], work / "ingest.json", H.isolated_env(data_dir), log)
+            ingest_info.pop("process_wall_s", None)
+            if "error" in ingest_info:
+                raise SystemExit(f"the ingest child failed: {ingest_info['error']}")
+        # only the questions whose relevant documents are in the slice (``ragops eval import-beir``)
+        golden = H.golden_set(dataset, work / "scifact-test.jsonl", keep)
+        log.info("raw retrieval vs eval run, %d repetitions each", args.repeat)
+        m = H.run_child([*me, "--phase", "measure", "--golden", golden["path"], "--work", str(work), "--repeat",
+                         str(args.repeat), "--out", str(work / "measure.json")], work / "measure.json",
+                        H.isolated_env(data_dir), log)
+        if "error" in m:
+            raise SystemExit(f"the measuring child failed: {m['error']}")
+        m.pop("process_wall_s", None)
     result = {
-        "benchmark": "eval_scifact", "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join([".venv/bin/python", "bench/eval_scifact.py", *sys.argv[1:]]),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "dataset": {"path": str(args.dataset), "limit": args.limit, "test_queries": imported["questions"]},
+        "benchmark": RESULT_STEM, "when": H.iso(H.utc_now()), "command": H.command_line(SCRIPT),
+        "machine": H.basic_machine(load_start),
+        "dataset": {"path": str(dataset), "limit": args.limit, "test_queries": golden["imported"]},
         "ingest": ingest_info, **m,
         "targets": {"ratio_eval_to_raw": {"target": "<= 2.0", "value": round(m["ratio"], 3),
                                           "met": m["ratio"] <= 2.0},
                     "ratio_eval_no_semantic_to_raw": {"target": "<= 2.0", "value": round(m["ratio_no_semantic"], 3),
                                                       "met": m["ratio_no_semantic"] <= 2.0}},
     }
-    stem = "eval_scifact" + (".smoke" if args.limit else "")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    mt, ops = m["metrics"], m["operations"]
+    md = render(result, args.repeat)
+    H.write_results(args.results_dir, H.result_stem(RESULT_STEM, bool(args.limit)), result, md)
+    print(md)
+    return 0
+
+
+def render(result: dict[str, Any], repeat: int) -> str:
+    m, mt, ops, mach = result, result["metrics"], result["operations"], result["machine"]
     md = [f"# Eval benchmark on SciFact ({result['when']})", "",
-          f"Command: `{result['command']}` on {os.cpu_count()} CPUs, Python {platform.python_version()}.", "",
+          f"Command: `{result['command']}` on {mach['cpus']} CPUs, Python {mach['python']}.", "",
           f"{m['queries']} test queries, offline extractive generator (`rag_answer@1`), median of "
-          f"{args.repeat} runs each.", "",
+          f"{repeat} runs each.", "",
           "| figure | value | target |", "|---|---|---|",
           f"| raw query embedding + top-10 search, in blocks of 32 (as the eval retrieves) | {m['raw_s_median']:.2f} s | |",
           f"| raw, one query at a time (as an application searches) | {m['raw_one_by_one_s_median']:.2f} s | |",
@@ -225,9 +195,7 @@ def main() -> int:
           f"| faithfulness / citation validity | {mt.get('faithfulness', 0):.3f} / "
           f"{mt.get('citation_validity', 0):.3f} | |",
           f"| refused (of {m['counts']['questions']}) | {m['counts']['refused']} | |", ""]
-    (RESULTS_DIR / f"{stem}.md").write_text("\n".join(md))
-    print("\n".join(md))
-    return 0
+    return "\n".join(md)
 
 
 if __name__ == "__main__":

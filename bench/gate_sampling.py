@@ -18,16 +18,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 from pathlib import Path
 
+import harness as H
 import numpy as np
 
 from ragops.gates import compare_metric
 
-RESULTS = Path(__file__).resolve().parent / "results"
+SCRIPT = Path(__file__).resolve()
 
 
 def decide(seed: int, delta: float, two_level: bool, noise: str, questions: int, n: int) -> str:
@@ -56,6 +55,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--questions", type=int, default=40)
+    H.add_common_args(ap, dataset=False, limit=False, keep_tmp=False, verbose=False)
     args = ap.parse_args()
     rows = []
     for noise in ("bernoulli", "normal"):
@@ -65,11 +65,8 @@ def main() -> int:
                 rows.append({"noise": noise, "delta": delta, "bootstrap": "two-level" if two else "one-level",
                              "worse": d.count("worse") / len(d), "better": d.count("better") / len(d),
                              "same": d.count("same") / len(d)})
-    result = {"when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-              "command": " ".join([".venv/bin/python", "bench/gate_sampling.py", *sys.argv[1:]]),
+    result = {"when": H.iso(H.utc_now()), "command": H.command_line(SCRIPT),
               "trials": args.trials, "questions": args.questions, "samples": args.samples, "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "gate_sampling.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md = ["# The gate under sampling noise (simulation)", "",
           f"{result['when']}, `{result['command']}`: {args.trials} trials per line, {args.questions} questions x "
           f"{args.samples} samples, margin 0.02, 95% interval, 2,000 resamples. delta 0 = a version gated against "
@@ -78,7 +75,7 @@ def main() -> int:
           "|---|---|---|---|---|---|"]
     md += [f"| {r['noise']} | {r['delta']} | {r['bootstrap']} | {100 * r['worse']:.1f}% | {100 * r['better']:.1f}% | "
            f"{100 * r['same']:.1f}% |" for r in rows]
-    (RESULTS / "gate_sampling.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    H.write_results(args.results_dir, "gate_sampling", result, "\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
-import json
 import logging
 import os
 import platform
@@ -50,9 +48,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import harness as H
+
 SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parent.parent
-RESULTS_DIR = SCRIPT.parent / "results"
+ROOT = H.PROJECT_ROOT
 LABELLED = ROOT / "include" / "eval" / "groundedness" / "docs.jsonl"
 SERVED = "smollm2-135m-instruct-q4_1"
 log = logging.getLogger("bench.groundedness")
@@ -68,8 +67,7 @@ def start_server(model_data_dir: Path, log_path: Path, threads: int,
                  timeout: float = 600) -> tuple[subprocess.Popen, str, float]:
     """``ragops llm serve`` on a free port; (process, base URL, seconds until /health answered)."""
     port = free_port()
-    env = dict(os.environ, RAGOPS_DATA_DIR=str(model_data_dir), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env.pop("RAGOPS_LOCAL_MODEL_FILE", None)
+    env = H.isolated_env(model_data_dir)
     exe = Path(sys.executable).parent / "ragops"
     t0 = time.perf_counter()
     with open(log_path, "wb") as out:
@@ -165,32 +163,23 @@ def main() -> int:
                                  or Path(tempfile.gettempdir()) / "ragops-test-local-llm"),
                     help="data dir of the model server (its converted model folder is reused; the first start "
                          "there converts the GGUF once, ~20-40 s)")
-    ap.add_argument("--render", type=Path, help="write the .md of an earlier results .json again and exit")
+    H.add_common_args(ap, dataset=False, limit=False, keep_tmp=False, render=True)
     args = ap.parse_args()
     if args.render:
-        write_md(json.loads(args.render.read_text(encoding="utf-8")), args.render.with_suffix(".md"))
+        H.rewrite_markdown(args.render, render_md)
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still stop the model server (finally)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    H.setup_logging(args.verbose, log)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     started = time.perf_counter()
-    load_start = os.getloadavg()
-    if load_start[0] > (os.cpu_count() or 1) / 2:
-        log.warning("load average %.1f on %d CPUs: timings will be slower than on a quiet machine",
-                    load_start[0], os.cpu_count() or 1)
+    load_start = H.load_at_start(log, "timings will be slower than on a quiet machine")
 
-    from ragops import state
-    from ragops.config import load_settings
     from ragops.grounding.labelled import checkers, evaluate_checker, load_labelled
 
     smoke = args.judge_per_kind < 3 and not args.no_judge
     with tempfile.TemporaryDirectory(prefix="ragops-bench-ground-") as tmp:
-        for k in [k for k in os.environ if k.startswith(("RAGOPS_STATE_DB_URL", "RAGOPS_CHROMA_"))]:
-            os.environ.pop(k)
-        os.environ["RAGOPS_DATA_DIR"] = str(Path(tmp) / "data")
-        settings = load_settings()
-        state.upgrade(settings.state_db_url)  # the judge's response cache lives here (fresh: no hits)
+        settings = H.open_settings(Path(tmp) / "data")  # the judge's response cache lives here (fresh: no hits)
         rows = load_labelled(args.file)
         subset = stratified(rows, args.judge_per_kind, args.seed)
         log.info("%d labelled answers; judge subset %d (%d per kind, seed %d)", len(rows), len(subset),
@@ -243,19 +232,15 @@ def main() -> int:
                      {k: v["rate"] for k, v in r["by_kind"].items()}, r["false_alarm_rate"], r["kappa"],
                      r["seconds_per_1k_answers"])
 
-    git = ["git", "-C", str(ROOT)]
-    code = {"commit": subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                     check=False).stdout.strip(),
-            "uncommitted_in_checkers": subprocess.run(
-                [*git, "status", "--short", "include/ragops/grounding", "include/ragops/llm.py"],
-                capture_output=True, text=True, check=False).stdout.split("\n")[:-1]}
+    code = {"commit": H.git_commit(),
+            "uncommitted_in_checkers": H.git("status", "--short", "include/ragops/grounding",
+                                             "include/ragops/llm.py").split("\n")[:-1]}
     result = {
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "host": platform.node(), "code": code,
-        "command": " ".join([".venv/bin/python", "bench/groundedness.py", *sys.argv[1:]]),
+        "when": H.iso(H.utc_now()), "host": platform.node(), "code": code, "command": H.command_line(SCRIPT),
         "cpus": os.cpu_count(), "python": platform.python_version(),
         "machine_note": f"{os.cpu_count()} cores shared with other engineers' work (tests, builds) during the run: "
                         "every timing is inflated compared with a quiet machine",
-        "load_avg_start": [round(x, 2) for x in load_start], "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+        "load_avg_start": load_start, "load_avg_end": H.loadavg(),
         "duration_s": round(time.perf_counter() - started, 1),
         "file": str(args.file.relative_to(ROOT) if args.file.is_relative_to(ROOT) else args.file),
         "answers": len(rows), "kinds": {k: sum(r.kind == k for r in rows) for k in sorted({r.kind for r in rows})},
@@ -266,11 +251,9 @@ def main() -> int:
                        "undecided (counted as not flagged)",
         "server": server_info, "whole_file": full, "subset": {**on_subset, **({"judge": judge} if judge else {})},
     }
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stem = "groundedness.nojudge" if args.no_judge else ("groundedness.smoke" if smoke else "groundedness")
-    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    write_md(result, RESULTS_DIR / f"{stem}.md")
-    print((RESULTS_DIR / f"{stem}.md").read_text(encoding="utf-8"))
+    md = render_md(result)
+    H.write_results(args.results_dir, H.result_stem("groundedness", "nojudge" if args.no_judge else smoke), result, md)
+    print(md)
     return 0
 
 
@@ -318,7 +301,7 @@ def code_note(result: dict[str, Any]) -> str:
             + ".")
 
 
-def write_md(result: dict[str, Any], path: Path) -> None:
+def render_md(result: dict[str, Any]) -> str:
     kinds = [k for k in ("negation", "number", "name", "appended", "model") if k in result["kinds"]]
     sub = result["judge_subset"]
     md = ["# Groundedness checkers on the labelled set", "",
@@ -340,7 +323,7 @@ def write_md(result: dict[str, Any], path: Path) -> None:
         md += ["What the judge replied (first three, cut at 300 characters):", ""]
         md += [f"- `{r['id']}`: " + " ".join(r["reply"].split())[:300].replace("|", "\\|") for r in raw[:3]]
         md.append("")
-    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":

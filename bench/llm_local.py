@@ -20,52 +20,31 @@ Usage (from the project root)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
-import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import harness as H
+
 SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parent.parent
-RESULTS_DIR = SCRIPT.parent / "results"
+ROOT = H.PROJECT_ROOT
 GOLDEN = ROOT / "include" / "eval" / "golden" / "docs.jsonl"
 PROMPT = ROOT / "include" / "prompts" / "rag_local" / "v1.yaml"
 log = logging.getLogger("bench.llm_local")
 
 
-def vm_hwm_kib() -> int | None:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return None
-
-
-def child_env(data_dir: Path) -> dict[str, str]:
-    env = dict(os.environ, RAGOPS_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
-    env.pop("RAGOPS_LOCAL_MODEL_FILE", None)
-    return env
-
-
 def prepare(data_dir: Path, n: int) -> list[dict[str, Any]]:
     """Index include/corpus in ``data_dir`` and retrieve 5 contexts for the first ``n`` answerable questions."""
-    from ragops import state
-    from ragops.config import load_settings
     from ragops.embedding import Embedder
     from ragops.indexing import sync
     from ragops.retrieval import search
 
-    os.environ["RAGOPS_DATA_DIR"] = str(data_dir)
-    settings = load_settings()
-    state.upgrade(settings.state_db_url)
+    settings = H.open_settings(data_dir)
     embedder = Embedder(settings.embedding)
     t0 = time.perf_counter()
     report = sync(settings, str(ROOT / "include" / "corpus"), "docs", trigger="bench", embedder=embedder)
@@ -89,7 +68,7 @@ def child_cold(data_dir: Path) -> dict[str, Any]:
     locate = time.perf_counter() - t0
     m.load()
     return {"locate_and_hash_s": round(locate, 2), "load_s": round(m.load_seconds or 0, 2),
-            "loaded_from": m.loaded_from, "peak_rss_mib": round((vm_hwm_kib() or 0) / 1024, 1)}
+            "loaded_from": m.loaded_from, "peak_rss_mib": round((H.vm_hwm_kib() or 0) / 1024, 1)}
 
 
 def child_warm(data_dir: Path, questions_file: Path, threads: int | None) -> dict[str, Any]:
@@ -123,14 +102,15 @@ def child_warm(data_dir: Path, questions_file: Path, threads: int | None) -> dic
         log.info("%s: %d+%d tokens in %.1fs", q["id"], r.prompt_tokens, r.completion_tokens, total_s)
     return {"load_s": round(m.load_seconds or 0, 2), "load_wall_s": round(wall_load, 2), "loaded_from": m.loaded_from,
             "torch_threads": torch.get_num_threads(), "questions": rows,
-            "peak_rss_mib": round((vm_hwm_kib() or 0) / 1024, 1)}
+            "peak_rss_mib": round((H.vm_hwm_kib() or 0) / 1024, 1)}
 
 
-def run_child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"child {args[0]} failed ({out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run_child(args: list[str], out: Path, env: dict[str, str]) -> dict[str, Any]:
+    data = H.run_child([sys.executable, str(SCRIPT), *args, "--out", str(out)], out, env, log)
+    if "error" in data:
+        raise SystemExit(f"child {args[1]} failed: {data['error']}")
+    data.pop("process_wall_s", None)
+    return data
 
 
 def main() -> int:
@@ -143,40 +123,36 @@ def main() -> int:
     ap.add_argument("--child", choices=["cold", "warm"], help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--questions-file", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--render", type=Path, help="write the .md of an earlier results .json again and exit")
-    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    H.add_common_args(ap, dataset=False, limit=False, keep_tmp=False, render=True)
     args = ap.parse_args()
     if args.render:
-        write_md(json.loads(args.render.read_text(encoding="utf-8")), args.render.with_suffix(".md"))
+        H.rewrite_markdown(args.render, render_md)
         return 0
-    logging.basicConfig(level=logging.INFO if args.verbose or not args.child else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    H.setup_logging(args.verbose, *([] if args.child else [log]))
     if args.child == "cold":
-        print(json.dumps(child_cold(args.data_dir)))
+        H.write_json(args.out, child_cold(args.data_dir))
         return 0
     if args.child == "warm":
-        print(json.dumps(child_warm(args.data_dir, args.questions_file, args.threads)))
+        H.write_json(args.out, child_warm(args.data_dir, args.questions_file, args.threads))
         return 0
 
     smoke = args.questions < 10
-    load_start = os.getloadavg()
-    if load_start[0] > (os.cpu_count() or 1) / 2:
-        log.warning("load average %.1f on %d CPUs: the figures will be slower than on a quiet machine",
-                    load_start[0], os.cpu_count() or 1)
-    with tempfile.TemporaryDirectory(prefix="ragops-bench-llm-") as tmp:
+    load_start = H.load_at_start(log, "the figures will be slower than on a quiet machine")
+    with H.workspace("ragops-bench-llm-", False, log) as tmp:
         t0 = time.perf_counter()
-        questions = prepare(args.work_dir or Path(tmp) / "data", args.questions)
+        questions = prepare(args.work_dir or tmp / "data", args.questions)
         prepare_s = time.perf_counter() - t0
-        qfile = Path(tmp) / "questions.json"
+        qfile = tmp / "questions.json"
         qfile.write_text(json.dumps(questions), encoding="utf-8")
-        data_dir = Path(tmp) / "model-data"  # fresh: no converted model yet
-        env = child_env(data_dir)
-        cold = run_child(["--child", "cold", "--data-dir", str(data_dir)], env)
+        data_dir = tmp / "model-data"  # fresh: no converted model yet
+        env = H.isolated_env(data_dir)
+        cold = run_child(["--child", "cold", "--data-dir", str(data_dir)], tmp / "cold.json", env)
         log.info("cold load: %s", cold)
         warm_args = ["--child", "warm", "--data-dir", str(data_dir), "--questions-file", str(qfile)]
         if args.threads:
             warm_args += ["--threads", str(args.threads)]
-        warm = run_child(warm_args, env)
+        warm = run_child(warm_args, tmp / "warm.json", env)
     qs = warm["questions"]
     total_prompt = sum(q["prompt_tokens"] for q in qs)
     total_new = sum(q["completion_tokens"] for q in qs)
@@ -197,22 +173,20 @@ def main() -> int:
         "peak_rss_mib_warm_child": warm["peak_rss_mib"], "peak_rss_mib_cold_child": cold["peak_rss_mib"],
         "torch_threads": warm["torch_threads"],
     }
-    result = {"when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "host": platform.node(),
-              "command": " ".join([".venv/bin/python", "bench/llm_local.py", *sys.argv[1:]]),
-              "cpus": os.cpu_count(), "python": platform.python_version(),
-              "load_avg_start": [round(x, 2) for x in load_start],
-              "load_avg_end": [round(x, 2) for x in os.getloadavg()], "prepare_s": round(prepare_s, 1),
+    machine = H.basic_machine(load_start)
+    result = {"when": H.iso(H.utc_now()), "host": platform.node(), "command": H.command_line(SCRIPT),
+              "cpus": machine["cpus"], "python": machine["python"], "git_commit": machine["git_commit"],
+              "load_avg_start": machine["loadavg_at_start"], "load_avg_end": machine["loadavg_at_end"],
+              "prepare_s": round(prepare_s, 1),
               "summary": summary, "cold": cold, "warm": {k: v for k, v in warm.items() if k != "questions"},
               "per_question": qs}
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stem = "llm_local.smoke" if smoke else "llm_local"
-    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    write_md(result, RESULTS_DIR / f"{stem}.md")
-    print((RESULTS_DIR / f"{stem}.md").read_text(encoding="utf-8"))
+    md = render_md(result)
+    H.write_results(args.results_dir, H.result_stem("llm_local", smoke), result, md)
+    print(md)
     return 0
 
 
-def write_md(result: dict[str, Any], path: Path) -> None:
+def render_md(result: dict[str, Any]) -> str:
     """The Markdown report of a result (also ``--render FILE.json`` to write it again)."""
     s = {k: round(v, 2) if isinstance(v, float) else v for k, v in result["summary"].items()}
     qs = result["per_question"]
@@ -236,10 +210,9 @@ def write_md(result: dict[str, Any], path: Path) -> None:
           "", "## Answers (as generated; a 135M model: judge them, do not trust them)", "",
           "| id | s | tokens in/out | answer | reference |", "|---|---|---|---|---|"]
     for q in qs:
-        cell = " ".join(q["answer"].split()).replace("|", "\\|")
-        ref = " ".join((q["reference_answer"] or "").split()).replace("|", "\\|")
-        md.append(f"| {q['id']} | {q['seconds']} | {q['prompt_tokens']}/{q['completion_tokens']} | {cell} | {ref} |")
-    path.write_text("\n".join(md) + "\n", encoding="utf-8")
+        md.append(f"| {q['id']} | {q['seconds']} | {q['prompt_tokens']}/{q['completion_tokens']} | "
+                  f"{H.md_cell(q['answer'])} | {H.md_cell(q['reference_answer'])} |")
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":

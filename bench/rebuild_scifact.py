@@ -29,15 +29,9 @@ when it is absent the script says so and exits 0. See bench/README.md for what e
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import datetime as dt
 import json
 import logging
-import os
-import shlex
-import shutil
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Iterator
@@ -45,24 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# the house helpers (settings on an isolated data dir, warm model, BEIR files, machine facts, tables)
-from ingest_scifact import (
-    Target,
-    fmt,
-    iter_lines,
-    load_qrels,
-    load_queries,
-    machine_facts,
-    md_table,
-    open_settings,
-    settings_facts,
-    setup_logging,
-    text_table,
-    timed_calls,
-    verdict,
-    warm_embedder,
-    write_copy,
-)
+import harness as H
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,9 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("bench.rebuild_scifact")
 
 SCRIPT = Path(__file__).resolve()
-PROJECT_ROOT = SCRIPT.parent.parent
-DEFAULT_DATASET = PROJECT_ROOT.parent / "shared" / "datasets" / "scifact"
-RESULTS_DIR = SCRIPT.parent / "results"
 RESULT_STEM = "rebuild_scifact"
 
 INDEX = "scifact"
@@ -87,7 +61,6 @@ SYNTHETIC_CHUNKS_SMOKE = 5_000
 NOISE_SIGMA = 0.01  # per dimension; a 384-d unit vector moves by about 0.2 (cosine to the original ~0.98)
 SEED = 13
 WARMUP_QUERIES = 20
-PAGE = 5000
 
 # Targets
 RATIO_MAX = 0.15
@@ -110,27 +83,8 @@ def rebuild_phases() -> Iterator[dict[str, float]]:
                (embedding.Embedder, "encode", "embedder.encode"), (lifecycle, "_validate", "validate"),
                (lifecycle, "_retrieval_check", "validate.retrieval_gate"), (retrieval, "build_lexical", "bm25"),
                (lifecycle, "_retain", "retain")]
-    with timed_calls(wrapped) as spent:
+    with H.timed_calls(wrapped) as spent:
         yield spent
-
-
-def pct(values: list[float], q: float) -> float:
-    import numpy as np
-
-    return round(float(np.percentile(values, q)), 3)
-
-
-def latency(ms: list[float]) -> dict[str, Any]:
-    return {"n": len(ms), "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95), "mean_ms": round(sum(ms) / len(ms), 3),
-            "max_ms": round(max(ms), 3)}
-
-
-def live_collection(settings: Settings) -> str | None:
-    from ragops import state
-
-    with state.session_scope(settings.state_db_url) as s:
-        live = state.live_version(s, INDEX)
-        return live.collection if live else None
 
 
 class PrecomputedEmbedder:
@@ -152,7 +106,7 @@ def summarize_rebuild(report: dict[str, Any], wall_s: float, phases: dict[str, f
             "elapsed_s")
     out = {k: report[k] for k in keys if k in report}
     out["wall_s"] = round(wall_s, 3)
-    out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    out["loadavg_after"] = H.loadavg()
     out["phases_s"] = {k: round(v, 3) for k, v in sorted(phases.items())}
     return out
 
@@ -161,7 +115,7 @@ def timed_rebuild(settings: Settings, embedder: Embedder, store: VectorStore, fo
     from ragops.lifecycle import rebuild
 
     label = "forced (every chunk embedded again)" if force else "same model (stored vectors reused)"
-    log.info("rebuild, %s (load average %.2f)", label, os.getloadavg()[0])
+    log.info("rebuild, %s (load average %.2f)", label, H.loadavg()[0])
     with rebuild_phases() as spent:
         t0 = time.perf_counter()
         try:
@@ -184,7 +138,7 @@ def timed_rebuild(settings: Settings, embedder: Embedder, store: VectorStore, fo
 def ingest(settings: Settings, corpus: Path, embedder: Embedder, store: VectorStore) -> dict[str, Any]:
     from ragops.indexing import new_run_id, sync
 
-    existing = live_collection(settings)
+    existing = H.live_collection(settings, INDEX)
     if existing:
         log.info("1. the data directory already holds index %s (live %s): ingest skipped", INDEX, existing)
         return {"skipped": True, "live": existing}
@@ -195,20 +149,7 @@ def ingest(settings: Settings, corpus: Path, embedder: Embedder, store: VectorSt
     seconds = time.perf_counter() - t0
     log.info("   %.1fs, counts %s, chunks %s", seconds, report["counts"], report["chunks"])
     return {"skipped": False, "seconds": round(seconds, 3), "counts": report["counts"], "chunks": report["chunks"],
-            "live": live_collection(settings), "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
-
-
-def golden_set(dataset: Path, out: Path, keep_docs: set[str] | None) -> dict[str, Any]:
-    """The BEIR test split as a ragops golden set (``ragops eval import-beir``); in a smoke run only
-    the questions whose relevant documents are all in the slice."""
-    from ragops.evaluation.datasets import import_beir
-
-    imported = import_beir(dataset, "test", out)
-    lines = [ln for ln in out.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if keep_docs is not None:
-        lines = [ln for ln in lines if set(json.loads(ln)["relevant_doc_ids"]) <= keep_docs]
-        out.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
-    return {"path": str(out), "imported": imported.get("questions"), "questions": len(lines)}
+            "live": H.live_collection(settings, INDEX), "loadavg_after": H.loadavg()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,7 +163,7 @@ def measure_quality(settings: Settings, embedder: Embedder, store: VectorStore, 
     from ragops.evaluation.metrics import retrieval_metrics
     from ragops.retrieval import search
 
-    out: dict[str, Any] = {"queries": len(queries), "k": K, "collection": live_collection(settings)}
+    out: dict[str, Any] = {"queries": len(queries), "k": K, "collection": H.live_collection(settings, INDEX)}
     for mode in ("dense", "hybrid"):
         rows, ms, short = [], [], 0
         for qid, text in queries.items():
@@ -235,37 +176,13 @@ def measure_quality(settings: Settings, embedder: Embedder, store: VectorStore, 
             rows.append(retrieval_metrics(ranked, qrels[qid], [K]))
         out[mode] = {"ndcg@10": round(float(np.mean([r[f"ndcg@{K}"] for r in rows])), 5),
                      "recall@10": round(float(np.mean([r[f"recall@{K}"] for r in rows])), 5),
-                     "queries_with_fewer_than_k_docs": short, "search_with_embedding": latency(ms)}
+                     "queries_with_fewer_than_k_docs": short, "search_with_embedding": H.latency_summary(ms)}
         log.info("   %s: nDCG@10 %.4f, Recall@10 %.4f", mode, out[mode]["ndcg@10"], out[mode]["recall@10"])
     return out
 
 
 # ----------------------------------------------------------------------------------------------
 # 4. latency: live collection and synthetic ~100k collection
-
-
-def all_vectors(store: VectorStore, collection: str) -> tuple[list[str], np.ndarray, list[str], list[dict[str, Any]]]:
-    """Every id, vector, text and metadata of a collection, sorted by id."""
-    import numpy as np
-
-    col = store.collection(collection)
-    ids: list[str] = []
-    vecs: list[Any] = []
-    docs: list[str] = []
-    metas: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        page = col.get(include=["embeddings", "documents", "metadatas"], limit=PAGE, offset=offset)
-        ids += page["ids"]
-        vecs += list(page["embeddings"])
-        docs += [d or "" for d in page["documents"]]
-        metas += [dict(m or {}) for m in page["metadatas"]]
-        if len(page["ids"]) < PAGE:
-            break
-        offset += PAGE
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    return ([ids[i] for i in order], np.asarray([vecs[i] for i in order], dtype=np.float32),
-            [docs[i] for i in order], [metas[i] for i in order])
 
 
 def build_synthetic(store: VectorStore, base_ids: list[str], base: np.ndarray, texts: list[str],
@@ -276,25 +193,21 @@ def build_synthetic(store: VectorStore, base_ids: list[str], base: np.ndarray, t
     suffixed ``#synN``, the same chunk texts and metadata."""
     import numpy as np
 
-    rng = np.random.default_rng(SEED)
     n = len(base_ids)
-    total, copy, cosines = 0, 0, []
+    cosines: list[np.ndarray] = []
     parts: list[np.ndarray] = []
     all_ids: list[str] = []
+    copies = 0
     t0 = time.perf_counter()
     with store.writer():
         if store.has_collection(SYNTHETIC_COLLECTION):
             store.drop(SYNTHETIC_COLLECTION)
         store.collection(SYNTHETIC_COLLECTION, create=True)
-        while total < target:
-            take = min(n, target - total)
-            vecs = base[:take]
+        for copy, vecs, cos in H.noisy_copies(base, target, sigma, SEED):
+            take = len(vecs)
             ids, texts_c, metas_c = base_ids[:take], texts[:take], metas[:take]
             if copy:
-                noisy = vecs + rng.normal(0.0, sigma, vecs.shape).astype(np.float32)
-                noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-                cosines.append(np.sum(noisy * vecs, axis=1) / np.linalg.norm(vecs, axis=1))
-                vecs = noisy
+                cosines.append(cos)
                 ids = [f"{c}#syn{copy}" for c in ids]
                 metas_c = [{**m, "doc_id": f"{m.get('doc_id', '')}#syn{copy}"} for m in metas_c]
             for i in range(0, take, 10_000):
@@ -302,15 +215,14 @@ def build_synthetic(store: VectorStore, base_ids: list[str], base: np.ndarray, t
                              metas_c[i:i + 10_000])
             parts.append(vecs)
             all_ids += ids
-            total += take
-            copy += 1
-            log.info("   synthetic collection: %d/%d vectors written (%.0fs)", total, target, time.perf_counter() - t0)
+            copies = copy + 1
+            log.info("   synthetic collection: %d/%d vectors written (%.0fs)", len(all_ids), target,
+                     time.perf_counter() - t0)
         count = store.count(SYNTHETIC_COLLECTION)
     seconds = time.perf_counter() - t0
-    cos = np.concatenate(cosines) if cosines else np.ones(1)
     info = {"collection": SYNTHETIC_COLLECTION, "vectors": count, "target": target, "base_chunks": n,
-            "copies": copy, "noise_sigma_per_dimension": sigma, "seed": SEED,
-            "cosine_noisy_to_original": {"mean": round(float(cos.mean()), 4), "min": round(float(cos.min()), 4)},
+            "copies": copies, "noise_sigma_per_dimension": sigma, "seed": SEED,
+            "cosine_noisy_to_original": H.cosine_stats(cosines),
             "build_s": round(seconds, 3),
             "note": ("SYNTHETIC: the SciFact chunk vectors replicated (first copy exact, the others with Gaussian "
                      "noise, re-normalised) with the same chunk texts; measures search latency at this size, "
@@ -344,9 +256,9 @@ def measure_latency(store: VectorStore, collection: str, embedder: Embedder, tex
             with_ms.append((t2 - t0) * 1000)
     out: dict[str, Any] = {"collection": collection, "vectors": store.count(collection), "k": K,
                            "queries": len(texts), "repeat": repeat, "first_query_ms": round(cold_ms, 3),
-                           "query_only": latency(query_ms), "with_query_embedding": latency(with_ms),
-                           "query_embedding_only": latency(embed_ms),
-                           "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
+                           "query_only": H.latency_summary(query_ms),
+                           "with_query_embedding": H.latency_summary(with_ms),
+                           "query_embedding_only": H.latency_summary(embed_ms), "loadavg_after": H.loadavg()}
     if exact is not None and len(first["ids"][0]):
         all_ids, matrix = exact
         top = np.argsort(-(vectors @ matrix.T), axis=1)[:, :K]
@@ -374,7 +286,7 @@ def measure_search_fn(settings: Settings, embedder: Embedder, store: VectorStore
                     t0 = time.perf_counter()
                     search(settings, t, k=K, index=INDEX, embedder=emb, store=store, mode=mode)  # type: ignore[arg-type]
                     ms.append((time.perf_counter() - t0) * 1000)
-            out.setdefault(mode, {})[label] = latency(ms)
+            out.setdefault(mode, {})[label] = H.latency_summary(ms)
         log.info("   search() %s: without embedding p50/p95 %.1f/%.1f ms, with %.1f/%.1f ms", mode,
                  out[mode]["without_query_embedding"]["p50_ms"], out[mode]["without_query_embedding"]["p95_ms"],
                  out[mode]["with_query_embedding"]["p50_ms"], out[mode]["with_query_embedding"]["p95_ms"])
@@ -392,31 +304,28 @@ def run(args: argparse.Namespace, dataset: Path, tmp: Path, data_dir: Path) -> d
     keep_docs: set[str] | None = None
     if args.limit is not None:
         corpus = tmp / "source" / "corpus.jsonl"
-        keep_docs = set(write_copy(dataset / "corpus.jsonl", corpus, args.limit))
-    settings = open_settings(data_dir)
+        keep_docs = set(H.write_copy(dataset / "corpus.jsonl", corpus, args.limit))
+    settings = H.open_settings(data_dir)
     figures: dict[str, Any] = {"data_dir": str(data_dir), "data_dir_given": args.data_dir is not None}
 
     # the golden set of the rebuild's retrieval gate
     if args.no_golden:
         figures["golden"] = {"skipped": "--no-golden: the rebuild's retrieval gate does not run"}
     else:
-        golden = golden_set(dataset, tmp / "scifact-test-golden.jsonl", keep_docs)
+        golden = H.golden_set(dataset, tmp / "scifact-test-golden.jsonl", keep_docs)
         if golden["questions"]:
             entry = {**(settings.indexes.get(INDEX) or {}), "golden": golden["path"]}
             settings = settings.replace(indexes={**settings.indexes, INDEX: entry})
         else:
             golden["skipped"] = "no test question has all its relevant documents in the slice: gate not run"
         figures["golden"] = golden
-    figures["settings"] = settings_facts(settings)
-    embedder, load_s = warm_embedder(settings)
+    figures["settings"] = H.settings_facts(settings)
+    embedder, load_s = H.warm_embedder(settings)
     figures["model_load_s"] = round(load_s, 3)
     log.info("model loaded and warmed in %.1fs", load_s)
     store = VectorStore(settings)
 
-    qrels = {q: r for q, r in load_qrels(dataset / "qrels" / "test.tsv").items()
-             if keep_docs is None or set(r) <= keep_docs}
-    queries = load_queries(dataset / "queries.jsonl", set(qrels))
-    qrels = {q: qrels[q] for q in queries}
+    queries, qrels = H.test_queries(dataset, keep_docs)
 
     # 1. ingest
     figures["ingest"] = ingest(settings, corpus, embedder, store)
@@ -444,12 +353,12 @@ def run(args: argparse.Namespace, dataset: Path, tmp: Path, data_dir: Path) -> d
         figures["retrieval"] = {"queries": 0, "note": "no test query has all its relevant documents in the slice"}
 
     # 4. latency: live collection, then the synthetic collection
-    texts = list(queries.values()) or [json.loads(ln)["text"] for ln in iter_lines(dataset / "queries.jsonl", 300)]
+    texts = list(queries.values()) or [json.loads(ln)["text"] for ln in H.iter_lines(dataset / "queries.jsonl", 300)]
     vectors = embedder.encode(texts, log_every=1e9)
-    live = live_collection(settings)
+    live = H.live_collection(settings, INDEX)
     assert live is not None
     log.info("4. latency on the live collection %s", live)
-    base_ids, base, base_texts, base_metas = all_vectors(store, live)
+    base_ids, base, base_texts, base_metas = H.all_vectors(store, live)
     lat: dict[str, Any] = {"scifact": measure_latency(store, live, embedder, texts, vectors, args.repeat,
                                                       exact=(base_ids, base))}
     lat["scifact"]["search_fn"] = measure_search_fn(settings, embedder, store, texts, vectors, args.repeat)
@@ -480,37 +389,37 @@ def run(args: argparse.Namespace, dataset: Path, tmp: Path, data_dir: Path) -> d
 # report
 
 
-def evaluate(f: dict[str, Any]) -> list[Target]:
-    out: list[Target] = []
+def evaluate(f: dict[str, Any]) -> list[H.Target]:
+    out: list[H.Target] = []
     same, full = f["rebuild_same_model"], f["rebuild_forced"]
     for name, r in (("same-model rebuild", same), ("forced rebuild", full)):
         ok = r.get("swapped") is True
-        out.append(Target(f"{name}: validated and swapped", "yes" if ok else (r.get("error") or
+        out.append(H.Target(f"{name}: validated and swapped", "yes" if ok else (r.get("error") or
                           "; ".join(r.get("reasons") or []) or "no"), "swapped", ok))
     if "reused" in same:
-        out.append(Target("same-model rebuild: reused / embedded", f"{same['reused']} / {same['embedded']}",
+        out.append(H.Target("same-model rebuild: reused / embedded", f"{same['reused']} / {same['embedded']}",
                           f"{same['chunks']} / 0", same["reused"] == same["chunks"] and same["embedded"] == 0))
     if "embedded" in full:
-        out.append(Target("forced rebuild: reused / embedded", f"{full['reused']} / {full['embedded']}",
+        out.append(H.Target("forced rebuild: reused / embedded", f"{full['reused']} / {full['embedded']}",
                           f"0 / {full['chunks']}", full["embedded"] == full["chunks"] and full["reused"] == 0))
     ratio = f["rebuild_ratio"]["ratio"]
-    out.append(Target("rebuild time, same model / forced", ratio, f"<= {RATIO_MAX}", ratio <= RATIO_MAX))
+    out.append(H.Target("rebuild time, same model / forced", ratio, f"<= {RATIO_MAX}", ratio <= RATIO_MAX))
     ret = f["retrieval"]
     for mode, lo in (("dense", DENSE_NDCG_MIN), ("hybrid", HYBRID_NDCG_MIN)):
         if ret.get("queries"):
             v = ret[mode]["ndcg@10"]
-            out.append(Target(f"nDCG@10 {mode}, live version after the rebuilds", v, f">= {lo}", v >= lo))
+            out.append(H.Target(f"nDCG@10 {mode}, live version after the rebuilds", v, f">= {lo}", v >= lo))
         else:
-            out.append(Target(f"nDCG@10 {mode}, live version after the rebuilds", "no queries", f">= {lo}", None))
+            out.append(H.Target(f"nDCG@10 {mode}, live version after the rebuilds", "no queries", f">= {lo}", None))
     lat = f["latency"]
     for key, label in (("scifact", f"SciFact ({lat['scifact']['vectors']:,} vectors)"),
                        ("synthetic", f"synthetic ({lat.get('synthetic', {}).get('vectors', 0):,} vectors)")):
         if key in lat:
             v = lat[key]["query_only"]["p95_ms"]
-            out.append(Target(f"top-10 query p95 (ms) without the query embedding, {label}", v,
+            out.append(H.Target(f"top-10 query p95 (ms) without the query embedding, {label}", v,
                               f"<= {P95_MS_MAX:g}", v <= P95_MS_MAX))
         else:
-            out.append(Target(f"top-10 query p95 (ms) without the query embedding, {label}", "not measured",
+            out.append(H.Target(f"top-10 query p95 (ms) without the query embedding, {label}", "not measured",
                               f"<= {P95_MS_MAX:g}", None))
     return out
 
@@ -522,7 +431,7 @@ def figure_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("ingest", f"skipped: --data-dir already held index {INDEX} ({ing['live']})"))
     else:
         c = ing["chunks"]
-        rows.append(("ingest (sync) of the corpus (s)", fmt(ing["seconds"])))
+        rows.append(("ingest (sync) of the corpus (s)", H.fmt(ing["seconds"])))
         rows.append(("ingest: documents added / quarantined; chunks embedded",
                      f"{ing['counts'].get('added')} / {ing['counts'].get('quarantined')}; {c.get('embedded')}"))
     g = f["golden"]
@@ -532,14 +441,14 @@ def figure_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("golden set of the retrieval gate (import_beir, test split)", f"{g['questions']} questions"))
     for key, name in (("rebuild_same_model", "same-model rebuild"), ("rebuild_forced", "forced rebuild")):
         r = f[key]
-        rows.append((f"{name}: wall (s)", fmt(r["wall_s"])))
+        rows.append((f"{name}: wall (s)", H.fmt(r["wall_s"])))
         if "error" in r:
             rows.append((f"{name}: error", r["error"]))
             continue
         rows.append((f"{name}: {r['from']} -> {r['to']}, chunks / documents", f"{r['chunks']} / {r['documents']}"))
         ph = r["phases_s"]
         rows.append((f"{name}: write / Embedder.encode (all calls) / validate / of which gate / BM25 (s)",
-                     " / ".join(fmt(ph.get(k, 0.0)) for k in ("write", "embedder.encode", "validate",
+                     " / ".join(H.fmt(ph.get(k, 0.0)) for k in ("write", "embedder.encode", "validate",
                                                               "validate.retrieval_gate", "bm25"))))
         chk = r.get("retrieval")
         if chk and "skipped" not in chk:
@@ -551,13 +460,13 @@ def figure_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((f"{name}: gate", "not run (no golden set)"))
     rr = f["rebuild_ratio"]
     if "ratio_without_gate" in rr:
-        rows.append(("ratio same-model / forced without the gate's time", fmt(rr["ratio_without_gate"])))
+        rows.append(("ratio same-model / forced without the gate's time", H.fmt(rr["ratio_without_gate"])))
     ret = f["retrieval"]
     if ret.get("queries"):
         rows.append(("test queries evaluated", str(ret["queries"])))
         for mode in ("dense", "hybrid"):
             m = ret[mode]
-            rows.append((f"{mode}: Recall@10", fmt(m["recall@10"])))
+            rows.append((f"{mode}: Recall@10", H.fmt(m["recall@10"])))
     lat = f["latency"]
     for key, name in (("scifact", "SciFact"), ("synthetic", "synthetic")):
         if key not in lat:
@@ -567,9 +476,9 @@ def figure_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{r['query_only']['p50_ms']:.2f} / {r['query_only']['p95_ms']:.2f}"))
         rows.append((f"{name}: query embedding + query p50 / p95 (ms)",
                      f"{r['with_query_embedding']['p50_ms']:.2f} / {r['with_query_embedding']['p95_ms']:.2f}"))
-        rows.append((f"{name}: first (cold) query (ms)", fmt(r["first_query_ms"])))
+        rows.append((f"{name}: first (cold) query (ms)", H.fmt(r["first_query_ms"])))
         if "ann_recall@10_vs_exact" in r:
-            rows.append((f"{name}: HNSW top-10 recall vs exact search", fmt(r["ann_recall@10_vs_exact"])))
+            rows.append((f"{name}: HNSW top-10 recall vs exact search", H.fmt(r["ann_recall@10_vs_exact"])))
     sf = lat["scifact"].get("search_fn", {})
     for mode in ("dense", "hybrid"):
         if mode in sf:
@@ -579,23 +488,17 @@ def figure_rows(f: dict[str, Any]) -> list[tuple[str, str]]:
     s = f.get("synthetic")
     if s:
         rows.append(("synthetic collection: build (s), copies, noise sigma, cosine to original mean / min",
-                     f"{fmt(s['build_s'])}, {s['copies']}, {s['noise_sigma_per_dimension']}, "
+                     f"{H.fmt(s['build_s'])}, {s['copies']}, {s['noise_sigma_per_dimension']}, "
                      f"{s['cosine_noisy_to_original']['mean']} / {s['cosine_noisy_to_original']['min']}"))
     return rows
 
 
 def render(results: dict[str, Any], markdown: bool) -> str:
-    table = md_table if markdown else text_table
-    targets = [[t["name"], fmt(t["value"]), t["target"], verdict(t["passed"])] for t in results["targets"]]
-    figs = [[a, b] for a, b in figure_rows(results["figures"])]
     m, s = results["machine"], results["figures"]["settings"]
-    head = (f"{'# ' if markdown else ''}ragops blue/green rebuild benchmark, BEIR SciFact"
-            f"{' (SMOKE RUN: --limit, figures not meaningful)' if results['smoke'] else ''}")
-    facts = (f"date {results['date']}; duration {results['duration_s']:.0f} s; {m['nproc']} CPUs ({m['cpu_model']}); "
-             f"Python {m['python']}; torch {m['torch']} ({m['torch_threads']} threads); chromadb {m['chromadb']}; "
-             f"model {s['embedding_model']}, embedding batch_size {s['embedding_batch_size']}; chunk_tokens "
-             f"{s['chunk_tokens']}, overlap_tokens {s['overlap_tokens']}; load average at start "
-             f"{m['loadavg_at_start']}, at end {m['loadavg_at_end']}")
+    facts = (f"date {results['date']}; duration {results['duration_s']:.0f} s; {H.cpus_python_torch(m)}; "
+             f"chromadb {m['chromadb']}; model {s['embedding_model']}, embedding batch_size "
+             f"{s['embedding_batch_size']}; chunk_tokens {s['chunk_tokens']}, overlap_tokens {s['overlap_tokens']}; "
+             f"{H.load_averages(m)}")
     synth = results["figures"].get("synthetic") or {}
     notes = [f"Latency: one query at a time, {results['figures']['latency']['scifact']['repeat']} x "
              f"{results['figures']['latency']['scifact']['queries']} test queries per figure after "
@@ -603,11 +506,10 @@ def render(results: dict[str, Any], markdown: bool) -> str:
              "with a precomputed vector, 'with' = `Embedder.encode` of the query + `VectorStore.query`."]
     if synth:
         notes.append(f"The {synth['vectors']:,}-vector collection is {synth['note']}.")
-    cmd = f"`{results['command']}`" if markdown else results["command"]
-    parts = [head, "", f"command: {cmd}", "", facts, "", table(["check", "result", "target", "met"], targets),
-             "", table(["figure", "value"], figs), "", *notes, "",
-             f"all targets met: {results['all_passed']}"]
-    return "\n".join(parts) + "\n"
+    tables = [(["check", "result", "target", "met"], H.target_rows(results["targets"])),
+              (["figure", "value"], [[a, b] for a, b in figure_rows(results["figures"])])]
+    return H.render_report(results, "ragops blue/green rebuild benchmark, BEIR SciFact", facts, tables, markdown,
+                           notes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -616,11 +518,7 @@ def render(results: dict[str, Any], markdown: bool) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="ragops blue/green rebuild benchmark on BEIR SciFact (see bench/README.md)")
-    p.add_argument("--dataset", type=Path, default=None, help=f"BEIR SciFact folder (default: {DEFAULT_DATASET})")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="data directory to use (and keep); an index 'scifact' in it is reused instead of ingesting")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="smoke run: first N documents only, results go to *.smoke.json / *.smoke.md")
+    H.add_common_args(p, data_dir=True)
     p.add_argument("--synthetic-chunks", type=int, default=None, metavar="N",
                    help=f"size of the synthetic collection (default {SYNTHETIC_CHUNKS:,}; {SYNTHETIC_CHUNKS_SMOKE:,} "
                         "with --limit)")
@@ -629,68 +527,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=2, help="latency repetitions over the test queries (default 2)")
     p.add_argument("--no-golden", action="store_true", help="no golden set: the rebuild's retrieval gate is skipped")
     p.add_argument("--keep-synthetic", action="store_true", help="keep the synthetic collection in the data dir")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (data dir included)")
-    p.add_argument("-v", "--verbose", action="store_true", help="show ragops' own INFO logs")
-    args = p.parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        p.error("--limit must be at least 1")
-    if args.repeat < 1:
-        p.error("--repeat must be at least 1")
-    if args.data_dir is not None:
-        d = args.data_dir.resolve()
-        own = (PROJECT_ROOT / ".ragops").resolve()
-        if d == own or own in d.parents:
-            p.error(f"--data-dir {d} is the project's own data directory: the benchmark never writes there")
-    return args
+    return H.check_common_args(p, p.parse_args(argv))
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    setup_logging(args.verbose)
-    log.setLevel(logging.INFO)  # this script's progress, always shown (ragops' own INFO logs with -v)
-    for noisy in ("chromadb", "httpx", "sentence_transformers", "great_expectations", "alembic", "bm25s"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    dataset = args.dataset.resolve() if args.dataset else DEFAULT_DATASET
-    files = (dataset / "corpus.jsonl", dataset / "queries.jsonl", dataset / "qrels" / "test.tsv")
-    missing = [str(p) for p in files if not p.is_file()]
-    if missing:
-        print(f"SKIP: BEIR SciFact not found ({', '.join(missing)} missing). Put the dataset at "
-              f"{DEFAULT_DATASET} or pass --dataset DIR.")
+    H.setup_logging(args.verbose, log)
+    dataset = H.dataset_or_skip(args.dataset)
+    if dataset is None:
         return 0
 
-    started = dt.datetime.now(dt.UTC)
-    load_at_start = os.getloadavg()
-    if load_at_start[0] > 0.5 * (os.cpu_count() or 1):
-        log.warning("load average is %.2f on %d CPUs: other processes compete for the CPU and the timings "
-                    "will be noisy", load_at_start[0], os.cpu_count() or 1)
-    tmp = Path(tempfile.mkdtemp(prefix="ragops-rebuild-bench-"))
-    data_dir = args.data_dir.resolve() if args.data_dir else tmp / "data"
-    log.info("working in %s (data dir %s)", tmp, data_dir)
-    try:
+    started = H.utc_now()
+    load_start = H.load_at_start(log)
+    with H.workspace("ragops-rebuild-bench-", args.keep_tmp, log) as tmp:
+        data_dir = args.data_dir.resolve() if args.data_dir else tmp / "data"
+        log.info("working in %s (data dir %s)", tmp, data_dir)
         figures = run(args, dataset, tmp, data_dir)
-    finally:
-        if args.keep_tmp:
-            log.info("kept %s", tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     targets = evaluate(figures)
-    results: dict[str, Any] = {
-        "benchmark": RESULT_STEM, "smoke": args.limit is not None, "limit": args.limit,
-        "command": shlex.join(sys.orig_argv), "cwd": os.getcwd(), "date": started.isoformat(timespec="seconds"),
-        "duration_s": round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1),
-        "dataset": {"path": str(dataset), "test_queries": figures["retrieval"].get("queries", 0)},
-        "machine": machine_facts(load_at_start),
-        "targets": [dataclasses.asdict(t) for t in targets],
-        "all_passed": all(t.passed for t in targets if t.passed is not None),
-        "figures": figures,
-    }
-    stem = RESULT_STEM + (".smoke" if args.limit is not None else "")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (RESULTS_DIR / f"{stem}.md").write_text(render(results, markdown=True))
-    print(render(results, markdown=False))
-    print(f"results: {RESULTS_DIR / (stem + '.json')} and {RESULTS_DIR / (stem + '.md')}")
+    dataset_facts = {"path": str(dataset), "test_queries": figures["retrieval"].get("queries", 0)}
+    results = H.run_record(RESULT_STEM, SCRIPT, started, args.limit, dataset_facts, load_start, targets, figures)
+    H.publish(args.results_dir, results, render)
     return 0
 
 

@@ -16,22 +16,15 @@ Usage (from the project root)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import logging
-import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import harness as H
+
 SCRIPT = Path(__file__).resolve()
-PROJECT_ROOT = SCRIPT.parent.parent
-DEFAULT_DATASET = PROJECT_ROOT.parent / "shared" / "datasets" / "scifact"
-RESULTS_DIR = SCRIPT.parent / "results"
 INDEX = "scifact"
 K = 10
 log = logging.getLogger("bench.retrieval_scifact")
@@ -53,15 +46,9 @@ def measure(dataset: Path, repeat: int) -> dict[str, Any]:
         n_chunks = s.query(state.Chunk).filter(state.Chunk.index_name == INDEX).count()
     collection = live.collection
     built = build_lexical(settings, INDEX, collection)  # timed: what every changing sync adds
-    queries = {json.loads(line)["_id"]: json.loads(line)["text"]
-               for line in (dataset / "queries.jsonl").read_text().splitlines() if line.strip()}
-    qrels: dict[str, dict[str, int]] = {}
-    for n, line in enumerate((dataset / "qrels" / "test.tsv").read_text().splitlines()):
-        parts = line.split("\t")
-        if n == 0 and parts[0] == "query-id":
-            continue
-        if int(parts[2]) > 0:
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    queries = H.load_queries(dataset / "queries.jsonl")
+    qrels = {q: {d: g for d, g in r.items() if g > 0} for q, r in H.load_qrels(dataset / "qrels" / "test.tsv").items()}
+    qrels = {q: r for q, r in qrels.items() if r}
     qids = [q for q in queries if q in qrels]
     embedder = Embedder(settings.embedding)
     store = VectorStore(settings)
@@ -113,9 +100,8 @@ def measure(dataset: Path, repeat: int) -> dict[str, Any]:
         out[mode] = {
             "ndcg@10": float(np.mean([r[f"ndcg@{K}"] for r in rows])),
             "recall@10": float(np.mean([r[f"recall@{K}"] for r in rows])),
-            "search_ms_p50": float(np.percentile(search_ms, 50)), "search_ms_p95": float(np.percentile(search_ms, 95)),
-            "with_embedding_ms_p50": float(np.percentile(total_ms, 50)),
-            "with_embedding_ms_p95": float(np.percentile(total_ms, 95)),
+            "search_ms_p50": H.percentile(search_ms, 50), "search_ms_p95": H.percentile(search_ms, 95),
+            "with_embedding_ms_p50": H.percentile(total_ms, 50), "with_embedding_ms_p95": H.percentile(total_ms, 95),
         }
         log.info("%s: %s", mode, out[mode])
     return {"queries": len(qids), "chunks": n_chunks, "collection": collection, "lexical_built": built,
@@ -124,41 +110,45 @@ def measure(dataset: Path, repeat: int) -> dict[str, Any]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    p.add_argument("--data-dir", type=Path, help="data directory holding a SciFact index named 'scifact'")
+    H.add_common_args(p, limit=False, data_dir=True)
     p.add_argument("--repeat", type=int, default=2, help="latency repetitions over the 300 queries")
     p.add_argument("--phase", choices=["measure"], help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("chromadb", "httpx", "sentence_transformers", "great_expectations", "alembic", "bm25s"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = H.check_common_args(p, p.parse_args())
+    H.setup_logging(args.verbose, log)
     if args.phase == "measure":
-        args.out.write_text(json.dumps(measure(args.dataset, args.repeat), indent=2))
+        H.write_json(args.out, measure(args.dataset, args.repeat))
         return 0
-    if not (args.dataset / "corpus.jsonl").exists():
-        print(f"SciFact not found at {args.dataset}; nothing to measure")
+    dataset = H.dataset_or_skip(args.dataset)
+    if dataset is None:
         return 0
-    work = Path(tempfile.mkdtemp(prefix="ragops-retrieval-bench-"))
-    data_dir = args.data_dir or work / "data"
-    env = dict(os.environ, RAGOPS_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
-    for var in ("RAGOPS_STATE_DB_URL", "RAGOPS_CHROMA_URL", "RAGOPS_CHROMA_MODE"):
-        env.pop(var, None)
-    if not args.data_dir:
-        subprocess.run([sys.executable, str(SCRIPT.parent / "eval_scifact.py"), "--phase", "ingest", "--corpus",
-                        str(args.dataset / "corpus.jsonl"), "--out", str(work / "ingest.json")], check=True, env=env)
-    subprocess.run([sys.executable, str(SCRIPT), "--phase", "measure", "--dataset", str(args.dataset), "--repeat",
-                    str(args.repeat), "--out", str(work / "measure.json")], check=True, env=env)
-    m = json.loads((work / "measure.json").read_text())
-    result = {"benchmark": "retrieval_scifact", "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-              "command": " ".join([".venv/bin/python", "bench/retrieval_scifact.py", *sys.argv[1:]]),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "platform": platform.platform()}, **m}
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "retrieval_scifact.json").write_text(json.dumps(result, indent=2))
+    load_start = H.load_at_start(log)
+    with H.workspace("ragops-retrieval-bench-", args.keep_tmp, log) as work:
+        data_dir = args.data_dir.resolve() if args.data_dir else work / "data"
+        env = H.isolated_env(data_dir)
+        if not args.data_dir:
+            ingested = H.run_child([sys.executable, str(SCRIPT.parent / "eval_scifact.py"), "--phase", "ingest",
+                                    "--corpus", str(dataset / "corpus.jsonl"), "--out", str(work / "ingest.json")],
+                                   work / "ingest.json", env, log)
+            if "error" in ingested:
+                raise SystemExit(f"the ingest child failed: {ingested['error']}")
+        m = H.run_child([sys.executable, str(SCRIPT), "--phase", "measure", "--dataset", str(dataset), "--repeat",
+                         str(args.repeat), "--out", str(work / "measure.json")], work / "measure.json", env, log)
+        if "error" in m:
+            raise SystemExit(f"the measuring child failed: {m['error']}")
+        m.pop("process_wall_s", None)
+    result = {"benchmark": "retrieval_scifact", "when": H.iso(H.utc_now()), "command": H.command_line(SCRIPT),
+              "machine": H.basic_machine(load_start), **m}
+    md = render(result)
+    H.write_results(args.results_dir, "retrieval_scifact", result, md)
+    print(md, end="")
+    return 0
+
+
+def render(result: dict[str, Any]) -> str:
+    m, mach = result, result["machine"]
     md = [f"# Retrieval modes on SciFact ({result['when']})", "",
-          f"Command: `{result['command']}` on {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+          f"Command: `{result['command']}` on {mach['cpus']} CPUs, Python {mach['python']}; "
           f"{m['queries']} test queries, {m['chunks']:,} chunks, one query at a time, "
           f"{m['candidates_per_retriever']} candidates per retriever, RRF k={m['rrf_k']}. Building the BM25 "
           f"index took {m['lexical_built']['seconds']:.2f} s.", "",
@@ -167,9 +157,7 @@ def main() -> int:
     for mode, r in m["modes"].items():
         md.append(f"| {mode} | {r['ndcg@10']:.4f} | {r['recall@10']:.4f} | {r['search_ms_p50']:.1f} / "
                   f"{r['search_ms_p95']:.1f} | {r['with_embedding_ms_p50']:.1f} / {r['with_embedding_ms_p95']:.1f} |")
-    (RESULTS_DIR / "retrieval_scifact.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-    return 0
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":

@@ -31,23 +31,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import harness as H
+
 SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(H.PROJECT_ROOT))
 
 from tests.topology import Topology  # noqa: E402 - after the path is set
 
-DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "scifact"
-RESULTS = SCRIPT.parent / "results"
 CONFIGS = {
     "1w": {"workers": 1, "worker_env": {}, "label": "1 worker"},
     "2w": {"workers": 2, "worker_env": {}, "label": "2 workers"},
@@ -75,7 +71,7 @@ def run_config(name: str, source: Path, batch_documents: int, keep: bool) -> dic
     work = Path(tempfile.mkdtemp(prefix=f"ragops-scaleout-{name}-"))
     topo = Topology(work, workers=cfg["workers"], concurrency=1, config_yaml=CONFIG % batch_documents,
                     worker_env=cfg["worker_env"])
-    load_start = os.getloadavg()
+    load_start = H.loadavg()
     with topo:
         topo.unpause("ingest_documents")
         t0 = time.time()
@@ -101,7 +97,7 @@ def run_config(name: str, source: Path, batch_documents: int, keep: bool) -> dic
         "process_batch_span_seconds": span,
         "process_batch_task_seconds": sum(ts(t["end_date"]) - ts(t["start_date"]) for t in batches),
         "commit_seconds": next((ts(t["end_date"]) - ts(t["start_date"]) for t in tis if t["task_id"] == "commit"), None),
-        "load_average_start": load_start, "load_average_end": os.getloadavg(),
+        "load_average_start": load_start, "load_average_end": H.loadavg(),
     }
     out["documents_per_second"] = docs / out["run_seconds"]
     out["chunks_per_second"] = chunks / out["run_seconds"] if chunks else None
@@ -111,9 +107,7 @@ def run_config(name: str, source: Path, batch_documents: int, keep: bool) -> dic
     return out
 
 
-def write(results: dict[str, Any], stem: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+def render(results: dict[str, Any]) -> str:
     rows = results["runs"]
     lines = ["# ragops scale-out benchmark, BEIR SciFact ingest through CeleryExecutor", "",
              f"command: `{results['command']}`", "",
@@ -133,50 +127,46 @@ def write(results: dict[str, Any], stem: str) -> None:
     lines += ["", "| ratio (throughput of B / throughput of A) | value |", "|---|---|"]
     for k, v in results["ratios"].items():
         lines.append(f"| {k} | {v:.3f} |")
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    ap.add_argument("--limit", type=int, default=0, help="smoke run: the first N documents")
+    H.add_common_args(ap, verbose=False)
     ap.add_argument("--configs", default="1w,2w,2w-1t")
     ap.add_argument("--batch-documents", type=int, default=200)
-    ap.add_argument("--keep-tmp", action="store_true")
-    a = ap.parse_args()
-    corpus = a.dataset / "corpus.jsonl"
-    if not corpus.exists():
-        print(f"SciFact not found at {a.dataset}: nothing to measure (see bench/README.md)")
-        return 0
-    source = corpus
-    if a.limit:
-        source = Path(tempfile.mkdtemp(prefix="ragops-scaleout-src-")) / "corpus.jsonl"
-        with open(corpus, encoding="utf-8") as f, open(source, "w", encoding="utf-8") as g:
-            for i, line in enumerate(f):
-                if i >= a.limit:
-                    break
-                g.write(line)
+    a = H.check_common_args(ap, ap.parse_args())
     names = [n.strip() for n in a.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         ap.error(f"unknown configuration(s) {unknown}: choose from {sorted(CONFIGS)}")
+    dataset = H.dataset_or_skip(a.dataset, ("corpus.jsonl",))
+    if dataset is None:
+        return 0
     import torch
 
-    runs = [run_config(n, source, a.batch_documents, a.keep_tmp) for n in names]
+    with H.workspace("ragops-scaleout-src-", a.keep_tmp) as src:
+        source = dataset / "corpus.jsonl"
+        if a.limit:
+            source = src / "corpus.jsonl"
+            H.write_copy(dataset / "corpus.jsonl", source, a.limit)
+        runs = [run_config(n, source, a.batch_documents, a.keep_tmp) for n in names]
     by = {r["config"]: r for r in runs}
     ratios = {}
     for b in ("2w", "2w-1t"):
         if "1w" in by and b in by:
             ratios[f"{by[b]['label']} / 1 worker"] = by[b]["documents_per_second"] / by["1w"]["documents_per_second"]
+    machine = H.basic_machine()
     results = {
-        "command": " ".join(shlex.quote(x) for x in [".venv/bin/python", "bench/scaleout_scifact.py", *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{os.cpu_count()} CPUs; Python {platform.python_version()}; torch {torch.__version__} "
+        "command": H.command_line(SCRIPT), "date": H.iso(H.utc_now()),
+        "machine": f"{machine['cpus']} CPUs; Python {machine['python']}; torch {torch.__version__} "
                    f"({torch.get_num_threads()} threads by default)",
-        "batch_documents": a.batch_documents, "limit": a.limit, "runs": runs, "ratios": ratios,
+        "git_commit": machine["git_commit"],
+        "batch_documents": a.batch_documents, "limit": a.limit or 0, "runs": runs, "ratios": ratios,
     }
-    write(results, "scaleout_scifact.smoke" if a.limit else "scaleout_scifact")
-    print((RESULTS / ("scaleout_scifact.smoke.md" if a.limit else "scaleout_scifact.md")).read_text())
+    md = render(results)
+    H.write_results(a.results_dir, H.result_stem("scaleout_scifact", bool(a.limit)), results, md, indent=1)
+    print(md)
     return 0
 
 
