@@ -38,11 +38,13 @@ from ragops.config import Settings, check_index_name, settings_fingerprint
 from ragops.embedding import Embedder
 from ragops.errors import (
     DataIncidentError,
+    LexicalIndexError,
     MassDeleteError,
     RagopsError,
     SyncMismatchError,
     UnknownIndexError,
 )
+from ragops.lexical import LexicalIndex, build_lexical, folder_for, ids_digest
 from ragops.parsing import ParseError, parse_file, parse_record
 from ragops.quality import validate
 from ragops.sources import discover, read_file_bytes, sha256
@@ -550,10 +552,6 @@ def _refresh_lexical(settings: Settings, index: str, collection: str, changed: b
     when the index changed, or when the BM25 index is missing, unreadable or for other chunks.
     A failure is logged and reported, not raised: dense retrieval is already committed, and the
     next sync tries again."""
-    from ragops.errors import LexicalIndexError
-    from ragops.lexical import LexicalIndex, folder_for, ids_digest
-    from ragops.retrieval import build_lexical
-
     folder = folder_for(settings.data_dir, collection)
     if not changed:
         try:

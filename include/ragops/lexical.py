@@ -11,6 +11,11 @@ and, when it is installed, PyStemmer for stemming so "retries" matches "retry".
 On disk a folder holds the ``bm25s`` files, ``ids.json`` (chunk ids and doc ids, in index
 order) and ``manifest.json`` (written last; its presence marks a complete index). Saving is
 atomic: readers see the old folder or the new one, never a half-written one.
+
+Rankings are a total order, so the same query on the same index version gives the same list in
+every process: an index is built in chunk-id order whatever order the chunks come in, and a
+query ranks by (BM25 score desc, chunk id) over every chunk that ties at the k-th score, instead
+of letting a partial sort pick among equal scores.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from typing import Any
 
 import bm25s
 import numpy as np
+from sqlalchemy import select
 
+from ragops import state
+from ragops.config import Settings
 from ragops.errors import LexicalIndexError
 
 log = logging.getLogger(__name__)
@@ -136,6 +144,10 @@ class LexicalIndex:
                     f"chunk id {dup!r} appears more than once; pass each chunk once (as stored in Chroma)")
             seen.add(dup)
         del seen
+        # chunk-id order whatever order the caller passed (e.g. a database's collation): the same
+        # chunks give the same index, and equal scores rank in chunk-id order
+        order = sorted(range(len(chunk_ids)), key=chunk_ids.__getitem__)
+        chunk_ids, texts, doc_ids = ([seq[i] for i in order] for seq in (chunk_ids, texts, doc_ids))
         started = time.perf_counter()
         stem: Stem | None = None
         stemmer_applied = settings.stemmer
@@ -195,15 +207,24 @@ class LexicalIndex:
         todo = [(i, toks) for i, toks in todo if toks]
         if not todo:
             return out
-        kk = min(k, self.n_chunks)
-        res = self._bm25.retrieve([toks for _, toks in todo], k=kk, sorted=True, show_progress=False)
-        docs, scores = np.asarray(res.documents), np.asarray(res.scores)
-        for row, (i, _) in enumerate(todo):
-            # Re-sort by (score desc, index order) so equal scores come out in index order.
-            pairs = sorted(((float(s), int(d)) for d, s in zip(docs[row], scores[row], strict=True) if s > 0),
-                           key=lambda p: (-p[0], p[1]))
-            out[i] = [(self._chunk_ids[d], self._doc_ids[d], s) for s, d in pairs]
+        for i, toks in todo:
+            out[i] = [(self._chunk_ids[d], self._doc_ids[d], s) for d, s in self._top(toks, k)]
         return out
+
+    def _top(self, tokens: list[str], k: int) -> list[tuple[int, float]]:
+        """The k best ``(row, score)`` with a positive score, ranked by (score desc, chunk id).
+
+        Every chunk that ties with the k-th score is a candidate before the cut, so which of several
+        equal scores makes the list never depends on a partial sort (bm25s' top-k picks among ties
+        by position in memory)."""
+        scores = self._bm25.get_scores(tokens)  # type: ignore[union-attr]
+        rows = np.flatnonzero(scores > 0)
+        if rows.size > k:
+            kth = np.partition(scores[rows], rows.size - k)[rows.size - k]  # the k-th largest score
+            rows = rows[scores[rows] >= kth]
+        ids = self._chunk_ids
+        best = sorted(((float(scores[d]), int(d)) for d in rows), key=lambda p: (-p[0], ids[p[1]]))[:k]
+        return [(d, s) for s, d in best]
 
     # ------------------------------------------------------------ persistence
 
@@ -376,3 +397,27 @@ def rrf(rankings: list[list[str]], weights: list[float] | None = None, k: int = 
     scored = [(item, math.fsum(ts)) for item, ts in terms.items()]
     scored.sort(key=lambda p: -p[1])  # stable: ties keep first-appearance order
     return scored
+
+
+# ---------------------------------------------------------------- the BM25 index of an index version
+
+
+def build_lexical(settings: Settings, index: str, collection: str) -> dict[str, Any]:
+    """(Re)build the BM25 index of ``collection`` from the state store's chunks of ``index``.
+
+    Here, not in ``retrieval``: the writer side (``indexing``, ``lifecycle``) builds it and the
+    reader side (``retrieval``) loads it, so neither has to import the other."""
+    t0 = time.perf_counter()
+    with state.session_scope(settings.state_db_url) as s:
+        rows = s.execute(select(state.Chunk.chunk_id, state.Chunk.doc_id, state.Chunk.text)
+                         .where(state.Chunk.index_name == index)).all()
+    r = settings.retrieval
+    idx = LexicalIndex.build([row[0] for row in rows], [row[2] for row in rows], [row[1] for row in rows],
+                             Bm25Settings(k1=r.bm25_k1, b=r.bm25_b,
+                                          stemmer=None if r.stemmer.lower() in ("", "none") else r.stemmer))
+    folder = folder_for(settings.data_dir, collection)
+    idx.save(folder)
+    out = {"collection": collection, "chunks": len(rows), "seconds": round(time.perf_counter() - t0, 3),
+           "folder": str(folder)}
+    log.info("built the BM25 index of %s: %d chunks in %.1fs", collection, len(rows), out["seconds"])
+    return out

@@ -1,6 +1,11 @@
 """Search the live collection of an index, and report an index's status.
 
 Readers resolve the index alias at query time, so a swap or rollback takes effect at once.
+
+Imports point one way: this reader side uses ``indexing`` (the self-check) and ``lexical`` (the
+BM25 index, and ``build_lexical``, kept importable from here); ``indexing`` never imports this
+module. Every ranking is a total order (score, then chunk id or rank of first appearance), so an
+unchanged index version gives the same results in every process.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ from ragops.config import RETRIEVAL_MODES, Settings, check_index_name
 from ragops.embedding import Embedder
 from ragops.errors import RagopsError, UnknownIndexError, VectorStoreBusyError
 from ragops.indexing import _self_check_locked
+from ragops.lexical import LexicalIndex, build_lexical, folder_bytes, folder_for, rrf
 from ragops.vectorstore import VectorStore
+
+__all__ = ["MAX_K", "Hit", "build_lexical", "check_mode", "fuse", "hits_as_dicts", "index_status", "lexical_index",
+           "live_collection", "quarantine_entries", "search"]
 
 log = logging.getLogger(__name__)
 MAX_K = 200
@@ -114,9 +123,8 @@ def _top_hits(rows: Iterable[tuple[str, str | None, dict[str, Any], float]], k: 
 
 
 def fuse(settings: Settings, dense: list[str], lexical: list[str]) -> list[tuple[str, float]]:
-    """Weighted reciprocal rank fusion of a dense and a lexical chunk ranking."""
-    from ragops.lexical import rrf
-
+    """Weighted reciprocal rank fusion of a dense and a lexical chunk ranking (equal fused scores:
+    first appearance, dense ranking first; both inputs are deterministic, so the fusion is)."""
     r = settings.retrieval
     return rrf([dense, lexical], [r.dense_weight, r.lexical_weight], k=r.rrf_k)
 
@@ -139,13 +147,11 @@ def _search_ranked(settings: Settings, index: str, text: str, k: int, collection
     return _top_hits(((cid, *chunks[cid], score) for cid, score in ranked if cid in chunks), k, unique_docs)
 
 
-_LEXICAL_CACHE: dict[str, tuple[float, Any]] = {}
+_LEXICAL_CACHE: dict[str, tuple[float, LexicalIndex]] = {}
 
 
-def lexical_index(settings: Settings, collection: str) -> Any:
+def lexical_index(settings: Settings, collection: str) -> LexicalIndex:
     """The BM25 index of a collection, cached per process until its folder is rebuilt."""
-    from ragops.lexical import LexicalIndex, folder_for
-
     folder = folder_for(settings.data_dir, collection)
     manifest = folder / "manifest.json"
     try:
@@ -160,28 +166,6 @@ def lexical_index(settings: Settings, collection: str) -> Any:
     return idx
 
 
-def build_lexical(settings: Settings, index: str, collection: str) -> dict[str, Any]:
-    """(Re)build the BM25 index of ``collection`` from the state store's chunks of ``index``."""
-    import time
-
-    from ragops.lexical import Bm25Settings, LexicalIndex, folder_for
-
-    t0 = time.perf_counter()
-    with state.session_scope(settings.state_db_url) as s:
-        rows = s.execute(select(state.Chunk.chunk_id, state.Chunk.doc_id, state.Chunk.text)
-                         .where(state.Chunk.index_name == index).order_by(state.Chunk.chunk_id)).all()
-    r = settings.retrieval
-    idx = LexicalIndex.build([row[0] for row in rows], [row[2] for row in rows], [row[1] for row in rows],
-                             Bm25Settings(k1=r.bm25_k1, b=r.bm25_b,
-                                          stemmer=None if r.stemmer.lower() in ("", "none") else r.stemmer))
-    folder = folder_for(settings.data_dir, collection)
-    idx.save(folder)
-    out = {"collection": collection, "chunks": len(rows), "seconds": round(time.perf_counter() - t0, 3),
-           "folder": str(folder)}
-    log.info("built the BM25 index of %s: %d chunks in %.1fs", collection, len(rows), out["seconds"])
-    return out
-
-
 def hits_as_dicts(hits: list[Hit]) -> list[dict[str, Any]]:
     return [asdict(h) for h in hits]
 
@@ -189,8 +173,6 @@ def hits_as_dicts(hits: list[Hit]) -> list[dict[str, Any]]:
 def index_status(settings: Settings, index: str | None = None, *, store: VectorStore | None = None,
                  check: bool = True) -> list[dict[str, Any]]:
     """Live collection, counts per source, last sync run and a self-check for each index."""
-    from ragops.lexical import folder_bytes
-
     state.require_schema(settings.state_db_url)
     store = store or VectorStore(settings)
     with state.session_scope(settings.state_db_url) as s:

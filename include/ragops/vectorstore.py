@@ -11,6 +11,16 @@ its estimated size fits with a reserve to spare, and refuses with :class:`Vector
 when it does not; vectors that earlier upserts of the same writer section added are removed
 again, so the collection is as it was before the section (callers upsert before they record
 anything in the state store).
+
+Dense search is exact and deterministic for an unchanged collection. Chroma's HNSW graph is not
+the same in every process: an embedded store persists it only every ``sync_threshold`` (1000)
+writes and rebuilds the rest from its log, with several threads, each time a process opens it,
+and a search that asks for k results explores only about max(k, ``ef_search``) nodes. The same
+query then missed true neighbours, differently in each process (2 to 5 of the 50 golden
+questions lost a top-50 chunk on the demo index). So :meth:`VectorStore.query` asks Chroma for
+every vector of a collection of up to ``EXACT_UP_TO`` vectors (an exhaustive walk of the graph:
+exact), or for ``OVERFETCH`` times k (at least k + ``MIN_EXTRA``) of a larger one, and ranks the
+candidates by (distance rounded to ``DISTANCE_DECIMALS``, chunk id) before it cuts at k.
 """
 
 from __future__ import annotations
@@ -38,6 +48,26 @@ MIB = 1024 * 1024
 RESERVE_SHARE, RESERVE_MIN, RESERVE_MAX = 0.02, 1 * MIB, 64 * MIB
 OUT_OF_SPACE_MARKERS = ("no space left", "disk is full", "disk full", "os error 28", "enospc",
                         "failed to apply logs to the hnsw segment writer")
+
+
+# dense search (see the module docstring): collections up to EXACT_UP_TO vectors are searched
+# exhaustively; larger ones over-fetch; candidates are ranked by (rounded distance, id)
+EXACT_UP_TO = 5000
+OVERFETCH, MIN_EXTRA = 4, 200
+DISTANCE_DECIMALS = 6
+QUERY_INCLUDE = ("documents", "metadatas", "distances")
+
+
+def candidates(k: int, count: int) -> int:
+    """How many neighbours to ask HNSW for, so that its top k is the exact top k."""
+    if count <= EXACT_UP_TO:
+        return count
+    return min(count, max(OVERFETCH * k, k + MIN_EXTRA))
+
+
+def rank_key(chunk_id: str, distance: float) -> tuple[float, str]:
+    """A total order of search results: nearer first, equal (to 1e-6) distances by chunk id."""
+    return round(float(distance), DISTANCE_DECIMALS), chunk_id
 
 
 FIX = ("Fix: free space on that disk (or move the data directory, RAGOPS_DATA_DIR, to a larger one), then re-run "
@@ -308,14 +338,36 @@ class VectorStore:
                 out[cid] = np.asarray(vec, dtype=np.float32)
         return out
 
-    def query_many(self, name: str, embeddings: np.ndarray, k: int) -> dict[str, Any]:
-        """One request for a block of queries (what an evaluation does)."""
-        return self.collection(name).query(query_embeddings=list(embeddings), n_results=k,
-                                           include=["documents", "metadatas", "distances"])
+    def query_many(self, name: str, embeddings: np.ndarray, k: int,
+                   include: Sequence[str] = QUERY_INCLUDE) -> dict[str, Any]:
+        """The exact k nearest chunks of each query, in Chroma's result shape, ranked by
+        :func:`rank_key`; one request for a block of queries (what an evaluation does), plus one
+        ``get`` for the documents and metadatas of the chunks kept."""
+        col = self.collection(name)
+        vectors = list(embeddings)
+        count = int(col.count()) if vectors and k > 0 else 0
+        ids: list[list[str]] = [[] for _ in vectors]
+        dists: list[list[float]] = [[] for _ in vectors]
+        if count:
+            res = col.query(query_embeddings=vectors, n_results=candidates(k, count), include=["distances"])
+            for j, (got, dist) in enumerate(zip(res["ids"], res["distances"], strict=True)):
+                best = sorted(zip(got, (float(d) for d in dist), strict=True), key=lambda p: rank_key(*p))[:k]
+                ids[j], dists[j] = [c for c, _ in best], [d for _, d in best]
+        out: dict[str, Any] = {"ids": ids}
+        if "distances" in include:
+            out["distances"] = dists
+        if "documents" in include or "metadatas" in include:
+            chunks = self.get_chunks(name, sorted({c for row in ids for c in row}))
+            if "documents" in include:
+                out["documents"] = [[chunks[c][0] if c in chunks else None for c in row] for row in ids]
+            if "metadatas" in include:
+                out["metadatas"] = [[chunks[c][1] if c in chunks else None for c in row] for row in ids]
+        return out
 
-    def query(self, name: str, embedding: np.ndarray, k: int) -> dict[str, Any]:
-        return self.collection(name).query(query_embeddings=[embedding], n_results=k,
-                                           include=["documents", "metadatas", "distances"])
+    def query(self, name: str, embedding: np.ndarray, k: int,
+              include: Sequence[str] = QUERY_INCLUDE) -> dict[str, Any]:
+        """:meth:`query_many` for one query vector."""
+        return self.query_many(name, np.asarray([embedding]), k, include)
 
     def drop(self, name: str) -> None:
         self.client.delete_collection(name)
