@@ -8,7 +8,9 @@ larger than the change being measured.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -142,9 +144,40 @@ def served_models(run: Any) -> list[str] | None:
     return list(served) if served else None
 
 
+def utc_day(at: dt.datetime) -> dt.date:
+    """The calendar day (UTC) of a timestamp; a naive one (SQLite) is already UTC."""
+    return (at.astimezone(dt.UTC) if at.tzinfo is not None else at).date()
+
+
+def night_key(started_at: dt.datetime, prompt: str, served: Sequence[str] | None,
+              index_version: int | None) -> tuple[Hashable, ...]:
+    """What makes two nightly runs the same night: the UTC day, the prompt version, the served
+    model(s) and the index version (index, dataset and retrieval mode are compared already)."""
+    return utc_day(started_at), prompt, tuple(served) if served else None, index_version
+
+
+def one_per_night(keys: Sequence[Hashable]) -> tuple[list[int], list[int]]:
+    """Positions (in the order given, newest first) of the runs that count as a night, and of the
+    ones left out: of several runs with the same :func:`night_key`, only the newest counts. Unpausing
+    a DAG adds Airflow's catch-up run to the one a person triggers, and a rerun the same day
+    measures the same night again: neither may weigh twice in a baseline."""
+    seen: set[Hashable] = set()
+    kept: list[int] = []
+    dropped: list[int] = []
+    for i, key in enumerate(keys):
+        (dropped if key in seen else kept).append(i)
+        seen.add(key)
+    return kept, dropped
+
+
 def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
     """Compare a run with the per-question mean of the previous ``eval.baseline_runs`` nightly runs
     on the same index and dataset. Returns the checks, the verdict and the worst questions.
+
+    One run per night: of several earlier nightly runs of one UTC day with the same prompt version,
+    served model and index version (a catch-up run and a triggered one, or a rerun), only the
+    newest of the day counts, so ``baseline_runs`` are distinct nights (``same_day_left_out`` lists
+    the others, and the note says so).
 
     Like is compared with like: the baseline is the nightly runs whose answers came from the same
     served model(s). When the served model changed, the result says so (``model_change``); until
@@ -158,16 +191,25 @@ def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
         mode = (run.config or {}).get("retrieval")  # a baseline is only comparable in the same retrieval mode
         current_served = served_models(run)
         prev = s.execute(
-            select(state.EvalRun.run_id, state.EvalRun.config, state.EvalRun.metrics).where(
+            select(state.EvalRun.run_id, state.EvalRun.config, state.EvalRun.metrics, state.EvalRun.started_at,
+                   state.EvalRun.prompt_name, state.EvalRun.prompt_version, state.EvalRun.index_version).where(
                 state.EvalRun.index_name == run.index_name, state.EvalRun.dataset_hash == run.dataset_hash,
                 state.EvalRun.status.in_(("success", "partial")), state.EvalRun.run_id != run_id,
                 state.EvalRun.started_at < run.started_at)
-            .order_by(state.EvalRun.started_at.desc())).all()
-        nightly = [(rid, ((m or {}).get("served_models") or None)) for rid, cfg, m in prev
-                   if (cfg or {}).get("purpose") == "nightly" and (cfg or {}).get("retrieval") == mode]
+            .order_by(state.EvalRun.started_at.desc(), state.EvalRun.run_id.desc())).all()
+        nightly_rows = [p for p in prev
+                        if (p.config or {}).get("purpose") == "nightly" and (p.config or {}).get("retrieval") == mode]
+        kept, dropped = one_per_night([night_key(p.started_at, f"{p.prompt_name}@{p.prompt_version}",
+                                                 (p.metrics or {}).get("served_models"), p.index_version)
+                                       for p in nightly_rows])
+        nightly = [(nightly_rows[i].run_id, ((nightly_rows[i].metrics or {}).get("served_models") or None))
+                   for i in kept]
         like = [rid for rid, served in nightly if served is None or current_served is None or served == current_served]
         unlike = not like and bool(nightly)
         baseline_ids = (like or [rid for rid, _ in nightly])[:e.baseline_runs]
+        # the same-day runs of the nights in the window (the ones that would have weighed twice)
+        days = {utc_day(p.started_at) for p in nightly_rows if p.run_id in baseline_ids}
+        same_day = [nightly_rows[i].run_id for i in dropped if utc_day(nightly_rows[i].started_at) in days]
         last_served = next((served for _, served in nightly if served is not None), None)
         current = _per_question(s, run_id)
         base_rows = [_per_question(s, b) for b in baseline_ids]
@@ -178,7 +220,9 @@ def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
             .where(state.EvalResult.run_id == run_id)).all()}
     result: dict[str, Any] = {"run_id": run_id, "baseline_runs": baseline_ids, "checks": [], "regressed": [],
                               "worst_questions": [], "verdict": "no baseline", "served_models": current_served,
-                              "unlike_baseline": unlike}
+                              "unlike_baseline": unlike, "same_day_left_out": same_day,
+                              "baseline_rule": "one nightly run per UTC day counts (the newest of the day, per prompt "
+                                               "version, served model and index version)"}
     if current_served is not None and last_served is not None and last_served != current_served:
         result["model_change"] = {"from": last_served, "to": current_served}
         log.warning("the served model changed since the last nightly run: %s -> %s", last_served, current_served)
@@ -190,6 +234,11 @@ def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
         result["note"] = (f"compared only with the nightly runs of the same served model "
                           f"({', '.join(current_served or [])}); {len(nightly) - len(like)} earlier run(s) of "
                           "another model left out")
+    if same_day:
+        day_note = (f"{len(same_day)} earlier nightly run(s) of a day that has a newer run left out of the "
+                    "baseline: one run per UTC day counts, the newest")
+        result["note"] = f"{result['note']}; {day_note}" if result.get("note") else day_note
+        log.info("left out of the baseline, a newer nightly run of the same day counts instead: %s", same_day)
     if not baseline_ids:
         log.info("no earlier nightly runs on this index and dataset: nothing to compare with yet")
         return result

@@ -541,6 +541,29 @@ def test_too_few_eval_runs_skip_the_quality_check(tiny) -> None:
     assert run_check(s, "docs", checks=["quality"])["checks"]["quality"]["status"] == "breach"
 
 
+def test_two_nightly_runs_of_one_day_are_one_point_of_the_control_chart(tiny) -> None:
+    """Unpausing nightly_eval adds Airflow's catch-up run to the triggered one: one night, one point
+    (the newest run of the day), so it can neither fill the history nor weigh twice."""
+    s = tiny
+    add_runs(s, [{"hit_rate@5": 0.9 - 0.05 * i} for i in range(s.drift.window_runs + 2)])  # 9 nights, a steep fall
+    # two more runs of the fifth night, at 01:20 and 02:40 UTC around its 02:00 run (same prompt, served
+    # model and index version): the newest, 02:40, is the point of that night
+    add_runs(s, [{"hit_rate@5": 0.2}], prefix="catchup", start=dt.datetime(2026, 1, 5, 1, 20, tzinfo=UTC))
+    add_runs(s, [{"hit_rate@5": 0.7}], prefix="click", start=dt.datetime(2026, 1, 5, 2, 40, tzinfo=UTC))
+    ms = metric_series(s, "docs")
+    runs = [r["run_id"] for r in ms["runs"]]
+    assert runs == ["n000", "n001", "n002", "n003", "click000", "n005", "n006", "n007", "n008"]
+    assert sorted(ms["same_day_left_out"]) == ["catchup000", "n004"]
+    qual = run_check(s, "docs", checks=["quality"])["checks"]["quality"]
+    assert qual["status"] == "skipped" and "9 nightly eval run(s)" in qual["reason"]  # 11 runs, but 9 nights
+    add_runs(s, [{"hit_rate@5": 0.4}], prefix="tenth", start=dt.datetime(2026, 3, 1, tzinfo=UTC))
+    assert run_check(s, "docs", checks=["quality"], check_id="nights")["checks"]["quality"]["status"] == "breach"
+    qual = show(s, "nights")["results"]["checks"]["quality"]
+    assert "one run per UTC day counts" in qual["rule"]
+    assert sorted(qual["same_day_left_out"]) == ["catchup000", "n004"]
+    assert "catchup000" not in [r["run_id"] for r in qual["runs"]]
+
+
 # ----------------------------------------------------------------------------------------------
 # bad input
 

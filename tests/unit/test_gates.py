@@ -4,6 +4,7 @@ Runs and per-question results are written straight into a real SQLite state stor
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,15 @@ def add_run(settings, run_id: str, per_question: dict[str, dict[str, float]], *,
             dataset_hash: str = "d" * 64, prompt_version: int = 1, failed: tuple[str, ...] = (),
             generator: str = "extractive", served: list[str] | None = None, purpose: str = "adhoc",
             answers: dict[str, str] | None = None,
-            samples: dict[str, dict[str, list[float]]] | None = None) -> str:
+            samples: dict[str, dict[str, list[float]]] | None = None, night: int | None = None,
+            started_at: dt.datetime | None = None) -> str:
+    """``night``: started at 02:00 UTC that many days after 2026-01-01 (``started_at``: exactly
+    then); neither: now."""
+    if night is not None:
+        started_at = dt.datetime(2026, 1, 1, 2, 0, tzinfo=dt.UTC) + dt.timedelta(days=night)
     with state.session_scope(settings.state_db_url) as s:
         s.add(state.EvalRun(run_id=run_id, status=status, trigger="test", index_name="docs",
+                            **({"started_at": started_at} if started_at is not None else {}),
                             index_version=index_version, collection=f"docs__v{index_version}",
                             prompt_name="rag_answer", prompt_version=prompt_version, prompt_hash="h" * 64,
                             dataset_path="golden.jsonl", dataset_hash=dataset_hash, n_questions=len(per_question),
@@ -428,23 +435,24 @@ gates:
 def test_regression_check_compares_runs_of_the_same_served_model(settings) -> None:
     from ragops.gates import check_regression
 
-    add_run(settings, "n1", baseline(), purpose="nightly", served=["model-a"])
-    add_run(settings, "n2", baseline(), purpose="nightly", served=["model-a"])
-    same = check_regression(settings, add_run(settings, "n3", baseline(), purpose="nightly", served=["model-a"]))
+    add_run(settings, "n1", baseline(), purpose="nightly", served=["model-a"], night=1)
+    add_run(settings, "n2", baseline(), purpose="nightly", served=["model-a"], night=2)
+    same = check_regression(settings, add_run(settings, "n3", baseline(), purpose="nightly", served=["model-a"],
+                                              night=3))
     assert same["baseline_runs"] == ["n2", "n1"] and "model_change" not in same and not same["unlike_baseline"]
     assert same["verdict"] == "ok"
 
     # the endpoint now serves model-b: said, and compared with the old model's runs only because
     # there is nothing else yet (a drop is reported as a comparison of unlike runs)
     changed = check_regression(settings, add_run(settings, "n4", shifted("answer_f1", -0.3), purpose="nightly",
-                                                 served=["model-b"]))
+                                                 served=["model-b"], night=4))
     assert changed["model_change"] == {"from": ["model-a"], "to": ["model-b"]}
     assert changed["unlike_baseline"] is True and "compares unlike runs" in changed["note"]
     assert changed["verdict"] == "regression" and changed["baseline_runs"] == ["n3", "n2", "n1"]
 
     # the next night of model-b compares with model-b only
     later = check_regression(settings, add_run(settings, "n5", shifted("answer_f1", -0.3), purpose="nightly",
-                                               served=["model-b"]))
+                                               served=["model-b"], night=5))
     assert later["baseline_runs"] == ["n4"] and "model_change" not in later and not later["unlike_baseline"]
     assert later["verdict"] == "ok" and "same served model" in later["note"]
 
@@ -537,7 +545,8 @@ def test_the_nightly_check_resamples_the_samples_of_sampled_runs(settings) -> No
     def night(run_id: str, seed: int) -> str:
         cur, _, cs, _ = sampled_runs(seed, 0.0)
         pq = {q: {**base_metrics(i), "faithfulness": cur[q]} for i, q in enumerate(QIDS)}
-        return add_run(settings, run_id, pq, purpose="nightly", samples={q: {"faithfulness": v} for q, v in cs.items()})
+        return add_run(settings, run_id, pq, purpose="nightly", samples={q: {"faithfulness": v} for q, v in cs.items()},
+                       night=seed)
 
     night("s1", 1)
     night("s2", 2)
@@ -545,3 +554,69 @@ def test_the_nightly_check_resamples_the_samples_of_sampled_runs(settings) -> No
     by_metric = {c["metric"]: c for c in result["checks"]}
     assert result["baseline_runs"] == ["s2", "s1"] and result["verdict"] == "ok"
     assert by_metric["faithfulness"]["two_level"] is True and by_metric["answer_f1"]["two_level"] is False
+
+
+# ----------------------------------------------------------------------------------------------
+# one run per night: a catch-up run and a triggered one on the same day count once
+
+
+def at(day: int, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(2026, 1, day, hour, minute, tzinfo=dt.UTC)
+
+
+def test_two_nightly_runs_of_one_day_count_as_one_night_in_the_baseline(settings) -> None:
+    from ragops.gates import check_regression
+
+    settings = load_settings_with(settings, baseline_runs=3)
+    add_run(settings, "d1", baseline(), purpose="nightly", started_at=at(1, 2))
+    add_run(settings, "d2", baseline(), purpose="nightly", started_at=at(2, 2))
+    # unpausing the DAG: Airflow's catch-up run and the run a person triggered, minutes apart
+    add_run(settings, "d3-catchup", shifted("answer_f1", -0.3), purpose="nightly", started_at=at(3, 9, 0))
+    add_run(settings, "d3-click", baseline(), purpose="nightly", started_at=at(3, 9, 2))
+    add_run(settings, "d3-adhoc", baseline(), started_at=at(3, 10))  # not nightly: never in a baseline
+    result = check_regression(settings, add_run(settings, "d4", baseline(), purpose="nightly", started_at=at(4, 2)))
+    # three distinct days, the newest run of day 3; without the rule: d3-click, d3-catchup, d2
+    assert result["baseline_runs"] == ["d3-click", "d2", "d1"]
+    assert result["same_day_left_out"] == ["d3-catchup"]
+    assert "one run per UTC day counts, the newest" in result["note"]
+    assert "one nightly run per UTC day" in result["baseline_rule"]
+    assert result["verdict"] == "ok"  # the catch-up run's bad answer_f1 does not weigh
+
+    # a day is a UTC day: 23:30 and 00:30 UTC the next day are two nights
+    add_run(settings, "d5-late", baseline(), purpose="nightly", started_at=at(5, 23, 30))
+    late = check_regression(settings, add_run(settings, "d6-early", baseline(), purpose="nightly",
+                                              started_at=at(6, 0, 30)))
+    assert late["baseline_runs"] == ["d5-late", "d4", "d3-click"] and late["same_day_left_out"] == ["d3-catchup"]
+    # once day 3 has left the window, its catch-up run is no longer mentioned
+    add_run(settings, "d7", baseline(), purpose="nightly", started_at=at(7, 2))
+    later = check_regression(settings, add_run(settings, "d8", baseline(), purpose="nightly", started_at=at(8, 2)))
+    assert later["baseline_runs"] == ["d7", "d6-early", "d5-late"] and later["same_day_left_out"] == []
+    assert "note" not in later
+
+
+def test_same_day_runs_of_another_prompt_or_index_version_are_other_nights(settings) -> None:
+    from ragops.gates import check_regression
+
+    settings = load_settings_with(settings, baseline_runs=5)
+    add_run(settings, "p1", baseline(), purpose="nightly", started_at=at(1, 2))
+    add_run(settings, "p2", baseline(), purpose="nightly", prompt_version=2, started_at=at(1, 3))
+    add_run(settings, "p3", baseline(), purpose="nightly", index_version=4, started_at=at(1, 4))
+    add_run(settings, "p4", baseline(), purpose="nightly", index_version=4, started_at=at(1, 5))
+    result = check_regression(settings, add_run(settings, "p5", baseline(), purpose="nightly", started_at=at(2, 2)))
+    assert result["baseline_runs"] == ["p4", "p2", "p1"] and result["same_day_left_out"] == ["p3"]
+
+
+def test_a_rerun_on_the_same_day_still_compares_with_the_earlier_run(settings) -> None:
+    """The rule thins out the previous nights; the run being checked is compared with all of them,
+    including an earlier run of its own day."""
+    from ragops.gates import check_regression
+
+    add_run(settings, "r1", baseline(), purpose="nightly", started_at=at(1, 2))
+    result = check_regression(settings, add_run(settings, "r2", baseline(), purpose="nightly", started_at=at(1, 9)))
+    assert result["baseline_runs"] == ["r1"] and result["verdict"] == "ok"
+
+
+def load_settings_with(settings, **eval_fields):
+    import dataclasses
+
+    return dataclasses.replace(settings, eval=dataclasses.replace(settings.eval, **eval_fields))

@@ -26,6 +26,7 @@ from ragops.config import DRIFT_CHECKS, DRIFT_METHODS, Settings, check_index_nam
 from ragops.drift import querylog, snapshots
 from ragops.drift import stats as S
 from ragops.errors import DriftError
+from ragops.gates import LOWER_IS_BETTER, night_key, one_per_night
 from ragops.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
@@ -429,25 +430,35 @@ def _gaps(settings: Settings, p: dict[str, Any], prof: dict[str, Any], refq: que
 
 def metric_series(settings: Settings, index: str) -> dict[str, Any]:
     """Nightly eval metrics of ``index``, oldest first, on the dataset and retrieval mode of the
-    newest nightly run (runs on other questions are not comparable)."""
+    newest nightly run (runs on other questions are not comparable).
+
+    One point per night, as in the nightly regression check: of several nightly runs of one UTC
+    day with the same prompt version, served model and index version (Airflow's catch-up run
+    next to a triggered one, or a rerun), only the newest is a point; ``same_day_left_out`` lists
+    the others."""
     with state.session_scope(settings.state_db_url) as s:
         rows = s.execute(select(state.EvalRun).where(
             state.EvalRun.index_name == index, state.EvalRun.status.in_(("success", "partial")))
-            .order_by(state.EvalRun.started_at)).scalars().all()
-        runs = [(r.run_id, r.started_at, r.dataset_hash, r.dataset_path, r.config or {}, (r.metrics or {}).get("metrics") or {})
+            .order_by(state.EvalRun.started_at, state.EvalRun.run_id)).scalars().all()
+        runs = [(r.run_id, r.started_at, r.dataset_hash, r.dataset_path, r.config or {},
+                 (r.metrics or {}).get("metrics") or {},
+                 night_key(r.started_at, f"{r.prompt_name}@{r.prompt_version}",
+                           (r.metrics or {}).get("served_models"), r.index_version))
                 for r in rows if (r.config or {}).get("purpose") == "nightly"]
     if not runs:
-        return {"runs": [], "dataset": None}
-    _, _, ds_hash, ds_path, cfg, _ = runs[-1]
+        return {"runs": [], "dataset": None, "same_day_left_out": []}
+    _, _, ds_hash, ds_path, cfg, _, _ = runs[-1]
     mode = cfg.get("retrieval")
     same = [r for r in runs if r[2] == ds_hash and r[4].get("retrieval") == mode]
-    return {"runs": [{"run_id": r[0], "at": r[1].isoformat(), "metrics": r[5]} for r in same],
-            "dataset": ds_path, "retrieval": mode}
+    newest_first = same[::-1]
+    kept, dropped = one_per_night([r[6] for r in newest_first])
+    return {"runs": [{"run_id": r[0], "at": r[1].isoformat(), "metrics": r[5]}
+                     for r in (newest_first[i] for i in reversed(kept))],
+            "dataset": ds_path, "retrieval": mode,
+            "same_day_left_out": [newest_first[i][0] for i in reversed(dropped)]}
 
 
 def _quality(settings: Settings, p: dict[str, Any]) -> dict[str, Any]:
-    from ragops.gates import LOWER_IS_BETTER
-
     d = settings.drift
     series = metric_series(settings, p["index"])
     runs = series["runs"]
@@ -469,7 +480,8 @@ def _quality(settings: Settings, p: dict[str, Any]) -> dict[str, Any]:
             "dataset": series["dataset"], "retrieval": series["retrieval"],
             "rule": (f"control limits from {d.baseline_runs} nightly runs before the newest {d.window_runs}: newest "
                      f"beyond 3 sigma, EWMA (lambda {d.ewma_lambda}) beyond its limit, or {d.run_length} runs in a "
-                     "row worse than the centre by half a sigma"),
+                     "row worse than the centre by half a sigma; one run per UTC day counts (the newest of the day)"),
+            "same_day_left_out": series["same_day_left_out"],
             "evidence": {m: {"rules": r, "latest": round(charts[m]["latest"], 4), "centre": round(charts[m]["centre"], 4),
                              "limit": round(charts[m]["limit"], 4)} for m, r in fired.items()},
             "compared": f"{len(runs)} nightly runs of {series['dataset']}"}
