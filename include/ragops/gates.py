@@ -156,6 +156,12 @@ def night_key(started_at: dt.datetime, prompt: str, served: Sequence[str] | None
     return utc_day(started_at), prompt, tuple(served) if served else None, index_version
 
 
+def run_night_key(run: Any) -> tuple[Hashable, ...]:
+    """:func:`night_key` of an eval run row (the ORM object or a selected row with its columns)."""
+    return night_key(run.started_at, f"{run.prompt_name}@{run.prompt_version}",
+                     (run.metrics or {}).get("served_models"), run.index_version)
+
+
 def one_per_night(keys: Sequence[Hashable]) -> tuple[list[int], list[int]]:
     """Positions (in the order given, newest first) of the runs that count as a night, and of the
     ones left out: of several runs with the same :func:`night_key`, only the newest counts. Unpausing
@@ -199,9 +205,7 @@ def check_regression(settings: Settings, run_id: str) -> dict[str, Any]:
             .order_by(state.EvalRun.started_at.desc(), state.EvalRun.run_id.desc())).all()
         nightly_rows = [p for p in prev
                         if (p.config or {}).get("purpose") == "nightly" and (p.config or {}).get("retrieval") == mode]
-        kept, dropped = one_per_night([night_key(p.started_at, f"{p.prompt_name}@{p.prompt_version}",
-                                                 (p.metrics or {}).get("served_models"), p.index_version)
-                                       for p in nightly_rows])
+        kept, dropped = one_per_night([run_night_key(p) for p in nightly_rows])
         nightly = [(nightly_rows[i].run_id, ((nightly_rows[i].metrics or {}).get("served_models") or None))
                    for i in kept]
         like = [rid for rid, served in nightly if served is None or current_served is None or served == current_served]

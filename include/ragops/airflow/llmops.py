@@ -140,6 +140,16 @@ app = FastAPI(title="ragops LLMOps", description="Indexes, prompts, evaluations,
 app.add_middleware(BodyLimit, limit=MAX_BODY)
 
 
+def _problems(errors: Any) -> str:
+    """FastAPI validation errors as ``where: what`` (at most five), without the refused ``input``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+                     for e in list(errors)[:5] if isinstance(e, dict))
+
+
+def _preview(value: str) -> str:
+    return value if len(value) <= 40 else f"{value[:37]}..."
+
+
 def _scrub(text: Any, request: Request) -> str:
     """An error message without the long values the request carried (path and query parameters,
     the trigger's Params) — each replaced by a short preview — and capped."""
@@ -147,7 +157,7 @@ def _scrub(text: Any, request: Request) -> str:
     values = [*request.path_params.values(), *request.query_params.values(),
               *(getattr(request.state, "ragops_conf", None) or {}).values()]
     for value in sorted((v for v in values if isinstance(v, str) and len(v) > 40), key=len, reverse=True):
-        text = text.replace(value, brief(value, 40)[1:-1]).replace(repr(value)[1:-1], brief(value, 40)[1:-1])
+        text = text.replace(value, _preview(value)).replace(repr(value)[1:-1], _preview(value))
     return _cap(text)
 
 
@@ -170,8 +180,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's default answer quotes every refused value back (``input``): name the field and
     the problem only."""
-    problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:5]]
-    return JSONResponse({"detail": _scrub("invalid request: " + "; ".join(problems), request)}, status_code=422)
+    return JSONResponse({"detail": _scrub("invalid request: " + _problems(exc.errors()), request)}, status_code=422)
 
 
 def _settings() -> Any:
@@ -409,8 +418,7 @@ def _airflow_detail(resp: Any) -> str:
     except (ValueError, AttributeError):
         return f"HTTP {resp.status_code}"
     if isinstance(detail, list):  # FastAPI validation errors: keep where and what, drop the input
-        detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('msg', '')}"
-                           for d in detail[:5] if isinstance(d, dict))
+        detail = _problems(detail)
     elif isinstance(detail, dict):
         detail = detail.get("reason") or detail.get("message") or brief(detail, 200)
     return str(detail)  # _http_error replaces the long values we sent by previews and caps it

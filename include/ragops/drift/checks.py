@@ -26,7 +26,7 @@ from ragops.config import DRIFT_CHECKS, DRIFT_METHODS, Settings, check_index_nam
 from ragops.drift import querylog, snapshots
 from ragops.drift import stats as S
 from ragops.errors import DriftError
-from ragops.gates import LOWER_IS_BETTER, night_key, one_per_night
+from ragops.gates import LOWER_IS_BETTER, one_per_night, run_night_key
 from ragops.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
@@ -441,9 +441,7 @@ def metric_series(settings: Settings, index: str) -> dict[str, Any]:
             state.EvalRun.index_name == index, state.EvalRun.status.in_(("success", "partial")))
             .order_by(state.EvalRun.started_at, state.EvalRun.run_id)).scalars().all()
         runs = [(r.run_id, r.started_at, r.dataset_hash, r.dataset_path, r.config or {},
-                 (r.metrics or {}).get("metrics") or {},
-                 night_key(r.started_at, f"{r.prompt_name}@{r.prompt_version}",
-                           (r.metrics or {}).get("served_models"), r.index_version))
+                 (r.metrics or {}).get("metrics") or {}, run_night_key(r))
                 for r in rows if (r.config or {}).get("purpose") == "nightly"]
     if not runs:
         return {"runs": [], "dataset": None, "same_day_left_out": []}
