@@ -106,7 +106,7 @@ class IngestSettings:
     records: RecordSettings = RecordSettings()
 
 
-EVENT_TYPES = ("failure", "gate", "prompt", "index", "drift", "quality", "eval", "model")
+EVENT_TYPES = ("failure", "gate", "prompt", "index", "drift", "quality", "eval", "model", "production")
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,47 @@ class DriftSettings:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    """The semantic answer cache of ``ragops.app`` (off by default)."""
+
+    enabled: bool = False
+    threshold: float = 0.95  # cosine similarity of two questions' embeddings that counts as the same question
+    max_entries: int = 10000  # per index version x prompt version; the least recently used go first
+    ttl_hours: float = 168.0  # an entry older than this is never served
+
+
+@dataclass(frozen=True)
+class ProductionSettings:
+    """The live application's traces and the monitor_production DAG (ragops.production)."""
+
+    traces: str | None = None  # folder or fsspec URL the traces are written to; null = <data_dir>/traces
+    otlp_endpoint: str | None = None  # OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces); null = off
+    store_contexts: bool = True  # the retrieved chunks' text goes into the trace (online evaluation reads it)
+    max_context_chars: int = 2000  # per chunk in a trace
+    max_answer_chars: int = 20000  # a longer answer (or question) is skipped by the loader, with its reason
+    max_future_minutes: int = 60  # a trace stamped further ahead than this is skipped (clock skew)
+    hash_salt: str = "ragops"  # user and session ids are stored as salted SHA-256 hashes, never in clear
+    schedule: str | None = "@hourly"  # monitor_production; null = on demand only
+    timezone: str = "UTC"
+    sample_rate: float = 0.2  # share of new traces evaluated online (groundedness, citations, safety, judge)
+    daily_eval_cap: int = 500  # at most this many evaluated traces per UTC day
+    min_per_version: int = 5  # every prompt version in traffic gets at least this many a day (stratified)
+    judge: bool = False  # also ask the LLM judge (llm_default) about sampled traces; costs a call each
+    window: str = "1d"  # breaches are judged on the traces of this window, ending now
+    min_traces: int = 20  # fewer traces (or evaluated ones) in the window: that check is skipped, said why
+    alpha: float = 0.01  # one-sided binomial test: the rate exceeds its limit at this significance
+    max_hallucination_rate: float = 0.2  # of evaluated answers with an unsupported claim
+    max_negative_feedback: float = 0.2  # of traces with feedback, share negative
+    max_refusal_rate: float = 0.3
+    latency_slo_ms: float = 5000.0  # answers slower than this ...
+    latency_slo_share: float = 0.05  # ... may be at most this share of the traffic
+    daily_budget_usd: float | None = None  # cost of a UTC day (known prices); null = no budget
+    worst_traces: int = 5  # listed in the breach e-mail
+    reviewed_dir: str | None = None  # reviewed production failures (golden JSONL per index); null = <data_dir>/reviewed
+    cache: CacheSettings = CacheSettings()
+
+
+@dataclass(frozen=True)
 class RetrievalSettings:
     """Dense (Chroma), lexical (BM25 over the same chunks, bm25s) or hybrid (reciprocal rank fusion)."""
 
@@ -250,6 +291,7 @@ class Settings:
     retrieval: RetrievalSettings = RetrievalSettings()
     rebuild: RebuildSettings = RebuildSettings()
     drift: DriftSettings = DriftSettings()
+    production: ProductionSettings = ProductionSettings()
     gates: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_GATES), hash=False)
     indexes: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
     source_file: Path | None = None
@@ -273,6 +315,16 @@ class Settings:
     @property
     def query_log_uri(self) -> str:
         return self.resolve_path(self.drift.query_log) if self.drift.query_log else str(self.data_dir / "querylog")
+
+    @property
+    def traces_uri(self) -> str:
+        p = self.production.traces
+        return self.resolve_path(p) if p else str(self.data_dir / "traces")
+
+    @property
+    def reviewed_dir(self) -> Path:
+        p = self.production.reviewed_dir
+        return Path(self.resolve_path(p)) if p else self.data_dir / "reviewed"
 
     @property
     def prompts_dir(self) -> Path:
@@ -548,6 +600,7 @@ def _validate(s: Settings, root: _Key | None = None) -> None:
         raise ConfigError(f"{at('rebuild', 'keep')}: rebuild.keep must be at least 1 (the live version), "
                           f"got {s.rebuild.keep}")
     _validate_drift(s.drift, root.child("drift"))
+    _validate_production(s.production, root.child("production"))
     e = s.eval
     if not e.ks or any(k < 1 or k > 100 for k in e.ks):
         raise ConfigError(f"{at('eval', 'ks')}: eval.ks must be cut-offs between 1 and 100, got {brief(list(e.ks))}")
@@ -628,6 +681,29 @@ def default_config_path() -> Path:
     return project_root() / "include" / "config" / "ragops.yaml"
 
 
+def _validate_production(p: ProductionSettings, where: _Key) -> None:
+    def at(*keys: str) -> str:
+        return where.child(*keys).loc
+
+    for name in ("sample_rate", "max_hallucination_rate", "max_negative_feedback", "max_refusal_rate",
+                 "latency_slo_share"):
+        if not 0 <= getattr(p, name) <= 1:
+            raise ConfigError(f"{at(name)}: production.{name} must be between 0 and 1, got {getattr(p, name)}")
+    if not 0 < p.alpha <= 0.5:
+        raise ConfigError(f"{at('alpha')}: production.alpha must be in (0, 0.5], got {p.alpha}")
+    for name in ("daily_eval_cap", "min_per_version", "min_traces", "max_context_chars", "max_answer_chars"):
+        if getattr(p, name) < 0:
+            raise ConfigError(f"{at(name)}: production.{name} must not be negative, got {getattr(p, name)}")
+    if p.latency_slo_ms <= 0 or (p.daily_budget_usd is not None and p.daily_budget_usd < 0):
+        bad = "latency_slo_ms" if p.latency_slo_ms <= 0 else "daily_budget_usd"
+        raise ConfigError(f"{at(bad)}: production.{bad} must be positive, got {getattr(p, bad)}")
+    if not 0 < p.cache.threshold <= 1 or p.cache.max_entries < 1:
+        bad = "threshold" if not 0 < p.cache.threshold <= 1 else "max_entries"
+        raise ConfigError(f"{at('cache', bad)}: production.cache.threshold must be in (0, 1] and "
+                          f"production.cache.max_entries at least 1, got {getattr(p.cache, bad)}")
+    parse_window(p.window, at("window"))
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Read settings: defaults < YAML file < RAGOPS_* environment variables < ``overrides``."""
     cfg_path = Path(path or os.environ.get("RAGOPS_CONFIG") or default_config_path())
@@ -647,7 +723,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
 
     where = _Key(str(cfg_path), doc)
     top = {"data_dir", "state_db_url", "chroma", "embedding", "chunking", "quality", "ingest", "alerts", "eval",
-           "prompts", "retrieval", "rebuild", "drift", "gates", "indexes"}
+           "prompts", "retrieval", "rebuild", "drift", "production", "gates", "indexes"}
     unknown = sorted(set(raw) - top, key=str)
     if unknown:
         raise ConfigError(f"{where.child(unknown[0]).loc}: unknown top-level key(s) {', '.join(map(str, unknown))}; "
@@ -692,6 +768,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         retrieval=_coerce(RetrievalSettings, raw.get("retrieval"), where.child("retrieval")),
         rebuild=_coerce(RebuildSettings, raw.get("rebuild"), where.child("rebuild")),
         drift=_coerce(DriftSettings, raw.get("drift"), where.child("drift")),
+        production=_coerce(ProductionSettings, raw.get("production"), where.child("production")),
         gates=_gates(raw["gates"], where.child("gates")) if raw.get("gates") is not None else dict(DEFAULT_GATES),
         indexes={k: dict(v or {}) for k, v in indexes_raw.items()},
         source_file=cfg_path if cfg_path.exists() else None,

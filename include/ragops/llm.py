@@ -234,12 +234,14 @@ class ChatClient:
     neither tells, the first request for a model goes to the endpoint, so a hit is only ever
     served while the endpoint still serves the model that produced it."""
 
-    def __init__(self, llm: LlmSettings, settings: Settings, cache_scope: str | None = None) -> None:
+    def __init__(self, llm: LlmSettings, settings: Settings, cache_scope: str | None = None,
+                 use_cache: bool = True) -> None:
         import openai
 
         self.llm = llm
         self.settings = settings
         self.cache_scope = cache_scope
+        self.use_cache = use_cache  # False: the live application (every request is answered by the model)
         self.client = openai.OpenAI(base_url=llm.base_url, api_key=llm.api_key or "not-needed",
                                     timeout=llm.timeout, max_retries=llm.max_retries)
         self.calls = 0  # requests that reached the endpoint (cache misses)
@@ -274,7 +276,7 @@ class ChatClient:
         """(response summary, cached?). ``salt`` separates repeated samples of one request."""
         import openai
 
-        served = self.served_model(model)
+        served = self.served_model(model) if self.use_cache else None
         if served is not None:
             with state.session_scope(self.settings.state_db_url) as s:
                 hit = s.get(state.LlmCacheEntry, self._key(model, served, messages, params, salt))
@@ -315,6 +317,8 @@ class ChatClient:
                "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0),
                "finish_reason": str(getattr(resp.choices[0], "finish_reason", "") or "")}
         self.served[model] = out["model"]
+        if not self.use_cache:
+            return out, False
         key = self._key(model, out["model"], messages, params, salt)
         with state.session_scope(self.settings.state_db_url) as s:
             if s.get(state.LlmCacheEntry, key) is None:

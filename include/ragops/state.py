@@ -19,7 +19,9 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -329,6 +331,139 @@ class LlmCacheEntry(Base):
     model: Mapped[str] = mapped_column(String(256))
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Trace(Base):
+    """One request of the live application (ragops.tracing), loaded from the trace files.
+
+    ``hour`` is the request time cut to the hour and ``latency_bucket`` its latency's bucket
+    (ragops.production.aggregate), so hourly and daily figures are one GROUP BY in any database."""
+
+    __tablename__ = "traces"
+    __table_args__ = (Index("ix_traces_hour", "hour"), Index("ix_traces_prompt", "prompt_name", "prompt_version", "ts"))
+
+    trace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    hour: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    index_name: Mapped[str | None] = mapped_column(String(64))
+    index_version: Mapped[int | None] = mapped_column(Integer)
+    prompt_name: Mapped[str | None] = mapped_column(String(128))
+    prompt_version: Mapped[int | None] = mapped_column(Integer)
+    model: Mapped[str | None] = mapped_column(String(256))  # requested
+    served_model: Mapped[str | None] = mapped_column(String(256))
+    retrieval_mode: Mapped[str | None] = mapped_column(String(16))
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str | None] = mapped_column(Text)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    tokens_in: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    latency_bucket: Mapped[int | None] = mapped_column(Integer)
+    retrieval_ms: Mapped[float | None] = mapped_column(Float)
+    generation_ms: Mapped[float | None] = mapped_column(Float)
+    cost_usd: Mapped[float | None] = mapped_column(Float)  # None = unknown price (never counted as free)
+    cache_hit: Mapped[int] = mapped_column(Integer, default=0)
+    saved_tokens: Mapped[int] = mapped_column(Integer, default=0)  # a cache hit: tokens the cached answer cost
+    saved_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    user_hash: Mapped[str | None] = mapped_column(String(64))
+    session_hash: Mapped[str | None] = mapped_column(String(64))
+    chunks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    feedback: Mapped[float | None] = mapped_column(Float)  # the latest feedback score (> 0 good, < 0 bad)
+    feedback_comment: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)  # file it was loaded from
+    loaded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TraceFeedback(Base):
+    """Feedback rows, kept even when their trace has not arrived yet (it is joined when it does)."""
+
+    __tablename__ = "trace_feedback"
+    __table_args__ = (Index("ix_trace_feedback_trace", "trace_id"),)
+
+    feedback_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    trace_id: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    score: Mapped[float] = mapped_column(Float)
+    comment: Mapped[str | None] = mapped_column(Text)
+
+
+class TraceEval(Base):
+    """Online evaluation of one sampled trace: groundedness, citations, safety, judge."""
+
+    __tablename__ = "trace_evals"
+    __table_args__ = (Index("ix_trace_evals_at", "evaluated_at"),)
+
+    trace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    evaluated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    run_id: Mapped[str | None] = mapped_column(String(128))
+    faithfulness: Mapped[float | None] = mapped_column(Float)
+    hallucinated: Mapped[int | None] = mapped_column(Integer)  # None = nothing to check (refusal, no claims)
+    citation_validity: Mapped[float | None] = mapped_column(Float)
+    pii: Mapped[int] = mapped_column(Integer, default=0)
+    blocklist: Mapped[int] = mapped_column(Integer, default=0)
+    injection: Mapped[int] = mapped_column(Integer, default=0)  # instructions found in the retrieved text
+    judge: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class TraceSource(Base):
+    """Load watermark of one trace file: how many bytes of it are loaded (only whole lines)."""
+
+    __tablename__ = "trace_sources"
+
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TraceReview(Base):
+    """A person's verdict on a production trace from the review queue."""
+
+    __tablename__ = "trace_reviews"
+
+    trace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    verdict: Mapped[str] = mapped_column(String(32))  # answer | unanswerable | not_a_problem
+    reference_answer: Mapped[str | None] = mapped_column(Text)
+    relevant: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reviewer: Mapped[str] = mapped_column(String(256))
+    reviewed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    golden_path: Mapped[str | None] = mapped_column(Text)
+
+
+class MonitorRun(Base):
+    """One monitor_production run: what it loaded, evaluated, aggregated and found."""
+
+    __tablename__ = "monitor_runs"
+
+    run_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # running | ok | breach | failed
+    trigger: Mapped[str] = mapped_column(String(64), default="cli")
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    results: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    breaches: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class AnswerCacheEntry(Base):
+    """The semantic cache: an answer keyed EXACTLY by index version and prompt version, found by
+    the similarity of the question's embedding (ragops.production.cache)."""
+
+    __tablename__ = "answer_cache"
+    __table_args__ = (Index("ix_answer_cache_key", "scope"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(256))  # index@version|prompt@version
+    question: Mapped[str] = mapped_column(Text)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, normalised
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # answer, refused, citations, chunks, tokens, model
+    trace_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    hits: Mapped[int] = mapped_column(Integer, default=0)
+    last_hit_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
