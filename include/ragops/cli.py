@@ -636,6 +636,151 @@ def new_run_suffix() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
 
 
+def cmd_ask(args: argparse.Namespace) -> int:
+    from ragops.production.app import answer
+
+    a = answer(args.question, index=args.index, prompt=args.prompt, settings=_settings(args), user_id=args.user,
+               session_id=args.session, mode=args.retrieval)
+    if args.json:
+        _print_json(a.as_dict())
+        return 0
+    print(a.answer)
+    print()
+    for c in a.contexts:
+        print(f"  [{c['n']}] {c['doc_id']}  ({c['score']:.3f})")
+    cost = "unknown (no price)" if a.cost_usd is None else f"{a.cost_usd:.6f} USD"
+    print(f"\ntrace {a.trace_id} · {a.prompt} · {a.index}@{a.index_version} · {a.served_model} · "
+          f"{a.latency_ms:.0f} ms (retrieval {a.retrieval_ms:.0f}, generation {a.generation_ms:.0f}) · "
+          f"tokens {a.tokens_in}/{a.tokens_out} · cost {cost}{' · cache hit' if a.cache_hit else ''}")
+    print(f"feedback: ragops feedback {a.trace_id} up|down [--comment TEXT]")
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from ragops.production.tracing import feedback
+
+    fid = feedback(args.trace_id, args.score, args.comment, settings=_settings(args))
+    print(f"feedback {fid} recorded for trace {args.trace_id} (loaded by the next monitor_production run)")
+    return 0
+
+
+def cmd_traces_load(args: argparse.Namespace) -> int:
+    from ragops.production.load import load
+
+    r = load(_settings(args)).as_dict()
+    if args.json:
+        _print_json(r)
+        return 0
+    print(f"{r['files']} file(s), {r['lines']} new line(s): {r['traces']} trace(s), {r['feedback']} feedback, "
+          f"{r['duplicates']} already loaded, {r['skipped_total']} skipped in {r['seconds']}s")
+    for reason, n in r["skipped"].items():
+        print(f"  skipped {n} x {reason}, e.g. {r['examples'][reason][0]}")
+    return 0
+
+
+def cmd_monitor_run(args: argparse.Namespace) -> int:
+    from ragops.production.monitor import run
+
+    r = run(_settings(args), window=args.window, evaluate_sample=not args.no_eval, rate=args.sample_rate,
+            cap=args.cap)
+    if args.json:
+        _print_json(r)
+    else:
+        print(f"monitor run {r['run_id']}: {r['status']}, {r['requests']} request(s) in the window, "
+              f"{r['online_eval'].get('evaluated', 0)} evaluated now, {r['load']['traces']} trace(s) loaded")
+        for name, c in r["checks"].items():
+            fig = (f"{c['rate']:.3f} ({c['k']}/{c['n']}) limit {c['limit']} p={c['p_value']:.4f}" if "rate" in c
+                   else c.get("reason") or f"{c.get('cost_usd')} USD")
+            print(f"  {name:<18} {c['status']:<8} {fig}")
+        for w in r["worst"]:
+            print(f"  worst ({w['why']}): {w['trace_id']}  {w['question'][:80]}")
+    return 1 if r["breaches"] else 0
+
+
+def cmd_monitor_history(args: argparse.Namespace) -> int:
+    from ragops.production.monitor import history
+
+    rows = history(_settings(args), args.limit)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no monitor runs yet: run `ragops monitor run` or trigger the monitor_production DAG")
+    for r in rows:
+        print(f"{r['started_at'][:19]}  {r['run_id']:<56} {r['status']:<8} {r['requests'] or 0:>7} req  "
+              f"{', '.join(r['breaches']) or '-'}")
+    return 0
+
+
+def cmd_monitor_show(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from ragops import state
+
+    s = _settings(args)
+    with state.session_scope(s.state_db_url) as sess:
+        q = select(state.MonitorRun).order_by(state.MonitorRun.started_at.desc())
+        if args.run_id:
+            q = q.where(state.MonitorRun.run_id == args.run_id)
+        r = sess.execute(q.limit(1)).scalar_one_or_none()
+        if r is None:
+            raise RagopsError(f"no monitor run {args.run_id or ''}: see `ragops monitor history`")
+        _print_json(r.results or {"run_id": r.run_id, "status": r.status})
+    return 0
+
+
+COST_BY = {"day": ("hour",), "hour": ("hour",), "prompt": ("prompt", "prompt_version"), "model": ("model",),
+           "index": ("index", "index_version")}
+
+
+def cmd_cost_report(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from ragops.config import parse_window
+    from ragops.production.aggregate import figures
+    from ragops.production.load import load
+
+    s = _settings(args)
+    names = [b.strip() for b in args.by.split(",") if b.strip()]
+    bad = [b for b in names if b not in COST_BY]
+    if bad or not names:
+        raise RagopsError(f"--by {args.by!r}: use a comma-separated list of {', '.join(COST_BY)}")
+    try:
+        since = dt.datetime.now(dt.UTC) - parse_window(args.since, "--since")
+    except Exception as exc:  # noqa: BLE001 - ConfigError names the expected form
+        raise RagopsError(str(exc)) from exc
+    if not args.no_load:
+        load(s)
+    by = tuple(d for b in names for d in COST_BY[b])
+    rows = figures(s, since, by=by, day="day" in names)
+    keep = ("requests", "tokens_in", "tokens_out", "cost_usd", "unpriced_requests", "cost_known", "cache_hits",
+            "saved_tokens", "saved_usd")
+    label = {"hour": "day" if "day" in names else "hour"}
+    by_out = tuple(label.get(d, d) for d in by)
+    out = [{**{label.get(d, d): r[d] for d in by}, **{k: r[k] for k in keep}} for r in rows]
+    total = {k: sum(r[k] for r in rows) for k in ("requests", "tokens_in", "tokens_out", "cost_usd",
+                                                  "unpriced_requests", "cache_hits", "saved_tokens", "saved_usd")}
+    if args.json:
+        _print_json({"since": since.isoformat(), "by": names, "rows": out, "total": total})
+        return 0
+    if not out:
+        print(f"no traces since {since:%Y-%m-%d %H:%M} UTC")
+        return 0
+    head = "  ".join(f"{d:<16}" for d in by_out)
+    print(f"{head}  {'requests':>8}  {'tokens in':>10}  {'tokens out':>10}  {'cost USD':>12}  {'cache hits':>10}")
+    for r in out:
+        cost = f"{r['cost_usd']:.6f}" if r["cost_known"] else f"UNKNOWN({r['unpriced_requests']} unpriced)"
+        if not r["cost_known"] and r["cost_usd"]:
+            cost = f">= {r['cost_usd']:.6f}*"
+        print("  ".join(f"{str(r[d])[:16]:<16}" for d in by_out) + f"  {r['requests']:>8}  {r['tokens_in']:>10}  "
+              f"{r['tokens_out']:>10}  {cost:>12}  {r['cache_hits']:>10}")
+    note = (f" ({total['unpriced_requests']} request(s) by a model without a price in eval.prices: not counted; "
+            "the true cost is higher)" if total["unpriced_requests"] else "")
+    print(f"total: {total['requests']} request(s), {total['cost_usd']:.6f} USD{note}; cache saved "
+          f"{total['saved_tokens']} tokens, {total['saved_usd']:.6f} USD")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragops", description="Operate the ragops RAG pipeline from a shell.")
     p.add_argument("--version", action="version", version=f"ragops {__version__}")
@@ -862,6 +1007,49 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true")
     x.add_argument("--model-file", default=None)
     x.set_defaults(fn=cmd_llm_info)
+    x = sub.add_parser("ask", help="answer a question like the live application (ragops.app.answer) and trace it")
+    x.add_argument("question")
+    x.add_argument("--index", default=None, help="default: ingest.default_index")
+    x.add_argument("--prompt", default="rag_answer", help="NAME (its production version), NAME@VERSION or NAME@ALIAS")
+    x.add_argument("--retrieval", choices=["dense", "lexical", "hybrid"], default=None)
+    x.add_argument("--user", default=None, help="user id (stored hashed)")
+    x.add_argument("--session", default=None, help="session id (stored hashed)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_ask)
+    x = sub.add_parser("feedback", help="a user's verdict on a traced answer")
+    x.add_argument("trace_id")
+    x.add_argument("score", help="up, down, or a number (> 0 good, < 0 bad)")
+    x.add_argument("--comment", default=None)
+    x.set_defaults(fn=cmd_feedback)
+    tr = sub.add_parser("traces", help="the live application's traces").add_subparsers(dest="traces_command",
+                                                                                      required=True)
+    x = tr.add_parser("load", help="load new trace and feedback lines into the state store (idempotent)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_traces_load)
+    mo = sub.add_parser("monitor", help="production monitoring (the monitor_production DAG)").add_subparsers(
+        dest="monitor_command", required=True)
+    x = mo.add_parser("run", help="load traces, evaluate a sample, check (exit 1 on a breach)")
+    x.add_argument("--window", default=None, help="e.g. 1d, 6h (default: production.window)")
+    x.add_argument("--no-eval", action="store_true", help="skip the online evaluation")
+    x.add_argument("--sample-rate", type=float, default=None)
+    x.add_argument("--cap", type=int, default=None, help="evaluations per UTC day")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_monitor_run)
+    x = mo.add_parser("history", help="recent monitor runs")
+    x.add_argument("--limit", type=int, default=20)
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_monitor_history)
+    x = mo.add_parser("show", help="one monitor run's figures (JSON; default: the latest)")
+    x.add_argument("run_id", nargs="?", default=None)
+    x.set_defaults(fn=cmd_monitor_show)
+    co = sub.add_parser("cost", help="what the live application cost").add_subparsers(dest="cost_command",
+                                                                                     required=True)
+    x = co.add_parser("report", help="cost by day, prompt, model, index (unpriced models flagged, never free)")
+    x.add_argument("--by", default="day,prompt,model", help="comma-separated: day, hour, prompt, model, index")
+    x.add_argument("--since", default="7d", help="e.g. 7d, 24h, 2w")
+    x.add_argument("--no-load", action="store_true", help="do not load new trace lines first")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_cost_report)
     return p
 
 

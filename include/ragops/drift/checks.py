@@ -164,7 +164,7 @@ def _compute(settings: Settings, p: dict[str, Any], actor: str, store: VectorSto
         start, mid, end = (dt.datetime.fromisoformat(p[k]) for k in ("reference_start", "current_start", "end"))
         cur = querylog.read(settings, mid, end, index)
         refq = querylog.read(settings, start, mid, index)
-        results["query_log"] = {"uri": settings.query_log_uri, "files": len(cur.files), "rows": cur.rows,
+        results["query_log"] = {"uri": settings.query_log_uri, "traces": settings.traces_uri, "files": len(cur.files), "rows": cur.rows,
                                 "invalid": cur.invalid, "problems": cur.problems,
                                 "current": len(cur.queries), "reference": len(refq.queries)}
         if "queries" in p["checks"]:
@@ -346,7 +346,8 @@ def _queries(settings: Settings, p: dict[str, Any], refq: querylog.LogRead, cur:
         why = (f"too few queries: {len(refq.queries)} in the reference window and {len(cur.queries)} in the current "
                f"one (drift.min_queries = {d.min_queries})")
         if not refq.files and not cur.files:
-            why = (f"no query log at {settings.query_log_uri}: point drift.query_log at your application's log "
+            why = (f"no query log at {settings.query_log_uri} and no traces at {settings.traces_uri}: answer through "
+                   "ragops.app / ragops.tracing, or point drift.query_log at your application's log "
                    "(JSONL or Parquet with timestamp and query; see docs/drift.md)")
         return {"status": "skipped", "reason": why}
     r, R = window("reference", refq)
@@ -395,8 +396,8 @@ def _gaps(settings: Settings, p: dict[str, Any], prof: dict[str, Any], refq: que
     d = settings.drift
     if len(cur.queries) < d.min_queries:
         why = (f"too few queries in the current window: {len(cur.queries)} (drift.min_queries = {d.min_queries})"
-               if cur.files else f"no query log at {settings.query_log_uri}: point drift.query_log at your "
-                                 "application's log (see docs/drift.md)")
+               if cur.files else f"no query log at {settings.query_log_uri} and no traces at {settings.traces_uri}: "
+                                 "point drift.query_log at your application's log (see docs/drift.md)")
         return {"status": "skipped", "reason": why}
     c, C = window("current", cur)
     best = best_scores(store, prof["collection"], C)

@@ -11,6 +11,8 @@ Schema (one JSON object per line in ``*.jsonl`` / ``*.jsonl.gz``, or columns of 
 
 The URI (``drift.query_log``) is a file, a folder (every matching file under it) or any fsspec
 URL. :func:`append` writes this schema for applications that want ragops to keep their log.
+The live application's traces (``ragops.tracing``, ``production.traces``) carry the same fields
+and are read too, with their feedback lines joined by trace id.
 """
 
 from __future__ import annotations
@@ -149,40 +151,62 @@ def _rows(fs: Any, path: str) -> Iterator[tuple[str, Any]]:
 def read(settings: Settings, start: dt.datetime, end: dt.datetime, index: str | None = None,
          uri: str | None = None) -> LogRead:
     """Queries with ``start <= timestamp < end`` (for ``index``, or with no index field).
+    Without ``uri``: the query log (``drift.query_log``) and the live application's traces
+    (``production.traces``), so drift reads what the application recorded (one source of truth).
+    Trace feedback lines (``kind: feedback``) give their trace's query its latest feedback.
     Invalid rows are skipped and counted with examples; a log where nothing is readable fails."""
-    uri = uri or settings.query_log_uri
-    fs, files = _files(uri)
-    out = LogRead(files=files)
-    for path in files:
-        for where, row in _rows(fs, path):
-            out.rows += 1
-            if isinstance(row, Exception):
-                out.bad(where, str(row))
-                continue
-            if not isinstance(row, dict):
-                out.bad(where, "not a JSON object")
-                continue
-            text = row.get("query")
-            if not isinstance(text, str) or not text.strip():
-                out.bad(where, "field 'query' missing or empty")
-                continue
-            try:
-                at = parse_time(row.get("timestamp"))
-                fb = parse_feedback(row.get("feedback"))
-            except ValueError as exc:
-                out.bad(where, str(exc))
-                continue
-            if index and row.get("index") not in (None, "", index):
-                continue
-            if start <= at < end:
-                answer = row.get("answer")
-                out.queries.append(Query(at=at, text=text.strip(), feedback=fb,
-                                         answer=answer if isinstance(answer, str) else None))
+    uris = [uri] if uri else list(dict.fromkeys([settings.query_log_uri, settings.traces_uri]))
+    out = LogRead()
+    by_trace: dict[str, Query] = {}
+    late: dict[str, tuple[str, float]] = {}  # trace id -> (timestamp, score) of its latest feedback
+    for u in uris:
+        fs, files = _files(u)
+        out.files.extend(files)
+        for path in files:
+            for where, row in _rows(fs, path):
+                out.rows += 1
+                if isinstance(row, Exception):
+                    out.bad(where, str(row))
+                    continue
+                if not isinstance(row, dict):
+                    out.bad(where, "not a JSON object")
+                    continue
+                if row.get("kind") == "feedback":  # a trace's feedback, joined below
+                    tid, score = row.get("trace_id"), row.get("score")
+                    if isinstance(tid, str) and isinstance(score, (int, float)) and not isinstance(score, bool):
+                        stamp = str(row.get("timestamp") or "")
+                        if tid not in late or stamp >= late[tid][0]:
+                            late[tid] = (stamp, float(score))
+                    else:
+                        out.bad(where, "feedback line without trace_id or numeric score")
+                    continue
+                text = row.get("query")
+                if not isinstance(text, str) or not text.strip():
+                    out.bad(where, "field 'query' missing or empty")
+                    continue
+                try:
+                    at = parse_time(row.get("timestamp"))
+                    fb = parse_feedback(row.get("feedback"))
+                except ValueError as exc:
+                    out.bad(where, str(exc))
+                    continue
+                if index and row.get("index") not in (None, "", index):
+                    continue
+                if start <= at < end:
+                    answer = row.get("answer")
+                    q = Query(at=at, text=text.strip(), feedback=fb, answer=answer if isinstance(answer, str) else None)
+                    out.queries.append(q)
+                    if isinstance(row.get("trace_id"), str):
+                        by_trace[row["trace_id"]] = q
+    for tid, (_stamp, score) in late.items():
+        if tid in by_trace:
+            by_trace[tid].feedback = score
+    where_ = " and ".join(uris)
     if out.rows and out.invalid == out.rows:
-        raise DriftError(f"query log {uri}: none of its {out.rows} rows is valid, e.g. {out.problems[0]}. "
+        raise DriftError(f"query log {where_}: none of its {out.rows} rows is valid, e.g. {out.problems[0]}. "
                          "Each row needs 'timestamp' (ISO 8601 or Unix seconds) and 'query' (see docs/drift.md)")
     if out.invalid:
-        log.warning("query log %s: skipped %d of %d rows, e.g. %s", uri, out.invalid, out.rows, out.problems[0])
+        log.warning("query log %s: skipped %d of %d rows, e.g. %s", where_, out.invalid, out.rows, out.problems[0])
     out.queries.sort(key=lambda q: q.at)
     return out
 
