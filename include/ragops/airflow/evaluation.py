@@ -52,7 +52,9 @@ def evaluate(params: dict[str, Any], run_id: str, run_type: str, triggering_asse
     summary = run_library(run_eval, settings, dataset, chosen, index,
                           sample_size=sample, run_id=eval_run_id, trigger=f"airflow:{run_type}",
                           purpose="nightly" if nightly else "adhoc", question_ids=params.get("question_ids") or None,
-                          llm=LlmHook.optional(settings.eval.llm_conn_id))
+                          llm=LlmHook.optional(settings.eval.llm_conn_id),
+                          # the index's own questions (not a dataset a person chose) come with the reviewed ones
+                          include_reviewed=bool(triggered_by) or not params.get("dataset"))
     key = {k: summary["metrics"].get(k) for k in settings.eval.watch_metrics}
     if outlet_events is not None:
         outlet_events[EVAL_REPORTS].add(eval_asset(index), extra={

@@ -153,6 +153,30 @@ def load_dataset(path: str | Path, known_doc_ids: set[str] | None = None) -> Dat
     return Dataset(str(path), tuple(questions), hashlib.sha256(data).hexdigest())
 
 
+def combine(base: Dataset, extra: Dataset, known_doc_ids: set[str] | None = None) -> tuple[Dataset, dict[str, Any]]:
+    """``base`` plus the questions of ``extra`` (the reviewed production questions of an index).
+
+    An ``extra`` question whose id ``base`` already uses is left out (the golden set wins), and so,
+    when ``known_doc_ids`` is given, is one that names a document no longer in the index (deleted
+    since it was reviewed): neither stops a run. The path names both files and the hash covers both
+    and what was left out, so runs on other questions never share it."""
+    ids = {q.id for q in base.questions}
+    clash = [q.id for q in extra.questions if q.id in ids]
+    gone = [q.id for q in extra.questions if q.id not in ids and known_doc_ids is not None
+            and any(d not in known_doc_ids for d in q.relevant)]
+    keep = tuple(q for q in extra.questions if q.id not in ids and q.id not in gone)
+    if clash:
+        log.warning("%d question(s) of %s left out: their ids are used in %s (%s)", len(clash), extra.path,
+                    base.path, ", ".join(clash[:10]))
+    if gone:
+        log.warning("%d question(s) of %s left out: a relevant document is no longer in the index (%s)",
+                    len(gone), extra.path, ", ".join(gone[:10]))
+    key = "\n".join([base.sha256, extra.sha256, *sorted(clash + gone)])
+    return (Dataset(f"{base.path} + {extra.path}", base.questions + keep, hashlib.sha256(key.encode()).hexdigest()),
+            {"path": extra.path, "sha256": extra.sha256, "questions": len(keep), "id_clashes": clash[:50],
+             "unknown_doc_left_out": gone[:50]})
+
+
 def check_doc_ids(questions: list[Question] | tuple[Question, ...], known: set[str], path: Path | str,
                   lines: dict[str, int] | None = None) -> None:
     bad = [(q, d) for q in questions for d in q.relevant if d not in known]

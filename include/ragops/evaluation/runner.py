@@ -377,7 +377,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
              index: str | None = None, *, output_dir: str | Path | None = None, sample_size: int | None = None,
              run_id: str | None = None, trigger: str = "cli", purpose: str = "adhoc",
              question_ids: list[str] | None = None, allow_unknown_docs: bool | None = None,
-             retrieval: str | None = None, reuse_cache: bool = False,
+             retrieval: str | None = None, reuse_cache: bool = False, include_reviewed: bool = False,
              embedder: Embedder | None = None,
              store: VectorStore | None = None, llm: LlmSettings | None = None) -> dict[str, Any]:
     """Evaluate ``prompt`` on the live version of ``index`` with ``dataset``; returns the summary.
@@ -386,7 +386,10 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     ``candidate`` runs never do. Every run calls the model: the LLM response cache serves only a
     retry of the same ``run_id``, unless ``reuse_cache`` (answers of earlier runs are replayed,
     while the endpoint still serves the same model). ``allow_unknown_docs`` (default ``eval.allow_unknown_doc_ids``):
-    relevant doc ids missing from the index are an error, or count as never retrieved."""
+    relevant doc ids missing from the index are an error, or count as never retrieved.
+    ``include_reviewed``: also the index's reviewed production questions (``<reviewed_dir>/<index>.jsonl``,
+    ragops.production.review) when that file exists; one of them whose document was deleted since is
+    left out unless unknown ids are allowed."""
     state.require_schema(settings.state_db_url)
     index = index or settings.ingest.default_index
     prompt_obj = prompt if isinstance(prompt, Prompt) else load_prompt(settings, prompt or settings.eval.default_prompt)
@@ -401,6 +404,13 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     known_ids = index_doc_ids(settings, index)
     allow = settings.eval.allow_unknown_doc_ids if allow_unknown_docs is None else allow_unknown_docs
     ds: Dataset = load_dataset(ds_path, None if allow else known_ids)  # refuses unknown ids unless allowed
+    files = [{"path": ds.path, "sha256": ds.sha256, "questions": len(ds)}]
+    reviewed = settings.reviewed_dir / f"{index}.jsonl"
+    if include_reviewed and reviewed.exists():
+        from ragops.evaluation.datasets import combine
+
+        ds, extra = combine(ds, load_dataset(reviewed), None if allow else known_ids)
+        files.append(extra)
     unknown = sorted({d for q in ds.questions for d in q.relevant if d not in known_ids})
     if unknown:  # e.g. a BEIR document that failed the quality checks: it counts as relevant but unretrievable
         log.warning("%d relevant doc id(s) of %s are not in index %s (counted as never retrieved): %s",
@@ -449,7 +459,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
         s.add(state.EvalRun(run_id=run_id, status="running", trigger=trigger, index_name=index,
                             index_version=live.version, collection=live.collection, prompt_name=prompt_obj.name,
                             prompt_version=prompt_obj.version, prompt_hash=prompt_obj.content_hash,
-                            dataset_path=str(ds_path), dataset_hash=ds.sha256, n_questions=len(ds),
+                            dataset_path=ds.path, dataset_hash=ds.sha256, n_questions=len(ds),
                             generator=f"{generator.name}:{model_name}", output_dir=str(out), config=config,
                             metrics={}))
     log.info("eval %s: %d questions, prompt %s, index %s (%s), generator %s, output %s", run_id, len(ds),
@@ -547,7 +557,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
         else f"stopped: {abort}")
     summary.update({"run_id": run_id, "status": status, "error": error, "index": index,
                     "index_version": live.version, "collection": live.collection, "prompt": prompt_obj.summary(),
-                    "dataset": {"path": str(ds_path), "sha256": ds.sha256, "questions": len(ds),
+                    "dataset": {"path": ds.path, "sha256": ds.sha256, "questions": len(ds), "files": files,
                                 "unknown_relevant_doc_ids": unknown[:50], "unknown_relevant_doc_count": len(unknown)},
                     "generator": f"{generator.name}:{model_name}", "retrieval": mode,
                     "llm_calls": client.calls if client else 0,
