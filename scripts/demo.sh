@@ -33,6 +33,12 @@ echo
 run_dag nightly_eval "on include/eval/golden/docs.jsonl (prompt rag_answer, offline generator)"
 echo
 ragops eval runs --limit 3
+echo
+echo "==> the live application: ragops ask (answer + trace), then the monitor_production DAG on the traces"
+ragops ask "How do I roll back an index?"
+run_dag monitor_production "(load traces, evaluate them online, check)"
+ragops monitor history --limit 1
+ragops cost report --since 1d --no-load
 
 # ---------------------------------------------------------------- the local LLM in the loop
 if [ "${RAGOPS_DEMO_LLM:-1}" != "0" ]; then
