@@ -203,3 +203,22 @@ def test_latency_buckets_estimate_percentiles_within_ten_percent() -> None:
         hist[bucket_of(v)] = hist.get(bucket_of(v), 0) + 1
     exact = sorted(values)[int(0.95 * len(values)) - 1]
     assert abs(percentile(hist, 0.95) - exact) / exact <= 0.12
+
+
+def test_traces_load_and_aggregate_in_postgresql(settings, postgres_url: str) -> None:
+    """The production topology keeps the state store, traces included, in PostgreSQL."""
+    pg = settings.replace(state_db_url=postgres_url)
+    state.upgrade(postgres_url)
+    ids = [rec(pg, f"pg question {i}", latency_ms=100.0 * (i + 1)) for i in range(12)]
+    tracing.feedback(ids[0], "down", settings=pg)
+    f = Path(pg.traces_uri) / "bad.jsonl"
+    f.write_text("not json\n")
+    r = load(pg)
+    assert r.traces == 12 and r.feedback == 1 and r.skipped == {"not JSON": 1}
+    with state.session_scope(pg.state_db_url) as s:
+        s.query(state.TraceSource).delete()  # read everything again: still nothing counted twice
+    assert load(pg).traces == 0
+    [row] = figures(pg, NOW - dt.timedelta(hours=1), by=("index",))
+    assert row["requests"] == 12 and row["negative_feedback"] == 1 and row["latency_p95_ms"] >= 1000
+    days = figures(pg, NOW - dt.timedelta(days=2), by=("hour",), day=True)
+    assert sum(d["requests"] for d in days) == 12 and all(len(d["hour"]) == 10 for d in days)  # YYYY-MM-DD
