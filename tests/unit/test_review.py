@@ -338,3 +338,50 @@ def test_the_next_eval_run_evaluates_the_reviewed_questions(tmp_path, data_dir, 
     # without include_reviewed (a dataset a person chose) nothing changes
     plain = run_eval(s, golden, "rag_answer@1", "docs", embedder=embedder, run_id="adhoc-1")
     assert plain["dataset"]["path"] == str(golden) and plain["dataset"]["sha256"] == load_dataset(golden).sha256
+
+
+# ---- the LLMOps page's sections ----------------------------------------------------------------
+
+def test_the_page_sections_escape_everything_and_mark_the_unsupported_claims(store) -> None:
+    from ragops.airflow.llmops_html import render_page
+    from tests.unit.test_llmops_html import EVIL, assert_no_live_markup, page_data
+
+    add_trace(store, hexid(20), NOW, feedback=-1.0, comment=EVIL, question=f"Why {EVIL}?",
+              answer=f"Fine [1]. {EVIL} is true [2].", hallucinated=1,
+              claims=[{"claim": f"{EVIL} is true [2].", "reason": EVIL}])
+    queue = {"pending": 99, "items": review.queue(store, limit=20)}
+    moved = NOW - dt.timedelta(days=2)
+    promote_at(store, moved, 1, 2)
+    traffic(store, 1, moved - dt.timedelta(days=1), 25, 5, prefix=7)
+    traffic(store, 2, moved + dt.timedelta(hours=1), 25, 5, prefix=8)
+    production = versions.production_view(store, NOW)
+    html = render_page(page_data(), "alice", review=queue, production=production)
+    assert_no_live_markup(html)
+    assert html.count("<script>") == 1
+    assert f"<mark class='bad' title='{esc_(EVIL)}'>{esc_(EVIL)} is true [2].</mark>" in html
+    assert f"id='review-{hexid(20)}'" in html and f"data-trace='{hexid(20)}'" in html and "data-index='docs'" in html
+    assert "showing the newest 4 of 99" in html
+    assert "retrieved: scheduler.md, alerts.md" in html
+    assert "rag_answer@2" in html and "no significant change" in html and "carol" in html
+    empty = render_page(page_data(), "alice")
+    assert "nothing waiting for review" in empty and "Production by prompt version" in empty
+
+
+def esc_(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def test_the_pages_script_parses(tmp_path) -> None:
+    """A syntax error anywhere in the page's one script disables every button of the page."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the browser tests (tests/e2e/test_review_ui.py) cover the script")
+    import subprocess
+
+    from ragops.airflow.llmops_html import SCRIPT
+
+    (tmp_path / "page.js").write_text(SCRIPT)
+    done = subprocess.run([node, "--check", str(tmp_path / "page.js")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -3,8 +3,11 @@
 Everything it shows is read from the ragops state store; everything that changes something
 (prompt promotion, index rebuild or rollback) is a DAG run triggered through Airflow's REST API
 with the caller's own token, so the DAG's gate, audit entry, e-mail and Airflow's permissions
-all apply. Every route needs an authenticated Airflow user (Airflow does not protect plugin
-apps); all text from documents, questions, prompts and models is escaped; charts are inline SVG.
+all apply. The one exception is a review of a production trace (``POST /api/review``): the API
+server records it through ragops.production.review (golden line, review row, audit entry with the
+signed-in user as reviewer), for users Airflow lets create nightly_eval runs. Every route needs
+an authenticated Airflow user (Airflow does not protect plugin apps); all text from documents,
+questions, prompts and models is escaped; charts are inline SVG.
 
 Access (tests/e2e/test_access.py): no token, or one that does not verify (forged, expired,
 revoked), is 401; a user whom Airflow does not allow to create runs of the DAG (the Viewer role)
@@ -27,14 +30,15 @@ import asyncio
 import difflib
 import json
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragops.errors import brief
@@ -51,6 +55,9 @@ ACTION_HEADER = "X-Ragops-Request"  # a custom header: a cross-site form cannot 
 MAX_BODY = 4096  # bytes of a request body: the trigger forms' Params are a few dozen bytes
 MAX_PARAM = 200  # characters of one Param value (a prompt or index name, a version number)
 MAX_DETAIL = 600  # characters of an error message the page answers with
+REVIEW_MAX_ANSWER = 1500  # characters of a reviewer's answer: with the doc ids it fits in MAX_BODY (the CLI takes more)
+REVIEW_MAX_DOCS = 10  # relevant document ids in one review from the page
+PAGE_REVIEWS = 20  # review-queue entries on the page (the JSON API and the CLI list more)
 
 
 def _cap(text: Any, limit: int = MAX_DETAIL) -> str:
@@ -225,9 +232,10 @@ def _require_same_origin(request: Request) -> None:
                                                     "not from this server's LLMOps page (cross-site request)")
 
 
-async def _require_run_permission(user: Any, dag_id: str) -> None:
+async def _require_run_permission(user: Any, dag_id: str, doing: str | None = None) -> None:
     """The same check Airflow's REST API makes before it creates a run, made first so the page can
-    say why (the REST API then checks again)."""
+    say why (the REST API then checks again). ``doing``: what the refused user wanted, when it is
+    not starting the run itself."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
     from airflow.models.dag import DagModel
@@ -237,8 +245,8 @@ async def _require_run_permission(user: Any, dag_id: str) -> None:
                                                 details=DagDetails(id=dag_id, team_name=team), user=user):
         role = getattr(user, "role", None)
         raise HTTPException(status_code=403, detail=f"{_user_name(user)}{f' (role {role})' if role else ''} may "
-                                                    f"not start runs of {dag_id}: Airflow does not give this user "
-                                                    "the permission to create DAG runs (ask an admin)")
+                                                    f"not {doing or f'start runs of {dag_id}'}: Airflow does not give "
+                                                    "this user the permission to create DAG runs (ask an admin)")
 
 
 def _api_base() -> str:
@@ -286,14 +294,44 @@ async def api_eval_run(run_id: str, user: User) -> JSONResponse:
     return JSONResponse(json.loads(json.dumps(data, default=str)))
 
 
+@app.get("/api/review")
+async def api_review_queue(user: User, index: Annotated[str | None, Query(max_length=MAX_PARAM)] = None,
+                           limit: Annotated[int, Query(ge=1, le=100)] = 50) -> JSONResponse:
+    """Production traces waiting for review (ragops.production.review), newest first."""
+    from ragops.production import review
+
+    def read() -> dict[str, Any]:
+        s = _settings()
+        return {"pending": review.pending_count(s, index), "items": review.queue(s, index, limit)}
+
+    return JSONResponse(json.loads(json.dumps(await _read(read), default=str)))
+
+
+@app.get("/api/production")
+async def api_production(user: User, days: Annotated[int, Query(ge=1, le=90)] = 7) -> JSONResponse:
+    """Production figures per prompt version and the effects of production-alias moves."""
+    from ragops.production.versions import production_view
+
+    data = await _read(lambda: production_view(_settings(), days=days))
+    return JSONResponse(json.loads(json.dumps(data, default=str)))
+
+
 @app.get("/", response_class=HTMLResponse)
 async def page(user: User) -> HTMLResponse:
     from ragops.airflow.llmops_html import render_page
     from ragops.overview import overview
+    from ragops.production import review
+    from ragops.production.versions import production_view
 
-    data = await _read(lambda: overview(_settings()))
+    def read() -> tuple[Any, ...]:
+        s = _settings()
+        return (overview(s), {"pending": review.pending_count(s), "items": review.queue(s, limit=PAGE_REVIEWS)},
+                production_view(s))
+
+    data, queue, production = await _read(read)
     dags = await asyncio.to_thread(_dag_states)
-    return HTMLResponse(render_page(data, getattr(user, "get_name", lambda: "")(), dags))
+    return HTMLResponse(render_page(data, getattr(user, "get_name", lambda: "")(), dags, review=queue,
+                                    production=production))
 
 
 def _dag_states() -> dict[str, dict[str, Any]]:
@@ -355,16 +393,23 @@ TRIGGER_OPENAPI = {  # the body and header the route reads itself, so that the s
 }
 
 
-@app.post("/api/trigger/{dag_id}", openapi_extra=TRIGGER_OPENAPI)
-async def trigger(dag_id: str, request: Request, user: User) -> JSONResponse:
-    """Start a DAG run through Airflow's REST API as the calling user (their permissions apply)."""
-    import httpx
-
+def _require_page_action(request: Request) -> str | None:
+    """An action needs the page's header and, when the UI's cookie authenticated it, the page's
+    origin; returns the Bearer token the caller sent (None: the cookie)."""
     bearer = getattr(request.state, "ragops_bearer", None)  # set by authenticated_user
     if request.headers.get(ACTION_HEADER) != "1":
         raise HTTPException(status_code=403, detail=f"missing {ACTION_HEADER} header (actions come from the page)")
     if bearer is None:  # authenticated by the UI's cookie, which a browser also sends on a forged request
         _require_same_origin(request)
+    return bearer
+
+
+@app.post("/api/trigger/{dag_id}", openapi_extra=TRIGGER_OPENAPI)
+async def trigger(dag_id: str, request: Request, user: User) -> JSONResponse:
+    """Start a DAG run through Airflow's REST API as the calling user (their permissions apply)."""
+    import httpx
+
+    bearer = _require_page_action(request)
     if dag_id not in ACTIONS:
         raise HTTPException(status_code=400, detail=f"the page cannot start {dag_id}; it starts {', '.join(ACTIONS)}")
     await _require_run_permission(user, dag_id)
@@ -422,3 +467,54 @@ def _airflow_detail(resp: Any) -> str:
     elif isinstance(detail, dict):
         detail = detail.get("reason") or detail.get("message") or brief(detail, 200)
     return str(detail)  # _http_error replaces the long values we sent by previews and caps it
+
+
+class ReviewBody(BaseModel):
+    """A reviewer's verdict on one trace of the review queue, as the page's form sends it."""
+
+    model_config = ConfigDict(extra="forbid")
+    trace_id: str = Field(min_length=1, max_length=64)
+    verdict: Literal["answer", "unanswerable", "not_a_problem"]
+    reference_answer: str | None = Field(default=None, max_length=REVIEW_MAX_ANSWER)
+    relevant: list[Annotated[str, Field(min_length=1, max_length=MAX_PARAM)]] = Field(default_factory=list,
+                                                                                     max_length=REVIEW_MAX_DOCS)
+
+
+REVIEW_OPENAPI = {"parameters": TRIGGER_OPENAPI["parameters"], "requestBody": {
+    "required": True, "content": {"application/json": {"schema": ReviewBody.model_json_schema()}}}}
+
+
+@app.post("/api/review", openapi_extra=REVIEW_OPENAPI)
+async def submit_review(request: Request, user: User) -> JSONResponse:
+    """Record the signed-in user's verdict on a production trace (ragops.production.review.submit):
+    with an answer or as unanswerable, its question joins the index's reviewed golden set, which
+    nightly_eval evaluates; so it takes the permission to create nightly_eval runs."""
+    from pydantic import ValidationError
+
+    from ragops.production.review import ReviewError, submit
+
+    _require_page_action(request)
+    await _require_run_permission(user, "nightly_eval", "review production traces (a reviewed question joins what "
+                                                        "nightly_eval evaluates)")
+    try:
+        raw = await request.json()
+    except (ValueError, RecursionError) as exc:
+        raise HTTPException(status_code=400, detail="the body must be a JSON object: trace_id, verdict, "
+                                                    "reference_answer, relevant") from exc
+    if isinstance(raw, dict):  # for _scrub: no refusal quotes a long value back
+        request.state.ragops_conf = {k: v for k, v in raw.items() if isinstance(v, str)}
+    try:
+        body = ReviewBody.model_validate(raw)
+    except ValidationError as exc:
+        raise HTTPException(status_code=422, detail="invalid review: " + _problems(exc.errors())) from exc
+    reviewer = _user_name(user)
+    try:
+        result = await asyncio.to_thread(lambda: submit(_settings(), body.trace_id, body.verdict,
+                                                        reference_answer=body.reference_answer,
+                                                        relevant=body.relevant, reviewer=reviewer))
+    except ReviewError as exc:
+        text = str(exc)
+        code = 404 if text.startswith("unknown trace") else 409 if "already reviewed" in text else 400
+        raise HTTPException(status_code=code, detail=text) from exc
+    log.info("LLMOps page: %s reviewed trace %s: %s", reviewer, body.trace_id, body.verdict)
+    return JSONResponse(json.loads(json.dumps(result, default=str)))

@@ -9,6 +9,8 @@ from typing import Any
 
 from ragops.evaluation.reports import CSS, esc, fmt, trend_svg
 
+MAX_BODY = 4096  # ragops.airflow.llmops.MAX_BODY (not imported: this module renders without FastAPI)
+
 PAGE_CSS = CSS + """
 body{max-width:1250px}nav a{margin-right:14px}.pill{display:inline-block;padding:1px 7px;border-radius:9px;
 font-size:12px;background:#eaecf0}.live{background:#d1fadf;color:#05603a}.breach,.rejected,.failed{background:#fee4e2;
@@ -18,6 +20,10 @@ color:#b42318}.ok,.success,.promoted{background:#d1fadf;color:#05603a}button{fon
 #confirm p{margin:0 0 6px}.paused{background:#fffaeb;border:1px solid #fec84b;padding:6px}
 td.ctx{max-width:560px}.diff table{font-family:monospace;font-size:12px}.diff_add{background:#d1fadf}
 .diff_chg{background:#fef0c7}.diff_sub{background:#fee4e2}.bad{color:#b42318}
+.review{border:1px solid #eaecf0;padding:8px;margin:10px 0}.review.done{opacity:.6}
+mark.bad{background:#fee4e2;color:#b42318}.review textarea{width:100%;max-width:760px}
+.review input[name=relevant]{width:420px}.worse{background:#fee4e2;color:#b42318}.better{background:#d1fadf;
+color:#05603a}
 """
 SCRIPT = """
 // Airflow shows this page in a sandboxed frame without allow-modals, allow-popups or
@@ -29,14 +35,58 @@ function openTop(url) {
   const a = doc.createElement("a"); a.href = new URL(url, document.baseURI).href; a.style.display = "none";
   doc.body.appendChild(a); a.click(); a.remove();
 }
-function act(dag, conf, label) {
-  const box = document.getElementById("confirm");
-  box.querySelector("p").textContent = label + " This starts a run of " + dag +
-    " (its gate, audit entry and e-mail apply).";
+function ask(label, go, then) {
+  const box = document.getElementById("confirm"), ok = box.querySelector("button.go");
+  box.querySelector("p").textContent = label;
+  ok.textContent = go;
   box.style.display = "block";
-  box.querySelector("button.go").onclick = () => { box.style.display = "none"; trigger(dag, conf); };
+  ok.onclick = () => { box.style.display = "none"; then(); };
   box.querySelector("button.cancel").onclick = () => { box.style.display = "none"; };
-  box.querySelector("button.go").focus();
+  ok.focus();
+}
+function act(dag, conf, label) {
+  ask(label + " This starts a run of " + dag + " (its gate, audit entry and e-mail apply).", "Start the run",
+      () => trigger(dag, conf));
+}
+function say(text) {
+  const box = document.getElementById("msg");
+  box.style.display = "block"; box.textContent = text;
+}
+// a review is recorded by the API server itself (no DAG run): the reviewed question joins the
+// index's reviewed golden set, which nightly_eval evaluates next to the golden set
+const MAX_BODY = @MAX_BODY@;
+function review(btn) {
+  const form = btn.closest("form"), verdict = btn.dataset.verdict;
+  const body = {trace_id: form.dataset.trace, verdict: verdict};
+  if (verdict === "answer") {
+    body.reference_answer = form.elements.reference_answer.value.trim();
+    body.relevant = form.elements.relevant.value.split(/[,\\n]/).map((d) => d.trim()).filter(Boolean);
+    if (!body.reference_answer || !body.relevant.length) {
+      say("give the correct answer and the id of at least one document that holds it"); return;
+    }
+  }
+  if (new TextEncoder().encode(JSON.stringify(body)).length > MAX_BODY) {
+    say("this review is longer than the page sends (" + MAX_BODY + " bytes): shorten the answer, or use " +
+        "`ragops review submit` on the command line"); return;
+  }
+  const where = "the reviewed golden set of " + form.dataset.index;
+  ask({answer: "Add this question with your answer to " + where + "?",
+       unanswerable: "Add this question to " + where + " as unanswerable (the right answer is a refusal)?",
+       not_a_problem: "Mark this trace as not a problem? It leaves the queue; no question is added."}[verdict] +
+      " The review is recorded under your name.", "Save the review", () => sendReview(body, form));
+}
+async function sendReview(body, form) {
+  say("saving the review of " + body.trace_id + " ...");
+  const r = await fetch("api/review", {method: "POST", credentials: "same-origin",
+    headers: {"Content-Type": "application/json", "X-Ragops-Request": "1"}, body: JSON.stringify(body)});
+  const b = await r.json().catch(() => ({}));
+  if (!r.ok) { say("refused: " + (b.detail || r.status)); return; }
+  say("reviewed " + b.trace_id + " as " + b.verdict + (b.question_id ? ": question " + b.question_id + " is in " +
+      b.golden_path : "") + (b.already_reviewed ? " (it already was)" : ""));
+  const item = form.closest(".review");
+  item.classList.add("done");
+  form.replaceWith(Object.assign(document.createElement("p"), {className: "muted",
+    textContent: "reviewed: " + b.verdict + " by " + b.reviewer}));
 }
 async function trigger(dag, conf) {
   const box = document.getElementById("msg");
@@ -55,7 +105,7 @@ document.addEventListener("click", (e) => {
   const a = e.target.closest && e.target.closest("a[data-top]");
   if (a) { e.preventDefault(); openTop(a.getAttribute("href")); }
 });
-"""
+""".replace("@MAX_BODY@", str(MAX_BODY))
 
 def _pill(text: Any, cls: str = "") -> str:
     return f"<span class='pill {esc(cls or text)}'>{esc(text)}</span>"
@@ -205,6 +255,135 @@ def _audit(data: list[dict[str, Any]]) -> str:
     return "<h2 id='audit'>Audit log</h2>" + _table(["when", "who", "action", "index", ""], rows)
 
 
+def _highlight(answer: str, claims: list[dict[str, Any]]) -> str:
+    """The answer, escaped, with each unsupported claim found in it marked (and its reason as title)."""
+    spans = []
+    for c in claims:
+        text = str(c.get("claim") or "").strip()
+        at = answer.find(text) if text else -1
+        if at >= 0:
+            spans.append((at, at + len(text), str(c.get("reason") or "unsupported")))
+    out, pos = [], 0
+    for start, end, reason in sorted(spans):
+        if start < pos:  # overlaps a claim already marked
+            continue
+        out.append(esc(answer[pos:start]))
+        out.append(f"<mark class='bad' title='{esc(reason)}'>{esc(answer[start:end])}</mark>")
+        pos = end
+    out.append(esc(answer[pos:]))
+    return "".join(out)
+
+
+def _review_item(r: dict[str, Any]) -> str:
+    claims = r.get("unsupported_claims") or []
+    answer = r.get("answer")
+    shown = (_highlight(answer, claims) if answer else f"<span class='muted'>{esc(r.get('error') or 'no answer')}</span>")
+    listed = "".join(f"<li><span class='bad'>{esc(c.get('claim'))}</span> <b>{esc(c.get('reason') or '')}</b></li>"
+                     for c in claims)
+    ctx = "".join(f"<div class='ctx'><b>[{esc(c.get('n'))}] {esc(c.get('doc_id'))}</b> {esc(c.get('title') or '')} "
+                  f"(score {fmt(c.get('score'))})\n{esc(c.get('text') or '')}</div>" for c in r.get("contexts") or [])
+    docs = list(dict.fromkeys(str(c.get("doc_id")) for c in r.get("contexts") or [] if c.get("doc_id")))
+    fb = ""
+    if r.get("feedback") is not None:
+        fb = (f"<p><b>user feedback</b> {esc(r['feedback'])}"
+              + (f": <q>{esc(r['feedback_comment'])}</q>" if r.get("feedback_comment") else "") + "</p>")
+    index, tid = r.get("index") or "", r["trace_id"]
+    form = ("" if not index else
+            f"<form class='review-form' data-trace='{esc(tid)}' data-index='{esc(index)}' onsubmit='return false'>"
+            f"<label>Correct answer<br><textarea name='reference_answer' rows='2' maxlength='1500'></textarea></label>"
+            f"<br><label>Relevant document ids (comma separated) <input name='relevant' maxlength='2000' "
+            f"placeholder='{esc(', '.join(docs[:2]) or 'doc id')}'></label> "
+            f"<span class='muted'>retrieved: {esc(', '.join(docs) or 'none')}</span><br>"
+            "<button type='button' data-verdict='answer' onclick='review(this)'>Save the correct answer</button>"
+            "<button type='button' data-verdict='unanswerable' onclick='review(this)'>Unanswerable: the corpus does "
+            "not answer it</button>"
+            "<button type='button' data-verdict='not_a_problem' onclick='review(this)'>Not a problem</button></form>")
+    return (f"<div class='review' id='review-{esc(tid)}'><p><b>{esc(r.get('question'))}</b><br>"
+            f"<span class='muted'>{esc((r.get('ts') or '')[:19])} · {esc(r.get('prompt') or 'prompt ?')} · index "
+            f"{esc(r.get('index_ref') or '?')} · trace {esc(tid)}</span> "
+            + " ".join(_pill(x, "failed") for x in r.get("reasons") or []) + "</p>"
+            f"<p><b>answer</b>{' (refused)' if r.get('refused') else ''}: {shown}</p>"
+            + (f"<p><b>unsupported claims</b></p><ul>{listed}</ul>" if listed else "") + fb
+            + f"<details><summary>retrieved contexts ({len(r.get('contexts') or [])})</summary>{ctx}</details>"
+            + form + "</div>")
+
+
+def _review(data: dict[str, Any] | None) -> str:
+    out = ["<h2 id='review'>Review queue</h2><p class='muted'>Production answers a user disliked or whose "
+           "online evaluation found a claim the retrieved chunks do not support, newest first. A correct answer "
+           "or 'unanswerable' adds the question to the index's reviewed golden set, which nightly_eval evaluates "
+           "next to the golden set.</p>"]
+    items = (data or {}).get("items") or []
+    if not items:
+        return out[0] + "<p class='muted'>nothing waiting for review</p>"
+    pending = (data or {}).get("pending", len(items))
+    if pending > len(items):
+        out.append(f"<p class='muted'>showing the newest {len(items)} of {esc(pending)}; "
+                   "<code>ragops review queue</code> lists them all</p>")
+    out += [_review_item(r) for r in items]
+    return "".join(out)
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * float(v):.1f}%"
+
+
+def _ci(ci: Any, signed: bool = False) -> str:
+    if not ci:
+        return ""
+    lo, hi = (f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}" for x in ci)
+    return f" <span class='muted'>[{lo}, {hi}]</span>"
+
+
+def _production(data: dict[str, Any] | None) -> str:
+    if not data:
+        return "<h2 id='production'>Production by prompt version</h2><p class='muted'>none yet</p>"
+    days = data.get("days", 7)
+    rows = []
+    for v in data.get("versions") or []:
+        h, g = v["hallucination"], v.get("golden") or {}
+        gm = g.get("metrics") or {}
+        cost = fmt(v.get("cost_usd")) + (f" <span class='muted'>+{esc(v['unpriced_requests'])} unpriced</span>"
+                                         if v.get("unpriced_requests") else "")
+        rows.append([f"{esc(v['prompt'])}@{esc(v['version'])} " + " ".join(_pill(a, "live" if a == "production" else "")
+                                                                           for a in v.get("aliases") or []),
+                     esc(v["requests"]), _pct(v.get("refusal_rate")),
+                     f"{_pct(v.get('negative_feedback_rate'))} <span class='muted'>of {esc(v.get('feedback', 0))}</span>",
+                     f"{_pct(h['rate'])}{_ci(h['ci'])} <span class='muted'>of {esc(h['n'])}</span>",
+                     fmt(v.get("latency_p95_ms")), cost,
+                     (f"<a href='eval/{esc(g['run_id'])}'>{esc(g['run_id'])}</a>" if g else "–"),
+                     *[fmt(gm.get(m)) for m in ("hallucination_rate", "faithfulness", "answer_f1", "hit_rate@5")]])
+    out = [f"<h2 id='production'>Production by prompt version</h2><p class='muted'>Traffic of the last {esc(days)} "
+           "days; hallucination rate of the online-evaluated answers with its 95% Wilson interval; golden: the "
+           "version's latest eval run.</p>",
+           _table(["prompt version", "requests", "refusals", "negative feedback", "hallucination [95% CI]",
+                   "latency p95 ms", "cost USD", "golden run", "golden hallucination_rate", "faithfulness",
+                   "answer_f1", "hit_rate@5"], rows)]
+    moves = []
+    for e in data.get("promotions") or []:
+        hall, neg = e["hallucination"], e["negative_feedback"]
+
+        def side(m: dict[str, Any]) -> str:
+            return (f"{_pct(m['before']['rate'])} → {_pct(m['after']['rate'])} "
+                    f"<span class='muted'>({esc(m['before']['n'])} / {esc(m['after']['n'])})</span>")
+
+        def diff(m: dict[str, Any]) -> str:
+            if m.get("difference") is None:
+                return esc(m["status"])
+            return f"{100 * m['difference']:+.1f} pt{_ci(m['ci'], True)} {_pill(m['status'], m['status'].split()[0])}"
+
+        moves.append([esc(e["at"][:19]), f"{esc(e['prompt'])} v{esc(e['from_version'])} → v{esc(e['to_version'])}",
+                      _pill(e["action"]), _who(e.get("actor") or ""), side(hall), diff(hall), side(neg), diff(neg)])
+    out.append(f"<h3>Promotions in production</h3><p class='muted'>Each move of a production alias older than a day: "
+               f"the version before (its {esc(days)} days before the move) against the version after (up to "
+               f"{esc(days)} days, until the next move). 95% interval of the difference in percentage points "
+               f"(Newcombe); fewer than {esc(data.get('min_traces', 20))} evaluated answers (or answers with feedback) "
+               "on a side is not enough traffic.</p>")
+    out.append(_table(["when", "move", "action", "who", "hallucination before → after (evaluated)", "difference",
+                       "negative feedback before → after (with feedback)", "difference"], moves))
+    return "".join(out)
+
+
 def _frame(title: str, body: str) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{PAGE_CSS}</style>"
             f"<script>{SCRIPT}</script></head><body><div id='confirm' role='dialog' aria-label='confirm'><p></p>"
@@ -212,11 +391,16 @@ def _frame(title: str, body: str) -> str:
             f"<div id='msg' role='status'></div>{body}</body></html>")
 
 
-def render_page(data: dict[str, Any], user: str, dags: dict[str, dict[str, Any]] | None = None) -> str:
+def render_page(data: dict[str, Any], user: str, dags: dict[str, dict[str, Any]] | None = None,
+                review: dict[str, Any] | None = None, production: dict[str, Any] | None = None) -> str:
+    """``review``: {pending, items} of ragops.production.review; ``production``:
+    ragops.production.versions.production_view."""
     nav = ("<nav><a href='#indexes'>Indexes</a><a href='#prompts'>Prompts</a><a href='#evals'>Evaluations</a>"
+           "<a href='#production'>Production</a><a href='#review'>Review queue</a>"
            "<a href='#drift'>Drift</a><a href='#quarantine'>Quarantine</a><a href='#audit'>Audit log</a>"
            f"<span class='muted'>signed in as {esc(user)}</span></nav>")
     body = (f"<h1>ragops LLMOps</h1>{nav}{_paused(dags or {})}{_indexes(data['indexes'])}{_prompts(data['prompts'])}{_evals(data['eval'])}"
+            f"{_production(production)}{_review(review)}"
             f"{_drift(data['drift'], [i['name'] for i in data['indexes']])}{_quarantine(data['quarantine'])}"
             f"{_audit(data['audit'])}")
     return _frame("ragops LLMOps", body)
