@@ -218,3 +218,22 @@ def test_traces_are_exported_over_otlp_with_the_same_trace_id(settings) -> None:
     assert attrs["ragops.prompt.version"].int_value == 3
     assert "alice" not in str(attrs["ragops.user.hash"])  # hashed, never in clear
     assert (span.end_time_unix_nano - span.start_time_unix_nano) == pytest.approx(850e6, rel=1e-3)
+
+
+def test_the_llm_judge_scores_sampled_traces_when_enabled(prod, encoder, llm_server) -> None:
+    """The content-grading fake endpoint (tests/llm_server.py) gives a supported answer a high
+    faithfulness and an unsupported one a low one; the judge's verdicts are stored per trace."""
+    from ragops.llm import LlmSettings
+
+    s = prod.replace(production=dataclasses.replace(prod.production, judge=True),
+                     eval=dataclasses.replace(prod.eval, judge_runs=1))
+    good = plant(s, 1, grounded=True)[0]
+    bad = plant(s, 1, grounded=False, at=NOW - dt.timedelta(hours=1))[0]
+    load(s)
+    out = monitor.evaluate(s, run_id="j", encoder=encoder,
+                           llm=LlmSettings(base_url=llm_server.base_url, model="judge-model", timeout=5.0,
+                                           max_retries=0))
+    assert out["judged"] == 2
+    with state.session_scope(s.state_db_url) as db:
+        g, b = db.get(state.TraceEval, good).judge, db.get(state.TraceEval, bad).judge
+    assert g["judge_faithfulness"] > b["judge_faithfulness"], (g, b)
