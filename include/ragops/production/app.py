@@ -121,7 +121,7 @@ def answer(question: str, index: str | None = None, prompt: str = "rag_answer", 
     scope = cache.scope(index, live.version, p.name, p.version)
     qvec = encoder([question])[0] if s.production.cache.enabled else None
     if qvec is not None:
-        hit = cache.lookup(s, scope, qvec)
+        hit = cache.lookup(s, scope, qvec, question=question)
         if hit is not None:
             total = (time.perf_counter() - t0) * 1000
             pl = hit["payload"]
