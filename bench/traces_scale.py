@@ -14,8 +14,8 @@ The traces arrive in segments ending at the checkpoints (default 100k, 300k and 
 After each segment: ``ragops.production.load.load`` (incremental: it reads only the new files),
 then ``ragops.production.aggregate.figures`` by day x prompt x model and by hour over every trace so
 far. Each step's time and its own peak RSS (VmHWM reset through ``/proc/self/clear_refs`` before
-it; ``ru_maxrss`` of the whole process is recorded too) show whether memory stays flat in the number
-of traces. The loader's counts are checked against what was written (new traces, feedback,
+it; that also resets ``ru_maxrss``, so the run's peak is the largest step peak) show whether memory
+stays flat in the number of traces. The loader's counts are checked against what was written (new traces, feedback,
 duplicates, skipped by reason).
 
 ``--db URL`` runs against PostgreSQL instead of the SQLite file: the script creates a schema of its
@@ -345,19 +345,29 @@ def db_facts(settings: Any, backend: str) -> dict[str, Any]:
     return out
 
 
-def query_plan(settings: Any, backend: str, now: dt.datetime) -> list[str]:
-    """How the database finds the traces of a time window, the filter ``figures`` uses
-    (``traces.ts >= since``; the table's indexes are on ``hour`` and on prompt, version, ts)."""
+def query_plan(settings: Any, backend: str, now: dt.datetime) -> dict[str, Any]:
+    """How the database finds the traces of the last hour with the filter ``figures`` uses
+    (``traces.ts >= since``; the table's indexes are on ``hour`` and on prompt, version, ts), and
+    with ``hour >= since`` cut to the hour added (what ``ix_traces_hour`` can serve): plan and time."""
     from sqlalchemy import text
 
     from ragops import state
 
-    sql = "SELECT hour, count(*) FROM traces WHERE ts >= :since GROUP BY hour"
-    since = (now - dt.timedelta(hours=1)).replace(tzinfo=None).isoformat(sep=" ")
-    with state.session_scope(settings.state_db_url) as s:
-        rows = s.execute(text(("EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN ") + sql),
-                         {"since": since}).all()
-    return [" ".join(str(c) for c in r) if backend == "sqlite" else str(r[0]) for r in rows]
+    since = now - dt.timedelta(hours=1)
+    params = {"since": since, "since_hour": since.replace(minute=0, second=0, microsecond=0)}
+    if backend == "sqlite":  # stored as naive UTC text
+        params = {k: v.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds") for k, v in params.items()}
+    out: dict[str, Any] = {}
+    for name, where in (("ts only (as figures filters)", "ts >= :since"),
+                        ("hour and ts", "hour >= :since_hour AND ts >= :since")):
+        sql = f"SELECT hour, count(*) FROM traces WHERE {where} GROUP BY hour"
+        with state.session_scope(settings.state_db_url) as s:
+            plan = s.execute(text(("EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN ") + sql), params).all()
+            t0 = time.perf_counter()
+            n = sum(int(r[1]) for r in s.execute(text(sql), params))
+            out[name] = {"sql": sql, "seconds": round(time.perf_counter() - t0, 3), "traces": n,
+                         "plan": [" ".join(str(c) for c in r) if backend == "sqlite" else str(r[0]) for r in plan]}
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,7 +397,7 @@ def run(args: argparse.Namespace, settings: Any, backend: str, tmp: Path) -> dic
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     since = now - dt.timedelta(days=DAYS + 1)
     traffic = Traffic(tmp / "traces", args.seed, now, args.context_chars)
-    rows, done = [], 0
+    rows, done, peak = [], 0, 0.0
     totals: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     for mark in checkpoints(args.traces, args.checkpoints):
@@ -402,6 +412,7 @@ def run(args: argparse.Namespace, settings: Any, backend: str, tmp: Path) -> dic
         last, fl = step("figures of the last hour", lambda: figures(
             settings, now - dt.timedelta(hours=1), by=("hour", "prompt", "prompt_version", "model")), False)
         facts = db_facts(settings, backend)
+        peak = max([peak] + [m.get("peak_rss_mb") or 0.0 for m in (gen, ld, fd, fh, fl)])
         row = {"traces_total": mark, "segment_traces": n, "segment_files": seg["files"],
                "write_s": gen["seconds"], "load": {**ld, "per_100k_s": round(ld["seconds"] * 100_000 / n, 2),
                                                   "result": res.as_dict()},
@@ -411,7 +422,7 @@ def run(args: argparse.Namespace, settings: Any, backend: str, tmp: Path) -> dic
                                 "per_100k_traces_s": round(fh["seconds"] * 100_000 / mark, 3)},
                "figures_last_hour": {**fl, "groups": len(last), "requests": sum(r["requests"] for r in last)},
                "requests_in_figures": sum(r["requests"] for r in by_hour),
-               "process_maxrss_mb": round(H.maxrss_kib() * 1024 / H.MB, 1), "db": facts,
+               "peak_rss_so_far_mb": peak, "db": facts,
                "trace_bytes_so_far_mb": round(traffic.bytes / H.MB, 1)}
         rows.append(row)
         log.info("checkpoint %s: %s", f"{mark:,}", json.dumps({k: row[k] for k in ("requests_in_figures", "db")}))
@@ -443,7 +454,7 @@ def render(r: dict[str, Any], markdown: bool) -> str:
                      str(ld.get("python_peak_mb", "-")), f"{fd['seconds']:.2f}", str(fd["groups"]),
                      str(fd.get("peak_rss_mb")), f"{fh['seconds']:.2f}", str(fh["groups"]), str(fh.get("peak_rss_mb")),
                      f"{c['figures_last_hour']['seconds']:.2f} ({c['figures_last_hour']['requests']:,})",
-                     str(c["process_maxrss_mb"]), str(c["db"]["db_mb"])])
+                     str(c["peak_rss_so_far_mb"]), str(c["db"]["db_mb"])])
     checks = [[k, H.md_cell(json.dumps(v["got"])), H.md_cell(json.dumps(v["expected"])), "ok" if v["ok"] else "FAIL"]
               for k, v in r["figures"]["checks"].items()]
     re_ = r["figures"]["reload_nothing_new"]
@@ -459,9 +470,10 @@ def render(r: dict[str, Any], markdown: bool) -> str:
            + ".", "",
            table(["traces so far", "segment", "write s", "load s", "load s / 100k", "load peak RSS MB",
                   "load Python peak MB", "by day s", "groups", "by day peak MB", "by hour s", "hours",
-                  "by hour peak MB", "last hour s (traces)", "process maxrss MB", "database MB"], rows), "",
-           "How the database finds a window's traces (`WHERE ts >= since`, as `figures` filters):", "",
-           *[f"    {line}" for line in r["figures"]["window_query_plan"]], "",
+                  "by hour peak MB", "last hour s (traces)", "peak RSS so far MB", "database MB"], rows), "",
+           "The last hour's traces at the end, found as `figures` filters (`ts >= since`) and with the hour added:",
+           "", *[f"- {name}: {q['seconds']} s for {q['traces']:,} traces; plan: {' / '.join(q['plan'])}"
+                 for name, q in r["figures"]["window_query_plan"].items()], "",
            f"A second load with nothing new: {re_['seconds']} s ({re_['files']} files looked at).", "",
            table(["check", "got", "expected", ""], checks), ""]
     out += r.get("notes", [])
@@ -493,7 +505,7 @@ def main() -> int:
               "command": safe_cmd, "date": H.iso(started),
               "duration_s": round((H.utc_now() - started).total_seconds(), 1), "machine": H.basic_machine(load_start),
               "figures": figures}
-    stem = f"traces_scale.{backend}.{args.traces}"
+    stem = f"traces_scale.{backend}.{args.traces}" + (".tracemalloc" if args.tracemalloc else "")
     H.write_results(args.results_dir, stem, result, render(result, True))
     print(render(result, False))
     print(f"results: {args.results_dir / stem}.json and .md")
