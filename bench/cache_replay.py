@@ -280,8 +280,8 @@ def main() -> int:
     notes = [
         f"Notes: with 0 false hits in {n_near} near-misses the 95% upper bound of the false-hit rate is still "
         f"{pct(upper_bound(0, n_near))}: a rate of 1% cannot be shown with a set this size, only not contradicted.",
-        "`ragops.app.answer` calls `cache.lookup(s, scope, qvec)` without the question: until it passes "
-        "`question=question`, production runs the vector-only column."]
+        "`ragops.app.answer` passes the question, so the application runs the guarded column; a caller of "
+        "`cache.lookup` without `question=` gets the vector-only one."]
     if args.data.resolve() == DEFAULT_DATA.resolve():
         notes.insert(1, FIRST_CONTACT)
     result = {"benchmark": "cache_replay", "command": H.command_line(SCRIPT), "date": H.iso(started),

@@ -301,6 +301,11 @@ def test_app_answer_serves_a_repeated_question_from_the_cache_until_the_prompt_v
 
         near = app.answer("How do I turn off the semantic answer cache?", "docs", settings=s, prompt_ttl_seconds=0)
         assert not near.cache_hit
+        # similar enough for the embedding (0.97 on MiniLM), but negated: the app passes the question to the guard
+        assert not app.answer("Why is the semantic answer cache enabled?", "docs", settings=s,
+                              prompt_ttl_seconds=0).cache_hit
+        assert not app.answer("Why is the semantic answer cache not enabled?", "docs", settings=s,
+                              prompt_ttl_seconds=0).cache_hit
 
         # a new production prompt version: nothing made by v1 is served
         write(prompts, "v2.yaml", re.sub(r"(?m)^version: 1$", "version: 2", v1).replace(
