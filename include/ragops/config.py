@@ -214,7 +214,7 @@ class CacheSettings:
     """The semantic answer cache of ``ragops.app`` (off by default)."""
 
     enabled: bool = False
-    threshold: float = 0.95  # cosine similarity of two questions' embeddings that counts as the same question
+    threshold: float = 0.96  # cosine similarity of two questions' embeddings that counts as the same question
     max_entries: int = 10000  # per index version x prompt version; the least recently used go first
     ttl_hours: float = 168.0  # an entry older than this is never served
 

@@ -19,7 +19,9 @@ from ragops.production.aggregate import bucket_of, bucket_value, figures, percen
 from ragops.production.load import load
 from ragops.registry import sync
 
-NOW = dt.datetime.now(dt.UTC)
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)  # per call: the suite runs long enough for a module-level time to go stale
 
 
 def rec(settings, question: str = "how do I roll back?", **kw) -> str:
@@ -83,7 +85,7 @@ def test_feedback_before_its_trace_and_a_late_trace_are_joined(settings) -> None
     assert r1.feedback == 1 and r1.traces == 0
     # the trace arrives late (written an hour ago, loaded now) in another file
     late = tracing.span_record(question="late one", answer="use --force [1]", trace_id=tid, index="docs",
-                               model="extractive", timestamp=NOW - dt.timedelta(hours=1))
+                               model="extractive", timestamp=now() - dt.timedelta(hours=1))
     extra = Path(settings.traces_uri) / "other-host" / "app.jsonl"
     extra.parent.mkdir(parents=True)
     extra.write_text(json.dumps(late) + "\n")
@@ -93,7 +95,7 @@ def test_feedback_before_its_trace_and_a_late_trace_are_joined(settings) -> None
         t = s.get(state.Trace, tid)
         assert t.feedback == -1.0 and t.feedback_comment == "it invented a flag"
     # a later verdict wins; the earlier feedback row is kept
-    tracing.feedback(tid, "up", settings=settings, timestamp=NOW + dt.timedelta(seconds=5))
+    tracing.feedback(tid, "up", settings=settings, timestamp=now() + dt.timedelta(seconds=5))
     load(settings)
     with state.session_scope(settings.state_db_url) as s:
         assert s.get(state.Trace, tid).feedback == 1.0
@@ -119,11 +121,11 @@ def test_bad_lines_are_skipped_with_named_reasons_and_nothing_loaded_is_lost(set
         "[1, 2, 3]",
         line(attributes={"gen_ai.usage.input_tokens": -5}),
         line(answer="x" * (settings.production.max_answer_chars + 1)),
-        line(timestamp=(NOW + dt.timedelta(days=30)).isoformat()),
+        line(timestamp=(now() + dt.timedelta(days=30)).isoformat()),
         line(attributes={"ragops.prompt.name": "rag_answer", "ragops.prompt.version": 99}),
         line(query=""),
         line(timestamp="yesterday"),
-        json.dumps({"kind": "feedback", "trace_id": good, "feedback_id": "f1", "timestamp": NOW.isoformat(),
+        json.dumps({"kind": "feedback", "trace_id": good, "feedback_id": "f1", "timestamp": now().isoformat(),
                     "score": "very bad"}),
         line(question_extra=1, trace_id=None),
         line(),  # the one good line in the file
@@ -155,7 +157,7 @@ def test_old_query_log_files_load_and_keep_working_for_drift(settings) -> None:
         old = s.execute(select(state.Trace).where(state.Trace.question == "old style question")).scalar_one()
         assert old.trace_id.startswith("log-") and old.feedback == -1.0 and old.answer == "old answer"
     # drift reads the query log AND the traces, with trace feedback joined
-    got = querylog.read(settings, NOW - dt.timedelta(hours=1), NOW + dt.timedelta(minutes=1))
+    got = querylog.read(settings, now() - dt.timedelta(hours=1), now() + dt.timedelta(minutes=1))
     texts = {q.text: q.feedback for q in got.queries}
     assert texts == {"old style question": -1.0, "another": None, "new style question": None, "liked": 1.0}
     assert got.invalid == 0
@@ -184,7 +186,7 @@ def test_figures_group_by_version_with_percentiles_cost_and_feedback(settings) -
         db.query(state.TraceSource).delete()
     r = load(s)
     assert r.traces == 30 and r.duplicates == 4  # the feedback rows were stored by the first load
-    rows = {(x["prompt"], x["prompt_version"]): x for x in figures(s, NOW - dt.timedelta(hours=1),
+    rows = {(x["prompt"], x["prompt_version"]): x for x in figures(s, now() - dt.timedelta(hours=1),
                                                                     by=("prompt", "prompt_version"))}
     a, b = rows[("p", 1)], rows[("p", 2)]
     assert a["requests"] == 20 and a["cost_known"] and a["cost_usd"] == pytest.approx(20 * (0.001 + 0.001))
@@ -218,7 +220,7 @@ def test_traces_load_and_aggregate_in_postgresql(settings, postgres_url: str) ->
     with state.session_scope(pg.state_db_url) as s:
         s.query(state.TraceSource).delete()  # read everything again: still nothing counted twice
     assert load(pg).traces == 0
-    [row] = figures(pg, NOW - dt.timedelta(hours=1), by=("index",))
+    [row] = figures(pg, now() - dt.timedelta(hours=1), by=("index",))
     assert row["requests"] == 12 and row["negative_feedback"] == 1 and row["latency_p95_ms"] >= 1000
-    days = figures(pg, NOW - dt.timedelta(days=2), by=("hour",), day=True)
+    days = figures(pg, now() - dt.timedelta(days=2), by=("hour",), day=True)
     assert sum(d["requests"] for d in days) == 12 and all(len(d["hour"]) == 10 for d in days)  # YYYY-MM-DD

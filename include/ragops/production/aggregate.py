@@ -62,6 +62,15 @@ def _key(row: Any, names: list[str], day: bool) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def window(since: dt.datetime, until: dt.datetime | None = None) -> list[Any]:
+    """Conditions of ``since <= ts < until`` that the index on ``hour`` serves (ts alone is a scan)."""
+    T = state.Trace
+    out = [T.hour >= since.replace(minute=0, second=0, microsecond=0), T.ts >= since]
+    if until is not None:
+        out += [T.hour <= until, T.ts < until]
+    return out
+
+
 def figures(settings: Settings, since: dt.datetime, until: dt.datetime | None = None,
             by: tuple[str, ...] = ("hour", "index", "index_version", "prompt", "prompt_version", "model"),
             day: bool = False) -> list[dict[str, Any]]:
@@ -72,7 +81,7 @@ def figures(settings: Settings, since: dt.datetime, until: dt.datetime | None = 
         raise ValueError(f"unknown grouping {bad[0]!r}: use {', '.join(DIMENSIONS)}")
     T = state.Trace
     cols = [DIMENSIONS[b] for b in by]
-    where = [T.ts >= since] + ([T.ts < until] if until is not None else [])
+    where = window(since, until)
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     hists: dict[tuple[Any, ...], dict[int, int]] = defaultdict(lambda: defaultdict(int))
     with state.session_scope(settings.state_db_url) as s:

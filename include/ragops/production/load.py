@@ -271,8 +271,8 @@ def _store(settings: Settings, traces: list[dict[str, Any]], feedbacks: list[dic
                                      .where(state.TraceFeedback.feedback_id.in_(fids[i:i + 500]))).scalars())
         new_fb = [f for fid, f in fb_by_id.items() if fid not in have_fb]
         res.duplicates += len(feedbacks) - len(new_fb)
-        if new_fb:
-            s.execute(insert(state.TraceFeedback), new_fb)
+        if new_fb:  # render_nulls: one executemany, not one INSERT per pattern of None values
+            s.execute(insert(state.TraceFeedback).execution_options(render_nulls=True), new_fb)
         # the latest feedback of every trace this batch touches (new traces may have early feedback)
         touched = sorted({f["trace_id"] for f in new_fb} | {t["trace_id"] for t in new if t["feedback"] is None})
         latest: dict[str, tuple[dt.datetime, float, str | None]] = {}
@@ -287,7 +287,7 @@ def _store(settings: Settings, traces: list[dict[str, Any]], feedbacks: list[dic
             if t["trace_id"] in latest:
                 t["feedback"], t["feedback_comment"] = latest[t["trace_id"]][1], latest[t["trace_id"]][2]
         if new:
-            s.execute(insert(state.Trace), new)
+            s.execute(insert(state.Trace).execution_options(render_nulls=True), new)
         new_ids = {t["trace_id"] for t in new}
         for tid, (_ts, score, comment) in latest.items():
             if tid not in new_ids:

@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 from ragops import state
 from ragops.config import Settings, parse_window
 from ragops.errors import RagopsError
+from ragops.production.aggregate import window as in_window
 
 log = logging.getLogger(__name__)
 LOOKBACK = dt.timedelta(days=1)  # traces this recent are candidates for online evaluation
@@ -77,7 +78,7 @@ def choose(settings: Settings, now: dt.datetime, rate: float | None = None,
             .where(E.evaluated_at >= day).group_by(T.prompt_name, T.prompt_version)).all()}
         rows = s.execute(
             select(T.trace_id, T.prompt_name, T.prompt_version).outerjoin(E, E.trace_id == T.trace_id)
-            .where(E.trace_id.is_(None), T.ts >= now - LOOKBACK, T.ts <= now, T.error.is_(None),
+            .where(E.trace_id.is_(None), *in_window(now - LOOKBACK, now + dt.timedelta(microseconds=1)), T.error.is_(None),
                    T.answer.is_not(None))).all()
     remaining = max(0, cap - sum(done_today.values()))
     strata: dict[str, list[str]] = defaultdict(list)
@@ -247,7 +248,7 @@ def check(settings: Settings, now: dt.datetime | None = None, window: str | None
     start = now - span
     T, E = state.Trace, state.TraceEval
     with state.session_scope(settings.state_db_url) as s:
-        base = [T.ts >= start, T.ts < now]
+        base = in_window(start, now)
         n, refused, errors = s.execute(select(func.count(), func.coalesce(func.sum(T.refused), 0),
                                               func.count(T.error)).where(*base)).one()
         slow_n, slow_k = s.execute(select(func.count(T.latency_ms), func.coalesce(func.sum(
@@ -261,7 +262,7 @@ def check(settings: Settings, now: dt.datetime | None = None, window: str | None
                            .where(*base)).one()
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
         cost, unpriced = s.execute(select(func.coalesce(func.sum(T.cost_usd), 0.0), func.count().filter(
-            T.cost_usd.is_(None), T.error.is_(None), T.model.is_not(None))).where(T.ts >= day, T.ts < now)).one()
+            T.cost_usd.is_(None), T.error.is_(None), T.model.is_not(None))).where(*in_window(day, now))).one()
     ok_n = int(n) - int(errors)
     checks: dict[str, Any] = {
         "hallucination": rate_test(int(ev_k), int(ev_n), p.max_hallucination_rate, p.alpha, p.min_traces,
@@ -305,16 +306,16 @@ def worst(settings: Settings, start: dt.datetime, end: dt.datetime, breaches: li
         queries = []
         if "hallucination" in breaches:
             queries.append(("unsupported claims", select(T, E).join(E, E.trace_id == T.trace_id).where(
-                T.ts >= start, T.ts < end, E.hallucinated == 1).order_by(E.faithfulness, T.ts.desc()).limit(n)))
+                *in_window(start, end), E.hallucinated == 1).order_by(E.faithfulness, T.ts.desc()).limit(n)))
         if "negative_feedback" in breaches:
             queries.append(("negative feedback", select(T, E).outerjoin(E, E.trace_id == T.trace_id).where(
-                T.ts >= start, T.ts < end, T.feedback < 0).order_by(T.feedback, T.ts.desc()).limit(n)))
+                *in_window(start, end), T.feedback < 0).order_by(T.feedback, T.ts.desc()).limit(n)))
         if "latency" in breaches:
             queries.append(("slow", select(T, E).outerjoin(E, E.trace_id == T.trace_id).where(
-                T.ts >= start, T.ts < end, T.latency_ms.is_not(None)).order_by(T.latency_ms.desc()).limit(n)))
+                *in_window(start, end), T.latency_ms.is_not(None)).order_by(T.latency_ms.desc()).limit(n)))
         if "refusal" in breaches:
             queries.append(("refused", select(T, E).outerjoin(E, E.trace_id == T.trace_id).where(
-                T.ts >= start, T.ts < end, T.refused == 1).order_by(T.ts.desc()).limit(n)))
+                *in_window(start, end), T.refused == 1).order_by(T.ts.desc()).limit(n)))
         for why, q in queries:
             for t, e in s.execute(q).all():
                 if t.trace_id in seen:
