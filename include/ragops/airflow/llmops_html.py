@@ -351,13 +351,16 @@ def _production(data: dict[str, Any] | None) -> str:
                      f"{_pct(v.get('negative_feedback_rate'))} <span class='muted'>of {esc(v.get('feedback', 0))}</span>",
                      f"{_pct(h['rate'])}{_ci(h['ci'])} <span class='muted'>of {esc(h['n'])}</span>",
                      fmt(v.get("latency_p95_ms")), cost,
-                     (f"<a href='eval/{esc(g['run_id'])}'>{esc(g['run_id'])}</a>" if g else "–"),
+                     # named by its date: the run id is the link of the Evaluations table already
+                     (f"<a href='eval/{esc(g['run_id'])}' title='{esc(g['run_id'])}'>"
+                      f"{esc(g['started_at'][:16].replace('T', ' '))}</a> <span class='muted'>{esc(g['index'])}, "
+                      f"{esc(g['questions'])} questions</span>" if g else "–"),
                      *[fmt(gm.get(m)) for m in ("hallucination_rate", "faithfulness", "answer_f1", "hit_rate@5")]])
     out = [f"<h2 id='production'>Production by prompt version</h2><p class='muted'>Traffic of the last {esc(days)} "
            "days; hallucination rate of the online-evaluated answers with its 95% Wilson interval; golden: the "
            "version's latest eval run.</p>",
            _table(["prompt version", "requests", "refusals", "negative feedback", "hallucination [95% CI]",
-                   "latency p95 ms", "cost USD", "golden run", "golden hallucination_rate", "faithfulness",
+                   "latency p95 ms", "cost USD", "latest eval run", "golden hallucination_rate", "faithfulness",
                    "answer_f1", "hit_rate@5"], rows)]
     moves = []
     for e in data.get("promotions") or []:
