@@ -729,6 +729,89 @@ def cmd_monitor_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review_queue(args: argparse.Namespace) -> int:
+    from ragops.production import review
+
+    s = _settings(args)
+    items = review.queue(s, args.index, args.limit)
+    if args.json:
+        _print_json({"pending": review.pending_count(s, args.index), "items": items})
+        return 0
+    if not items:
+        print("nothing waiting for review" + (f" on index {args.index}" if args.index else ""))
+        return 0
+    for r in items:
+        print(f"{r['trace_id']}  {(r['ts'] or '')[:19]}  {r['prompt'] or '-'}  index {r['index_ref'] or '-'}  "
+              f"[{', '.join(r['reasons'])}]")
+        print(f"  Q: {r['question']}")
+        print(f"  A: {r['answer'] if r['answer'] is not None else '(no answer: ' + str(r['error']) + ')'}")
+        for c in r["unsupported_claims"]:
+            print(f"  unsupported: {c['claim']}" + (f" ({c['reason']})" if c["reason"] else ""))
+        if r["feedback_comment"]:
+            print(f"  user: {r['feedback_comment']}")
+        print(f"  retrieved: {', '.join(dict.fromkeys(str(c.get('doc_id')) for c in r['contexts'])) or 'none'}")
+    pending = review.pending_count(s, args.index)
+    if pending > len(items):
+        print(f"({len(items)} of {pending} shown; --limit shows more)")
+    return 0
+
+
+def cmd_review_submit(args: argparse.Namespace) -> int:
+    import getpass
+
+    from ragops.production import review
+
+    r = review.submit(_settings(args), args.trace_id, args.verdict, reference_answer=args.answer,
+                      relevant=args.relevant or (), reviewer=args.reviewer or getpass.getuser())
+    if args.json:
+        _print_json(r)
+        return 0
+    where = f": question {r['question_id']} in {r['golden_path']}" if r["question_id"] else ""
+    print(f"trace {r['trace_id']} {'was already reviewed' if r['already_reviewed'] else 'reviewed'} as "
+          f"{r['verdict']} by {r['reviewer']}{where}")
+    return 0
+
+
+def cmd_review_versions(args: argparse.Namespace) -> int:
+    from ragops.production.versions import production_view
+
+    data = production_view(_settings(args), days=args.days)
+    if args.json:
+        _print_json(data)
+        return 0
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def ci(iv: Any, signed: bool = False) -> str:
+        return "" if not iv else " [" + ", ".join(f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}" for x in iv) + "]"
+
+    print(f"production traffic of the last {data['days']} days, by prompt version")
+    for v in data["versions"]:
+        h, g = v["hallucination"], v["golden"] or {}
+        gm = g.get("metrics") or {}
+        print(f"  {v['prompt']}@{v['version']} {' '.join(v['aliases'])}".rstrip())
+        print(f"    requests {v['requests']}, refusals {pct(v['refusal_rate'])}, negative feedback "
+              f"{pct(v['negative_feedback_rate'])} of {v['feedback']}, hallucination {pct(h['rate'])}{ci(h['ci'])} "
+              f"of {h['n']} evaluated, latency p95 {v['latency_p95_ms'] or '-'} ms, cost {v['cost_usd']:.4f} USD"
+              + (f" (+{v['unpriced_requests']} unpriced)" if v["unpriced_requests"] else ""))
+        print("    golden: " + (f"{g['run_id']} hallucination_rate {gm.get('hallucination_rate')}, faithfulness "
+                                 f"{gm.get('faithfulness')}, answer_f1 {gm.get('answer_f1')}, hit_rate@5 "
+                                 f"{gm.get('hit_rate@5')}" if g else "no eval run of this version"))
+    print("production-alias moves older than a day (before -> after, difference with its 95% interval)")
+    for e in data["promotions"]:
+        print(f"  {e['at'][:19]} {e['prompt']} v{e['from_version']} -> v{e['to_version']} ({e['action']}, "
+              f"{e['actor']})")
+        for label, m in (("hallucination", e["hallucination"]), ("negative feedback", e["negative_feedback"])):
+            diff = (f"{100 * m['difference']:+.1f} pt{ci(m['ci'], True)} {m['status']}" if m["difference"] is not None
+                    else f"{m['status']} ({m['why']})")
+            print(f"    {label}: {pct(m['before']['rate'])} of {m['before']['n']} -> {pct(m['after']['rate'])} of "
+                  f"{m['after']['n']}: {diff}")
+    if not data["promotions"]:
+        print("  none")
+    return 0
+
+
 COST_BY = {"day": ("hour",), "hour": ("hour",), "prompt": ("prompt", "prompt_version"), "model": ("model",),
            "index": ("index", "index_version")}
 
@@ -1050,6 +1133,28 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no-load", action="store_true", help="do not load new trace lines first")
     x.add_argument("--json", action="store_true")
     x.set_defaults(fn=cmd_cost_report)
+    rv = sub.add_parser("review", help="the review queue: production answers users disliked or that made unsupported "
+                                       "claims, turned into golden questions") \
+        .add_subparsers(dest="review_command", required=True)
+    x = rv.add_parser("queue", help="traces waiting for review, newest first")
+    x.add_argument("--index", help="only this index")
+    x.add_argument("--limit", type=int, default=50, help="at most this many (1-500)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_review_queue)
+    x = rv.add_parser("submit", help="record a verdict; answer and unanswerable add the question to "
+                                     "<reviewed_dir>/<index>.jsonl, which nightly_eval evaluates")
+    x.add_argument("trace_id")
+    x.add_argument("--verdict", required=True, choices=["answer", "unanswerable", "not_a_problem"])
+    x.add_argument("--answer", help="the correct answer (verdict answer)")
+    x.add_argument("--relevant", nargs="+", metavar="DOC_ID", help="ids of the documents that hold the answer "
+                                                                     "(verdict answer)")
+    x.add_argument("--reviewer", help="who judged it (default: your login name)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_review_submit)
+    x = rv.add_parser("versions", help="production figures per prompt version and the effect of promotions")
+    x.add_argument("--days", type=int, default=7, help="traffic window (and before/after window of a promotion)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(fn=cmd_review_versions)
     return p
 
 

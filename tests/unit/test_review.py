@@ -316,12 +316,18 @@ def test_the_next_eval_run_evaluates_the_reviewed_questions(tmp_path, data_dir, 
             state.EvalResult.run_id == "nightly-1")).scalars()}
         run = sess.get(state.EvalRun, "nightly-1")
         assert run.dataset_path == f"{golden} + {reviewed}" and run.n_questions == 3
-        assert run.dataset_hash == summary["dataset"]["sha256"] != load_dataset(golden).sha256
+        # the baseline family stays the golden file's (a review must not restart the nightly baseline);
+        # the dataset hash of the summary covers both files
+        assert run.dataset_hash == load_dataset(golden).sha256 == summary["dataset"]["baseline_sha256"]
+        assert summary["dataset"]["sha256"] != run.dataset_hash
     qid = f"prod-{hexid(9)[:12]}"
     assert set(results) == {"g1", f"prod-{hexid(8)[:12]}", qid}
     assert results[qid].payload["question"] == "How often is a failed run retried?"
     assert results[qid].payload["metrics"]["hit_rate@5"] == 1.0  # its relevant document was retrieved
     assert results[f"prod-{hexid(8)[:12]}"].payload["question"] == "Clash?"  # the golden one
+    # the run's figures are the golden questions'; the reviewed one is counted apart
+    assert summary["counts"]["questions"] == 2 and summary["reviewed"]["counts"]["questions"] == 1
+    assert summary["reviewed"]["metrics"]["hit_rate@5"] == 1.0
     files = summary["dataset"]["files"]
     assert [f["path"] for f in files] == [str(golden), str(reviewed)]
     assert files[1]["sha256"] == load_dataset(reviewed).sha256 and files[1]["id_clashes"] == [f"prod-{hexid(8)[:12]}"]
@@ -385,3 +391,19 @@ def test_the_pages_script_parses(tmp_path) -> None:
     (tmp_path / "page.js").write_text(SCRIPT)
     done = subprocess.run([node, "--check", str(tmp_path / "page.js")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_review_command_line(store, capsys) -> None:
+    from ragops.cli import main
+
+    assert main(["review", "queue", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pending"] == 3 and data["items"][0]["trace_id"] == hexid(2)
+    assert main(["review", "submit", hexid(2), "--verdict", "answer", "--answer", "Every hour.",
+                 "--relevant", "scheduler.md", "--reviewer", "bob"]) == 0
+    assert f"prod-{hexid(2)[:12]}" in capsys.readouterr().out
+    assert reviews(store)[hexid(2)].reviewer == "bob"
+    assert main(["review", "submit", hexid(1), "--verdict", "answer", "--relevant", "nope.md"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["review", "versions"]) == 0
+    assert "rag_answer@2" in capsys.readouterr().out

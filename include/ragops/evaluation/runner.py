@@ -405,12 +405,18 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     allow = settings.eval.allow_unknown_doc_ids if allow_unknown_docs is None else allow_unknown_docs
     ds: Dataset = load_dataset(ds_path, None if allow else known_ids)  # refuses unknown ids unless allowed
     files = [{"path": ds.path, "sha256": ds.sha256, "questions": len(ds)}]
+    # the run's baseline family is its golden file: reviewed questions join the run (and are paired by
+    # id with earlier runs that asked them) without restarting the nightly baseline on every review
+    baseline_hash = ds.sha256
+    reviewed_ids: set[str] = set()
     reviewed = settings.reviewed_dir / f"{index}.jsonl"
     if include_reviewed and reviewed.exists():
         from ragops.evaluation.datasets import combine
 
+        golden_ids = {q.id for q in ds.questions}
         ds, extra = combine(ds, load_dataset(reviewed), None if allow else known_ids)
         files.append(extra)
+        reviewed_ids = {q.id for q in ds.questions} - golden_ids
     unknown = sorted({d for q in ds.questions for d in q.relevant if d not in known_ids})
     if unknown:  # e.g. a BEIR document that failed the quality checks: it counts as relevant but unretrievable
         log.warning("%d relevant doc id(s) of %s are not in index %s (counted as never retrieved): %s",
@@ -459,7 +465,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
         s.add(state.EvalRun(run_id=run_id, status="running", trigger=trigger, index_name=index,
                             index_version=live.version, collection=live.collection, prompt_name=prompt_obj.name,
                             prompt_version=prompt_obj.version, prompt_hash=prompt_obj.content_hash,
-                            dataset_path=ds.path, dataset_hash=ds.sha256, n_questions=len(ds),
+                            dataset_path=ds.path, dataset_hash=baseline_hash, n_questions=len(ds),
                             generator=f"{generator.name}:{model_name}", output_dir=str(out), config=config,
                             metrics={}))
     log.info("eval %s: %d questions, prompt %s, index %s (%s), generator %s, output %s", run_id, len(ds),
@@ -543,7 +549,11 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
         abort.permanent = getattr(exc, "permanent", False)
         abort.__cause__ = exc
 
-    summary = summarise(rows, settings, model_name)
+    # the run's figures are the golden set's (comparable night to night); the reviewed production
+    # questions get their own block
+    summary = summarise([r for r in rows if r["id"] not in reviewed_ids], settings, model_name)
+    if reviewed_ids:
+        summary["reviewed"] = summarise([r for r in rows if r["id"] in reviewed_ids], settings, model_name)
     served = sorted({str(r["model"]) for r in rows if not r.get("error") and r.get("model")})
     summary["served_models"] = served  # what the endpoint reported: a change is a new model, whatever the name
     if judge is not None:
@@ -557,7 +567,8 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
         else f"stopped: {abort}")
     summary.update({"run_id": run_id, "status": status, "error": error, "index": index,
                     "index_version": live.version, "collection": live.collection, "prompt": prompt_obj.summary(),
-                    "dataset": {"path": ds.path, "sha256": ds.sha256, "questions": len(ds), "files": files,
+                    "dataset": {"path": ds.path, "sha256": ds.sha256, "baseline_sha256": baseline_hash,
+                                "questions": len(ds), "files": files,
                                 "unknown_relevant_doc_ids": unknown[:50], "unknown_relevant_doc_count": len(unknown)},
                     "generator": f"{generator.name}:{model_name}", "retrieval": mode,
                     "llm_calls": client.calls if client else 0,
