@@ -4,7 +4,9 @@
 Evaluates the production prompt on the live index every night, and whenever an index Asset
 (`ragops://index/<name>`) is updated by an ingest or a rebuild.
 
-**Consumes** a golden question set (JSONL, `eval.default_dataset`), a prompt version
+**Consumes** a golden question set (JSONL, `eval.default_dataset`) plus, unless a person chose
+a dataset, the index's reviewed production questions (`<production.reviewed_dir>/<index>.jsonl`,
+from the LLMOps page's review queue: reported apart, never restarting the baseline), a prompt version
 (`include/prompts/<name>/v<N>.yaml`) and the index's live Chroma collection.
 **Produces** an eval run in the state store (per-question results, metrics), `metrics.json`,
 `results.jsonl` and `report.html` under `<data_dir>/eval/<run>/`, and an Asset event
