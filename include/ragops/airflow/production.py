@@ -31,7 +31,7 @@ def run(params: dict[str, Any], run_id: str, run_type: str, actor: str = "airflo
     log.info("monitor_production (%s): %s, %d request(s) in the window, breaches: %s", run_type, summary["status"],
              summary["requests"], ", ".join(summary["breaches"]) or "none")
     return {k: summary[k] for k in ("run_id", "status", "requests", "evaluated", "breaches", "checks", "worst",
-                                    "window", "load", "online_eval")}
+                                    "window", "load", "online_eval", "promotion_effects")}
 
 
 def notify(summary: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
@@ -70,6 +70,13 @@ def production_alert(s: dict[str, Any], link: str) -> Any:
             detail += f" | user: {w['comment']}"
         items.append({"title": f"{w['why']}: trace {w['trace_id']} ({w['prompt']}, {w['index']}, "
                                f"{w['latency_ms'] and round(w['latency_ms'])} ms)", "detail": detail})
+    for e in s.get("promotion_effects") or []:
+        h = e["hallucination"]
+        change = (f"{100 * h['difference']:+.1f} points" + (f" [{100 * h['ci'][0]:+.1f}, {100 * h['ci'][1]:+.1f}]"
+                                                             if h.get("ci") else "")
+                  if h.get("difference") is not None else h.get("status", ""))
+        items.append({"title": f"promotion {e['prompt']} v{e['from_version']} -> v{e['to_version']} at {e['at'][:16]}",
+                      "detail": f"hallucination rate before -> after: {change} ({h.get('status')})"})
     facts = [("monitor run", s["run_id"]), ("window", f"{s['window']['start'][:16]} to {s['window']['end'][:16]}"),
              ("requests", str(s["requests"])), ("evaluated online", str(s["evaluated"])),
              ("traces loaded this run", str(s["load"]["traces"])),
@@ -79,8 +86,8 @@ def production_alert(s: dict[str, Any], link: str) -> Any:
                  headline=f"production: {', '.join(s['breaches'])}",
                  summary=("The live application breached a production check. Rates are judged with a one-sided "
                           "binomial test against their limit (production.* in the settings); the worst traces are "
-                          "below. " + " ".join(f"{k}: {v}." for k, v in reasons.items()) +
-                          " `ragops monitor show` prints every figure; the LLMOps page's review queue turns these "
+                          "below. " + "".join(f"{k}: {v}. " for k, v in reasons.items()) +
+                          "`ragops monitor show` prints every figure; the LLMOps page's review queue turns these "
                           "traces into golden questions."),
                  figures=figures, items=items, facts=facts, links=[("Airflow run", link)],
                  figure_headers=["check", "rule", "rate", "count", "p-value", "", ""])

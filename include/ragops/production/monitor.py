@@ -355,6 +355,11 @@ def run(settings: Settings, *, run_id: str | None = None, trigger: str = "cli", 
         verdict = check(settings, now, window)
         since = dt.datetime.fromisoformat(verdict["window"]["start"])
         by_version = figures(settings, since, now, by=("prompt", "prompt_version", "model"))
+        from ragops.production.versions import promotion_effects
+
+        # each production move is reported once it is a day old: before/after with an interval
+        effects = [e for e in promotion_effects(settings, now)
+                   if dt.datetime.fromisoformat(e["at"]) >= now - dt.timedelta(days=8)]
     except RagopsError:
         with state.session_scope(settings.state_db_url) as s:
             r = s.get(state.MonitorRun, run_id)
@@ -362,7 +367,7 @@ def run(settings: Settings, *, run_id: str | None = None, trigger: str = "cli", 
                 r.status, r.finished_at = "failed", dt.datetime.now(dt.UTC)
         raise
     summary = {"run_id": run_id, "status": "breach" if verdict["breaches"] else "ok", "load": loaded.as_dict(),
-               "online_eval": ev, **verdict, "by_prompt_version": by_version}
+               "online_eval": ev, **verdict, "by_prompt_version": by_version, "promotion_effects": effects}
     with state.session_scope(settings.state_db_url) as s:
         r = s.get(state.MonitorRun, run_id)
         r.status, r.finished_at, r.results, r.breaches = (summary["status"], dt.datetime.now(dt.UTC), summary,
