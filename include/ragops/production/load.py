@@ -116,7 +116,10 @@ def _legacy_feedback(value: Any) -> float | None:
 class _Rules:
     def __init__(self, settings: Settings, now: dt.datetime) -> None:
         p = settings.production
+        from ragops.production.app import cost_of  # prices: ragops.evaluation, imported once per load
+
         self.settings = settings
+        self.cost_of = cost_of
         self.max_chars = p.max_answer_chars
         self.latest = now + dt.timedelta(minutes=p.max_future_minutes)
         with state.session_scope(settings.state_db_url) as s:
@@ -150,13 +153,11 @@ class _Rules:
         if pname is not None and pver is not None and (pname, pver) not in self.prompts:
             raise _Bad("unknown prompt version")
         latency = _num(a.get("ragops.latency.total_ms"), "latency")
-        from ragops.production.app import cost_of
-
         model, served = a.get("gen_ai.request.model"), a.get("gen_ai.response.model")
         tin, tout = _int(a.get("gen_ai.usage.input_tokens"), "tokens"), _int(a.get("gen_ai.usage.output_tokens"), "tokens")
         cost = _num(a.get("ragops.cost_usd"), "cost")
         if cost is None and model and not a.get("ragops.error"):  # priced here when the app did not
-            cost = cost_of(self.settings, str(model), str(served or model), tin, tout)
+            cost = self.cost_of(self.settings, str(model), str(served or model), tin, tout)
         chunks = a.get("ragops.retrieval.chunks") or []
         if not isinstance(chunks, list):
             raise _Bad("chunks not a list")

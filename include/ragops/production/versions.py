@@ -135,7 +135,7 @@ def promotion_effects(settings: Settings, now: dt.datetime | None = None, days: 
 def by_version(settings: Settings, now: dt.datetime | None = None, days: int = 7) -> list[dict[str, Any]]:
     """Production figures of every prompt version with traffic in the last ``days`` (and every
     version a production alias points at), beside the metrics of its latest eval run."""
-    from ragops.production.aggregate import figures
+    from ragops.production.aggregate import figures, window
 
     now = _utc(now or state.utcnow())
     since = now - dt.timedelta(days=days)
@@ -146,7 +146,7 @@ def by_version(settings: Settings, now: dt.datetime | None = None, days: int = 7
         checked = {(n, v): (int(a or 0), int(b or 0)) for n, v, a, b in s.execute(
             select(T.prompt_name, T.prompt_version, func.count(E.trace_id), func.sum(case((E.hallucinated == 1, 1), else_=0)))
             .join(E, E.trace_id == T.trace_id)
-            .where(T.ts >= since, T.ts < now, E.hallucinated.is_not(None), T.prompt_name.is_not(None))
+            .where(*window(since, now), E.hallucinated.is_not(None), T.prompt_name.is_not(None))
             .group_by(T.prompt_name, T.prompt_version))}
         aliases: dict[tuple[str, int], list[str]] = {}
         for a in s.execute(select(state.PromptAlias)).scalars():
