@@ -35,7 +35,7 @@ echo
 ragops eval runs --limit 3
 echo
 echo "==> the live application: ragops ask (answer + trace), then the monitor_production DAG on the traces"
-ragops ask "How do I roll back an index?"
+ragops ask "How do I serve Chroma to several workers?"
 run_dag monitor_production "(load traces, evaluate them online, check)"
 ragops monitor history --limit 1
 ragops cost report --since 1d --no-load
