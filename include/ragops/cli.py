@@ -713,19 +713,9 @@ def cmd_monitor_history(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor_show(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
+    from ragops.production.monitor import show
 
-    from ragops import state
-
-    s = _settings(args)
-    with state.session_scope(s.state_db_url) as sess:
-        q = select(state.MonitorRun).order_by(state.MonitorRun.started_at.desc())
-        if args.run_id:
-            q = q.where(state.MonitorRun.run_id == args.run_id)
-        r = sess.execute(q.limit(1)).scalar_one_or_none()
-        if r is None:
-            raise RagopsError(f"no monitor run {args.run_id or ''}: see `ragops monitor history`")
-        _print_json(r.results or {"run_id": r.run_id, "status": r.status})
+    _print_json(show(_settings(args), args.run_id))
     return 0
 
 

@@ -224,3 +224,31 @@ def test_traces_load_and_aggregate_in_postgresql(settings, postgres_url: str) ->
     assert row["requests"] == 12 and row["negative_feedback"] == 1 and row["latency_p95_ms"] >= 1000
     days = figures(pg, now() - dt.timedelta(days=2), by=("hour",), day=True)
     assert sum(d["requests"] for d in days) == 12 and all(len(d["hour"]) == 10 for d in days)  # YYYY-MM-DD
+
+
+def test_parquet_query_logs_with_timestamp_columns_load(settings) -> None:
+    """A Parquet query log's timestamp column arrives as datetimes: read as the query log reads it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(settings.query_log_uri)
+    folder.mkdir(parents=True)
+    at = now() - dt.timedelta(minutes=5)
+    pq.write_table(pa.table({"timestamp": [at, at], "query": ["from parquet", "again"], "feedback": [-1, None]}),
+                   folder / "log.parquet")
+    r = load(settings)
+    assert r.traces == 2 and not r.skipped
+    assert load(settings).traces == 0  # a whole file is loaded once
+    with state.session_scope(settings.state_db_url) as s:
+        t = s.execute(select(state.Trace).where(state.Trace.question == "from parquet")).scalar_one()
+        assert t.feedback == -1.0
+
+
+def test_feedback_scores_read_like_the_query_log(settings) -> None:
+    tid = tracing.new_trace_id()
+    for score in ("up", "down", True, -0.5, "+1"):
+        tracing.feedback(tid, score, settings=settings)
+    for bad in ("meh", "", float("nan"), None):
+        with pytest.raises(tracing.TracingError, match="up or down"):
+            tracing.feedback(tid, bad, settings=settings)
+    assert load(settings).feedback == 5

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from ragops import state
 from ragops.cli import main
+from ragops.errors import RagopsError
 from ragops.llm import SentenceEncoder
 from ragops.production import monitor, tracing
 from ragops.production.load import load
@@ -168,6 +169,9 @@ def test_a_monitor_run_is_recorded_audited_and_a_retry_repeats_nothing(prod) -> 
         audits = s.execute(select(state.AuditEntry).where(state.AuditEntry.action == "production_breach")).scalars()
         assert [a.detail["check"] for a in audits] == ["hallucination"]
     assert monitor.history(prod)[0]["run_id"] == "m1"
+    assert monitor.show(prod)["run_id"] == monitor.show(prod, "m1")["run_id"] == "m1"
+    with pytest.raises(RagopsError, match="no monitor run nope"):
+        monitor.show(prod, "nope")
 
 
 def test_cost_report_flags_unpriced_models(settings, capsys) -> None:

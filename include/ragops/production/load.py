@@ -27,6 +27,7 @@ from sqlalchemy import insert, select, update
 
 from ragops import state
 from ragops.config import Settings
+from ragops.drift.querylog import parse_feedback, parse_time
 from ragops.production.aggregate import bucket_of
 
 log = logging.getLogger(__name__)
@@ -64,18 +65,11 @@ class _Bad(ValueError):
 
 
 def _time(value: Any) -> dt.datetime:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        try:
-            return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
-        except (OverflowError, OSError, ValueError) as exc:
-            raise _Bad("timestamp not a time") from exc
-    if isinstance(value, str) and value.strip():
-        try:
-            ts = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise _Bad("timestamp not a time") from exc
-        return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
-    raise _Bad("timestamp not a time")
+    """The query log's reading of a time (ISO 8601, Unix seconds, a Parquet timestamp)."""
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise _Bad("timestamp not a time") from exc
 
 
 def _int(value: Any, name: str) -> int:
@@ -105,8 +99,6 @@ def _opt_int(value: Any, name: str) -> int | None:
 
 
 def _legacy_feedback(value: Any) -> float | None:
-    from ragops.drift.querylog import parse_feedback
-
     try:
         return parse_feedback(value)
     except ValueError as exc:

@@ -383,3 +383,16 @@ def history(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
         return [{"run_id": r.run_id, "status": r.status, "trigger": r.trigger, "started_at": r.started_at.isoformat(),
                  "breaches": list(r.breaches or []), "requests": (r.results or {}).get("requests"),
                  "evaluated": ((r.results or {}).get("online_eval") or {}).get("evaluated")} for r in rows]
+
+
+def show(settings: Settings, run_id: str | None = None) -> dict[str, Any]:
+    """One monitor run's figures (default: the latest)."""
+    with state.session_scope(settings.state_db_url) as s:
+        q = select(state.MonitorRun).order_by(state.MonitorRun.started_at.desc())
+        if run_id:
+            q = q.where(state.MonitorRun.run_id == run_id)
+        r = s.execute(q.limit(1)).scalar_one_or_none()
+        if r is None:
+            raise RagopsError(f"no monitor run {run_id or 'yet'}: see `ragops monitor history`, or run `ragops "
+                              "monitor run`")
+        return dict(r.results) if r.results else {"run_id": r.run_id, "status": r.status}

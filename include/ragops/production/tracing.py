@@ -142,26 +142,22 @@ def record(question: str, answer: str | None, *, settings: Settings | None = Non
     return str(row["trace_id"])
 
 
-FEEDBACK_WORDS = {"up": 1.0, "down": -1.0, "+1": 1.0, "-1": -1.0, "good": 1.0, "bad": -1.0}
-
-
 def feedback(trace_id: str, score: float | str | bool, comment: str | None = None, *,
              settings: Settings | None = None, timestamp: dt.datetime | None = None) -> str:
-    """Record a user's verdict on a trace (score > 0 good, < 0 bad; ``up``/``down`` accepted);
-    returns the feedback id. The trace may be loaded before or after this row."""
+    """Record a user's verdict on a trace (score > 0 good, < 0 bad; ``up``/``down``, ``true``/
+    ``false`` as the query log takes them); returns the feedback id. The trace may be loaded
+    before or after this row."""
+    from ragops.drift.querylog import parse_feedback
+
     s = _settings(settings)
     if not isinstance(trace_id, str) or not trace_id.strip() or len(trace_id) > 64:
         raise TracingError(f"feedback needs the trace id the answer came with (at most 64 characters), got {trace_id!r}")
-    if isinstance(score, bool):
-        value = 1.0 if score else -1.0
-    elif isinstance(score, str):
-        if score.strip().lower() not in FEEDBACK_WORDS:
-            raise TracingError(f"feedback score {score!r}: use up or down, or a number (> 0 good, < 0 bad)")
-        value = FEEDBACK_WORDS[score.strip().lower()]
-    elif isinstance(score, (int, float)) and score == score and abs(score) != float("inf"):
-        value = float(score)
-    else:
-        raise TracingError(f"feedback score {score!r}: use up or down, or a finite number")
+    try:
+        value = parse_feedback(score)
+    except ValueError as exc:
+        raise TracingError(f"{exc}: use up or down, or a finite number (> 0 good, < 0 bad)") from exc
+    if value is None:
+        raise TracingError("feedback without a score: use up or down, or a number (> 0 good, < 0 bad)")
     at = (timestamp or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     fid = uuid.uuid4().hex
     write_lines(s, [{"kind": "feedback", "feedback_id": fid, "trace_id": trace_id.strip(),
