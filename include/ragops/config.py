@@ -41,6 +41,12 @@ class ChromaSettings:
     url: str | None = None
     token: str | None = field(default=None, repr=False)
     upsert_batch_size: int = 1000
+    # dense search tuning (ragops.vectorstore.VectorStore.tune_search): the smallest HNSW ef_search whose
+    # recall@10 against exact search reaches target_recall on tune_sample queries; re-tuned when a
+    # collection has grown or shrunk by more than retune_growth since it was tuned
+    target_recall: float = 0.995
+    tune_sample: int = 300
+    retune_growth: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -558,6 +564,9 @@ def _validate(s: Settings, root: _Key | None = None) -> None:
     if s.chroma.mode not in ("embedded", "server"):
         raise ConfigError(f"{at('chroma', 'mode')}: chroma.mode must be 'embedded' or 'server', "
                           f"got {brief(s.chroma.mode)}")
+    if not 0 < s.chroma.target_recall <= 1 or s.chroma.tune_sample < 10 or s.chroma.retune_growth <= 0:
+        raise ConfigError(f"{at('chroma', 'target_recall')}: chroma.target_recall must be in (0, 1], "
+                          "chroma.tune_sample at least 10 and chroma.retune_growth above 0")
     for name, c in (s.chunking.profiles or {"default": {k: getattr(s.chunking, k) for k in PROFILE_KEYS}}).items():
         keys = ("chunking",) if name == "default" else ("chunking", "profiles", name)
         where = dotted(keys)

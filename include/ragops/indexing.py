@@ -515,6 +515,8 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
         stale = sorted(old_ids - new_ids)
         store.delete(collection, stale)
         check = _self_check_locked(settings, store, index, collection, repair_source=source_id)
+        if target is None and check["ok"]:  # dense search of what was written: settled; tuned if new or grown
+            store.finish(collection)
         lexical = _refresh_lexical(settings, index, collection, bool(upserted or stale or check["repaired"])) \
             if check["ok"] and target is None else None  # a rebuild builds its BM25 index after validating
 

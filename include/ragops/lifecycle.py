@@ -327,6 +327,7 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
                        "embedded": embedded, "seconds": round(time.perf_counter() - t0, 3)}
             s.get(state.IndexVersion, live_id).status = "retired"
             state.audit(s, actor, "index_swapped", index, **evidence)
+        evidence["search"] = store.finish(new_collection, force=True)  # ef_search for this version's graph
         deleted = _retain(settings, store, index, keep or settings.rebuild.keep, actor)
     log.info("index %s now serves %s (v%d -> v%d; %d reused, %d embedded)", index, new_collection, live_version,
              number, reused, embedded)

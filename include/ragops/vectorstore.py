@@ -12,15 +12,31 @@ when it does not; vectors that earlier upserts of the same writer section added 
 again, so the collection is as it was before the section (callers upsert before they record
 anything in the state store).
 
-Dense search is exact and deterministic for an unchanged collection. Chroma's HNSW graph is not
-the same in every process: an embedded store persists it only every ``sync_threshold`` (1000)
-writes and rebuilds the rest from its log, with several threads, each time a process opens it,
-and a search that asks for k results explores only about max(k, ``ef_search``) nodes. The same
-query then missed true neighbours, differently in each process (2 to 5 of the 50 golden
-questions lost a top-50 chunk on the demo index). So :meth:`VectorStore.query` asks Chroma for
-every vector of a collection of up to ``EXACT_UP_TO`` vectors (an exhaustive walk of the graph:
-exact), or for ``OVERFETCH`` times k (at least k + ``MIN_EXTRA``) of a larger one, and ranks the
-candidates by (distance rounded to ``DISTANCE_DECIMALS``, chunk id) before it cuts at k.
+Dense search is deterministic for an unchanged collection, and fast once the collection is tuned.
+Chroma's HNSW graph was not the same in every process: an embedded store persists it only every
+``sync_threshold`` (1000) writes and rebuilds the rest from its log, with several threads, each
+time a process opens it, so the same query missed true neighbours differently in each process.
+Two ways out:
+
+* A collection that :meth:`VectorStore.tune_search` has finished (after the first ingest, after
+  each commit, after a blue/green rebuild validates a new version) is *settled*: its whole graph
+  is persisted (``sync_threshold`` lowered for one no-op write, then restored), so every process
+  loads the same graph, and the same graph walked with the same ``ef_search`` finds the same
+  neighbours. Its ``ef_search`` is the smallest of :data:`EF_GRID` whose recall@10 against exact
+  search (numpy, over the collection's own vectors) reaches ``chroma.target_recall`` on perturbed
+  copies of a sample of its own vectors; it is set with ``collection.modify`` and persists (read
+  back, and in force, in a new process; a ``chroma run`` restart is not checked yet). Processes
+  that open a settled collection agree with each other; the process that wrote it keeps the graph
+  it built in memory, which ranked a few of 100 queries otherwise than the graph read back from
+  disk (tests/unit/test_search_tuning.py), until it opens the store again. The choice is kept in the
+  collection's metadata (:data:`META_EF` and friends), so a query learns it from the handle it
+  fetches anyway; a query then asks HNSW for ``overfetch`` times k candidates, one request.
+* A collection never tuned keeps the old, slower path: every vector of one of up to
+  ``EXACT_UP_TO`` (an exhaustive walk: exact), else ``OVERFETCH`` times k (at least
+  k + ``MIN_EXTRA``), after counting it.
+
+Either way the candidates are ranked by (distance rounded to ``DISTANCE_DECIMALS``, chunk id)
+before the cut at k, and the documents and metadatas of the k kept come in one ``get``.
 """
 
 from __future__ import annotations
@@ -28,8 +44,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -50,19 +68,33 @@ OUT_OF_SPACE_MARKERS = ("no space left", "disk is full", "disk full", "os error 
                         "failed to apply logs to the hnsw segment writer")
 
 
-# dense search (see the module docstring): collections up to EXACT_UP_TO vectors are searched
-# exhaustively; larger ones over-fetch; candidates are ranked by (rounded distance, id)
+# dense search (see the module docstring). Untuned collections: up to EXACT_UP_TO vectors are
+# searched exhaustively, larger ones over-fetch. Tuned ones: TUNED_OVERFETCH times k candidates with
+# the ef_search tuning chose. Either way candidates are ranked by (rounded distance, id).
 EXACT_UP_TO = 5000
 OVERFETCH, MIN_EXTRA = 4, 200
 DISTANCE_DECIMALS = 6
 QUERY_INCLUDE = ("documents", "metadatas", "distances")
+TUNED_OVERFETCH = 2.0  # candidates per result of a tuned collection: room for ties at the cut
+EF_GRID = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+TUNE_K = 10  # recall@TUNE_K is what tuning measures
+PERTURB = 1.0  # a tuning query: own vector + noise of this norm (cosine to it about 0.7, like a question)
+LATENCY_QUERIES = 50  # queries timed before and after tuning
+# collection metadata written by tune_search
+META_EF, META_COUNT, META_RECALL, META_OVERFETCH = ("ragops_ef_search", "ragops_tuned_count", "ragops_recall",
+                                                   "ragops_overfetch")
 
 
 def candidates(k: int, count: int) -> int:
-    """How many neighbours to ask HNSW for, so that its top k is the exact top k."""
+    """How many neighbours to ask HNSW for in an untuned collection, so that its top k is the exact top k."""
     if count <= EXACT_UP_TO:
         return count
     return min(count, max(OVERFETCH * k, k + MIN_EXTRA))
+
+
+def tuned_candidates(k: int, overfetch: float = TUNED_OVERFETCH) -> int:
+    """How many neighbours to ask HNSW for in a tuned collection (Chroma returns fewer when it has fewer)."""
+    return max(k, math.ceil(overfetch * k))
 
 
 def rank_key(chunk_id: str, distance: float) -> tuple[float, str]:
@@ -319,9 +351,11 @@ class VectorStore:
     def count(self, name: str) -> int:
         return int(self.collection(name).count())
 
-    def get_chunks(self, name: str, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    def get_chunks(self, name: str, ids: Sequence[str], col: Any = None) -> dict[str, tuple[str, dict[str, Any]]]:
         """Text and metadata of chunks by id (for hits that came from the lexical index)."""
-        col = self.collection(name)
+        if not ids:
+            return {}
+        col = col if col is not None else self.collection(name)
         out: dict[str, tuple[str, dict[str, Any]]] = {}
         for i in range(0, len(ids), PAGE):
             page = col.get(ids=list(ids[i:i + PAGE]), include=["documents", "metadatas"])
@@ -340,39 +374,213 @@ class VectorStore:
 
     def query_many(self, name: str, embeddings: np.ndarray, k: int,
                    include: Sequence[str] = QUERY_INCLUDE) -> dict[str, Any]:
-        """The exact k nearest chunks of each query, in Chroma's result shape, ranked by
-        :func:`rank_key`; one request for a block of queries (what an evaluation does), plus one
-        ``get`` for the documents and metadatas of the chunks kept."""
+        """The k nearest chunks of each query, in Chroma's result shape, ranked by :func:`rank_key`;
+        one request for a block of queries (what an evaluation does), plus one ``get`` for the
+        documents and metadatas of the chunks kept. A tuned collection is asked for a few
+        candidates with its tuned ``ef_search``; an untuned one exhaustively or with a large
+        over-fetch (see the module docstring)."""
         col = self.collection(name)
         vectors = list(embeddings)
-        count = int(col.count()) if vectors and k > 0 else 0
         ids: list[list[str]] = [[] for _ in vectors]
         dists: list[list[float]] = [[] for _ in vectors]
-        if count:
-            res = col.query(query_embeddings=vectors, n_results=candidates(k, count), include=["distances"])
-            for j, (got, dist) in enumerate(zip(res["ids"], res["distances"], strict=True)):
-                best = sorted(zip(got, (float(d) for d in dist), strict=True), key=lambda p: rank_key(*p))[:k]
-                ids[j], dists[j] = [c for c, _ in best], [d for _, d in best]
+        meta = col.metadata or {}
+        if vectors and k > 0:
+            if meta.get(META_EF) is not None:  # tuned: no count (it costs a scan of the store)
+                n = tuned_candidates(k, float(meta.get(META_OVERFETCH) or TUNED_OVERFETCH))
+            else:
+                count = int(col.count())
+                n = candidates(k, count) if count else 0
+            if n:
+                res = col.query(query_embeddings=vectors, n_results=n, include=["distances"])
+                for j, (got, dist) in enumerate(zip(res["ids"], res["distances"], strict=True)):
+                    best = sorted(zip(got, (float(d) for d in dist), strict=True), key=lambda p: rank_key(*p))[:k]
+                    ids[j], dists[j] = [c for c, _ in best], [d for _, d in best]
         out: dict[str, Any] = {"ids": ids}
         if "distances" in include:
             out["distances"] = dists
         if "documents" in include or "metadatas" in include:
-            chunks = self.get_chunks(name, sorted({c for row in ids for c in row}))
+            chunks = self.get_chunks(name, sorted({c for row in ids for c in row}), col)
             if "documents" in include:
                 out["documents"] = [[chunks[c][0] if c in chunks else None for c in row] for row in ids]
             if "metadatas" in include:
                 out["metadatas"] = [[chunks[c][1] if c in chunks else None for c in row] for row in ids]
         return out
 
+    # ------------------------------------------------------------------------------------------
+    # search tuning
+
+    def search_config(self, name: str) -> dict[str, Any]:
+        """What serves dense search of a collection: ``ef_search`` in force and the tuning record."""
+        col = self.client.get_collection(name)
+        meta = col.metadata or {}
+        hnsw = (col.configuration_json or {}).get("hnsw") or {}
+        return {"ef_search": hnsw.get("ef_search"), "sync_threshold": hnsw.get("sync_threshold"),
+                "tuned_ef_search": meta.get(META_EF), "tuned_count": meta.get(META_COUNT),
+                "recall": meta.get(META_RECALL), "overfetch": meta.get(META_OVERFETCH)}
+
+    def settle(self, name: str) -> bool:
+        """Persist a collection's whole HNSW graph, so every process that opens it loads the same
+        graph instead of re-applying the log's last writes (with several threads: a different graph
+        each time). Embedded stores only; a server keeps one graph for all its clients. Done by one
+        no-op write (a record upserted as it is) with ``sync_threshold`` at 1, then restored."""
+        if self.mode != "embedded":
+            return False
+        col = self.collection(name)
+        row = col.get(limit=1, include=["embeddings", "documents", "metadatas"])
+        if not row["ids"]:
+            return False
+        hnsw = (col.configuration_json or {}).get("hnsw") or {}
+        threshold, batch = int(hnsw.get("sync_threshold") or 1000), int(hnsw.get("batch_size") or 100)
+        with self.writer():
+            col.modify(configuration={"hnsw": {"sync_threshold": 1, "batch_size": 1}})
+            try:
+                col.upsert(ids=row["ids"], embeddings=row["embeddings"], documents=row["documents"],
+                           metadatas=row["metadatas"])
+            finally:
+                col.modify(configuration={"hnsw": {"sync_threshold": threshold, "batch_size": batch}})
+        return True
+
+    def exact_top(self, name: str, queries: np.ndarray, k: int, page: int = PAGE) -> list[list[str]]:
+        """The exact k nearest ids of each query by cosine (brute force in numpy, one page of the
+        collection at a time, so memory stays a page), ties by id."""
+        col = self.collection(name)
+        q = np.asarray(queries, dtype=np.float32)
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        best_d = np.full((len(q), 0), np.inf, dtype=np.float64)
+        best_i = np.empty((len(q), 0), dtype=object)
+        offset = 0
+        while True:
+            got = col.get(include=["embeddings"], limit=page, offset=offset)
+            if got["ids"]:
+                v = np.asarray(got["embeddings"], dtype=np.float32)
+                v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+                d = np.round(1.0 - (q @ v.T).astype(np.float64), DISTANCE_DECIMALS)
+                pid = np.broadcast_to(np.asarray(got["ids"], dtype=object), d.shape)
+                d, pid = np.concatenate([best_d, d], axis=1), np.concatenate([best_i, pid], axis=1)
+                keep = np.argpartition(d, min(k, d.shape[1] - 1), axis=1)[:, :k + 1] if d.shape[1] > k + 1 \
+                    else np.argsort(d, axis=1)
+                best_d, best_i = np.take_along_axis(d, keep, 1), np.take_along_axis(pid, keep, 1)
+            if len(got["ids"]) < page:
+                break
+            offset += page
+        return [[c for _, c in sorted(zip(row_d, row_i, strict=True))[:k]] for row_d, row_i in zip(best_d, best_i,
+                                                                                                     strict=True)]
+
+    def sample_queries(self, name: str, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` tuning queries: a seeded sample of the collection's own vectors, each moved by
+        noise of norm :data:`PERTURB` (about as far from its chunk as a question is)."""
+        ids = sorted(self.ids(name))
+        rng = np.random.default_rng(seed + len(ids))
+        pick = sorted(rng.choice(len(ids), size=min(n, len(ids)), replace=False).tolist())
+        vecs = self.get_embeddings(name, [ids[i] for i in pick])
+        base = np.asarray([vecs[ids[i]] for i in pick], dtype=np.float32)
+        base /= np.maximum(np.linalg.norm(base, axis=1, keepdims=True), 1e-12)
+        noise = rng.normal(size=base.shape).astype(np.float32)
+        noise *= PERTURB / np.linalg.norm(noise, axis=1, keepdims=True)
+        q = base + noise
+        return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+    def _latency(self, name: str, queries: np.ndarray, k: int) -> dict[str, float]:
+        ms = []
+        for v in queries[:LATENCY_QUERIES]:
+            t0 = time.perf_counter()
+            self.query(name, v, k)
+            ms.append((time.perf_counter() - t0) * 1000)
+        return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}
+
+    def tune_search(self, name: str, *, target: float | None = None, sample: int | None = None, k: int = TUNE_K,
+                    grid: Sequence[int] = EF_GRID, ef: int | None = None,
+                    overfetch: float = TUNED_OVERFETCH) -> dict[str, Any]:
+        """Choose and set a collection's HNSW ``ef_search``: the smallest of ``grid`` whose
+        recall@k against exact search reaches ``target`` (``chroma.target_recall``) on ``sample``
+        perturbed copies of its own vectors, searched the way :meth:`query` searches a tuned
+        collection (``overfetch`` times k candidates). ``ef`` forces a value instead (recall is
+        still measured). The graph is settled first (see :meth:`settle`), the choice is written
+        to the collection's configuration and metadata and read back. Returns what was chosen,
+        the recall measured, the recall of each value tried and query latency before and after."""
+        t0 = time.perf_counter()
+        target = self.settings.chroma.target_recall if target is None else target
+        sample = self.settings.chroma.tune_sample if sample is None else sample
+        if not 0 < target <= 1 or sample < 1 or overfetch < 1 or (ef is not None and ef < 1):
+            raise ConfigError(f"tune_search: target must be in (0, 1], sample and ef at least 1, overfetch at least "
+                              f"1; got target={target}, sample={sample}, ef={ef}, overfetch={overfetch}")
+        with self.writer():
+            col = self.collection(name)
+            count = int(col.count())
+            out: dict[str, Any] = {"collection": name, "vectors": count, "k": k, "target_recall": target}
+            if not count:
+                return {**out, "skipped": "empty collection", "seconds": round(time.perf_counter() - t0, 3)}
+            queries = self.sample_queries(name, sample)
+            before = self._latency(name, queries, k)
+            settled = self.settle(name)
+            exact = self.exact_top(name, queries, k)
+            n = tuned_candidates(k, overfetch)
+            tried: dict[int, float] = {}
+            for value in [ef] if ef is not None else sorted(set(grid)):
+                col.modify(configuration={"hnsw": {"ef_search": int(value)}})
+                res = col.query(query_embeddings=list(queries), n_results=n, include=["distances"])
+                hits = 0
+                for got, dist, want in zip(res["ids"], res["distances"], exact, strict=True):
+                    top = sorted(zip(got, (float(d) for d in dist), strict=True), key=lambda p: rank_key(*p))[:k]
+                    hits += len({c for c, _ in top} & set(want))
+                tried[int(value)] = round(hits / max(1, sum(len(w) for w in exact)), 4)
+                if tried[int(value)] >= target:
+                    break
+            chosen = next((v for v, r in tried.items() if r >= target), max(tried))
+            col.modify(configuration={"hnsw": {"ef_search": chosen}},
+                       metadata={**(col.metadata or {}), META_EF: chosen, META_COUNT: count,
+                                 META_RECALL: tried[chosen], META_OVERFETCH: float(overfetch)})
+            in_force = self.search_config(name)
+            if in_force["ef_search"] != chosen or in_force["tuned_ef_search"] != chosen:
+                raise VectorStoreUnavailableError(f"set ef_search={chosen} on {name} but Chroma reads back "
+                                                  f"{in_force['ef_search']} (metadata {in_force['tuned_ef_search']})")
+            after = self._latency(name, queries, k)
+        met = tried[chosen] >= target
+        (log.info if met else log.warning)(
+            "tuned %s (%d vectors): ef_search %d, recall@%d %.4f against exact search (target %.3f, %d queries); "
+            "query p95 %.2f -> %.2f ms", name, count, chosen, k, tried[chosen], target, len(queries),
+            before["p95_ms"], after["p95_ms"])
+        return {**out, "ef_search": chosen, "recall": tried[chosen], "met": met, "sample": len(queries),
+                "candidates": n, "overfetch": overfetch, "tried": tried, "settled": settled,
+                "latency_before": before, "latency_after": after, "seconds": round(time.perf_counter() - t0, 3)}
+
     def query(self, name: str, embedding: np.ndarray, k: int,
               include: Sequence[str] = QUERY_INCLUDE) -> dict[str, Any]:
         """:meth:`query_many` for one query vector."""
         return self.query_many(name, np.asarray([embedding]), k, include)
+
+    def finish(self, collection: str, *, force: bool = False) -> dict[str, Any]:
+        """What a writer calls when it has finished writing a collection (a commit, a validated
+        rebuild): tune its dense search when it was never tuned, with ``force``, or when it grew or
+        shrank by more than ``chroma.retune_growth`` since it was; else settle it only (cheap, keeps
+        search deterministic after the commit's writes). A tuning is recorded in its index version's
+        ``stats["search"]`` (when the version has build figures: ``ragops index status`` prints those)."""
+        from ragops import state
+
+        cfg = self.search_config(collection)
+        count = self.count(collection)
+        tuned = cfg["tuned_count"]
+        grown = tuned is not None and abs(count - int(tuned)) > self.settings.chroma.retune_growth * max(int(tuned), 1)
+        if not (force or tuned is None or grown):
+            return {"collection": collection, "vectors": count, "ef_search": cfg["ef_search"], "tuned_count": tuned,
+                    "settled": self.settle(collection), "retuned": False}
+        report = self.tune_search(collection)
+        report["retuned"] = True
+        if "ef_search" in report:
+            from sqlalchemy import select
+
+            keep = {k: report[k] for k in ("ef_search", "recall", "target_recall", "sample", "vectors", "candidates",
+                                           "latency_before", "latency_after", "seconds")}
+            with state.session_scope(self.settings.state_db_url) as s:
+                v = s.execute(select(state.IndexVersion).where(state.IndexVersion.collection == collection)).scalar()
+                if v is not None and v.stats:
+                    v.stats = {**v.stats, "search": {**keep, "tuned_at": state.utcnow().isoformat()}}
+        return report
 
     def drop(self, name: str) -> None:
         self.client.delete_collection(name)
 
 
 for _name in ("collection", "has_collection", "upsert", "delete", "ids", "count", "get_chunks", "get_embeddings",
-              "query_many", "query", "drop"):
+              "query_many", "query", "drop", "search_config", "settle", "tune_search", "finish"):
     setattr(VectorStore, _name, _server_errors(getattr(VectorStore, _name)))
