@@ -126,6 +126,13 @@ def cmd_index_status(args: argparse.Namespace) -> int:
               f"{it['documents']} documents, {it['chunks']} chunks")
         for src in it["sources"]:
             print(f"  source {src['source_id']}: {src['documents']} documents, {src['chunks']} chunks")
+        rt = it.get("retrieval")
+        if rt:
+            weights = f" (fusion {rt['dense_weight']:g}:{rt['lexical_weight']:g}, rrf_k {rt['rrf_k']})" \
+                if rt["mode"] == "hybrid" else ""
+            how = ("tuned on its golden set" if rt["source"] == "tuned" else
+                   "retrieval.mode of the settings; `ragops index tune` picks one from the golden set")
+            print(f"  retrieval: {rt['mode']}{weights}, {how}")
         if it.get("pipeline_drift"):
             print(f"  settings changed since the live version was built ({', '.join(it['pipeline_drift'])}): "
                   "`ragops index rebuild` applies them")
@@ -135,6 +142,8 @@ def cmd_index_status(args: argparse.Namespace) -> int:
                 size = f", {v['vectors']} vectors" if v.get("vectors") is not None else ""
                 size += f", BM25 {v['bm25_bytes'] / 1e6:.1f} MB" if v.get("bm25_bytes") else ""
                 how = f", {st['embedded']} embedded/{st['reused']} reused in {st['seconds']}s" if st else ""
+                tuned = v.get("retrieval")
+                how += f"; retrieval tuned: {tuned['candidate']} ({tuned['reason']})" if tuned else ""
                 print(f"  v{v['version']} {v['collection']}: {v['status']}{size}; {v['pipeline_text']}; built "
                       f"{v['created_at'][:19]} by {v.get('built_by') or 'ingest'}{how}")
         lr = it["last_run"]
@@ -167,6 +176,30 @@ def cmd_index_rebuild(args: argparse.Namespace) -> int:
     else:
         print(f"rebuild of {r['index']} rejected, {r['live']} keeps serving: {'; '.join(r['reasons'])}")
     return 0 if r["swapped"] else 1
+
+
+def cmd_index_tune(args: argparse.Namespace) -> int:
+    from ragops.tuning import tune
+
+    r = tune(_settings(args), args.index, _path_arg(args.dataset), apply=not args.dry_run, actor="cli")
+    if args.json:
+        _print_json(r)
+        return 0
+    print(f"index {r['index']} v{r['version']}: {r['questions']} golden questions of {r['dataset']} "
+          f"(sha256 {r['dataset_sha256'][:12]}), nDCG@10 [{r['confidence']:.0%} interval]:")
+    p = {c["candidate"]: c for c in r["comparisons"] if c["baseline"] == "dense"}
+    for c in r["candidates"]:
+        vs = p.get(c["name"])
+        test = f"   vs dense {vs['difference']:+.4f}, Holm p={vs['p_holm']:.3g}" if vs else ""
+        mark = "*" if c["name"] == r["candidate"] else " "
+        print(f" {mark} {c['name']:<14} {c['ndcg@10']:.4f} [{c['ci_low']:.4f}, {c['ci_high']:.4f}]{test}")
+    for c in r["comparisons"]:
+        if c["baseline"] != "dense":
+            print(f"   {c['candidate']} vs {c['baseline']}: {c['difference']:+.4f}, Holm p={c['p_holm']:.3g}")
+    print(f"choice: {r['candidate']} — {r['reason']}")
+    print("dry run: nothing stored" if not r["applied"] else
+          f"stored on {r['collection']}: searches, eval runs and the app use it unless a call or prompt names a mode")
+    return 0
 
 
 def cmd_index_rollback(args: argparse.Namespace) -> int:
@@ -395,6 +428,12 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     print(f"eval {summary['run_id']}: {summary['status']}, {c['questions']} questions "
           f"({c['refused']} refused, {c['errors']} errors), prompt {summary['prompt']['name']}@"
           f"{summary['prompt']['version']}, index {summary['index']} v{summary['index_version']}")
+    rd = summary.get("retrieval_detail") or {}
+    if rd:
+        src = {"call": "--retrieval", "prompt": "the prompt", "tuned": "the index's tuning (`ragops index tune`)",
+               "settings": "retrieval.mode"}.get(rd["source"], rd["source"])
+        fusion = f" {rd['dense_weight']:g}:{rd['lexical_weight']:g}" if rd["mode"] == "hybrid" else ""
+        print(f"  retrieval {rd['mode']}{fusion} (from {src})")
     for k, v in summary["metrics"].items():
         if k not in ("tokens_in", "tokens_out"):
             print(f"  {k:<24} {v:.4f}")
@@ -901,6 +940,14 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--force", action="store_true", help="embed every chunk again instead of reusing stored vectors")
     rb.add_argument("--json", action="store_true")
     rb.set_defaults(fn=cmd_index_rebuild)
+    tu = idx.add_parser("tune", help="choose the live version's retrieval mode and fusion weights from the index's "
+                                      "golden set (retrieval only; dense unless another is significantly better)")
+    tu.add_argument("--index", help="index name (default: ingest.default_index)")
+    tu.add_argument("--dataset", help="golden JSONL (default: indexes.<index>.golden, or eval.default_dataset for the "
+                                      "default index)")
+    tu.add_argument("--dry-run", action="store_true", help="report the choice; store nothing")
+    tu.add_argument("--json", action="store_true")
+    tu.set_defaults(fn=cmd_index_tune)
     ro = idx.add_parser("rollback", help="serve a retained earlier version again")
     ro.add_argument("--index")
     ro.add_argument("--to", type=int, help="version number (default: the newest retired one)")

@@ -268,6 +268,10 @@ class RetrievalSettings:
     bm25_k1: float = 1.5
     bm25_b: float = 0.75
     stemmer: str = "english"  # PyStemmer language; "" = no stemming
+    # a validated rebuild also picks the new version's mode and fusion weights from the index's golden
+    # set (ragops.tuning); the choice serves ahead of ``mode`` unless a call or prompt names a mode
+    tune_on_rebuild: bool = True
+    tune_min_questions: int = 20  # fewer golden questions: keep dense (the simplest mode), said so
 
 
 @dataclass(frozen=True)
@@ -602,6 +606,9 @@ def _validate(s: Settings, root: _Key | None = None) -> None:
     if r.rrf_k < 1 or r.candidates < 1 or r.candidates > 200:
         raise ConfigError(f"{at('retrieval', 'rrf_k' if r.rrf_k < 1 else 'candidates')}: retrieval.rrf_k must be at "
                           "least 1 and retrieval.candidates between 1 and 200")
+    if r.tune_min_questions < 2:
+        raise ConfigError(f"{at('retrieval', 'tune_min_questions')}: retrieval.tune_min_questions must be at least 2 "
+                          "(a paired test needs pairs)")
     if s.prompts.gate not in s.gates:
         raise ConfigError(f"{at('prompts', 'gate')}: prompts.gate is {brief(s.prompts.gate)} but gates defines "
                           f"{', '.join(sorted(s.gates))}")

@@ -13,6 +13,9 @@ restores) and the shadow rows become the index's.
 Before the swap the new version is validated: ids and counts equal the state store's, a sample
 of vectors equals a fresh embedding of its text, retrieval on the index's golden questions is no
 worse than live by more than ``eval.regression_margin``, and a re-read keeps enough documents.
+A validated version is then tuned (``ragops.tuning``, with ``retrieval.tune_on_rebuild``): its
+retrieval mode and fusion weights are chosen on the golden set and stored with it; a failure to
+tune is reported and leaves it untuned, never stops the swap.
 The whole rebuild holds the Chroma writer lock (embedded mode), so no sync commits meanwhile; in
 server mode a sync that committed during the rebuild makes the swap refuse.
 
@@ -53,7 +56,10 @@ def shadow_name(index: str, version: int) -> str:
 
 
 def versions(settings: Settings, index: str, store: VectorStore | None = None) -> list[dict[str, Any]]:
-    """Every version of ``index`` with its status, pipeline, who built it and its figures."""
+    """Every version of ``index`` with its status, pipeline, who built it, its figures and its
+    tuned retrieval (None: the settings' retrieval serves it)."""
+    from ragops.retrieval import tuned_summary
+
     with state.session_scope(settings.state_db_url) as s:
         live = state.live_version(s, index)
         rows = s.execute(select(state.IndexVersion).where(state.IndexVersion.index_name == index)
@@ -61,7 +67,7 @@ def versions(settings: Settings, index: str, store: VectorStore | None = None) -
         out = [{"version": v.version, "collection": v.collection, "status": v.status,
                 "live": live is not None and v.id == live.id, "embedding_model": v.embedding_model,
                 "pipeline": v.pipeline, "built_by": v.built_by, "stats": v.stats or {},
-                "created_at": v.created_at.isoformat()} for v in rows]
+                "retrieval": tuned_summary(v.retrieval), "created_at": v.created_at.isoformat()} for v in rows]
     for v in out:
         if store is not None and v["status"] in ("live", "retired", "building"):
             v["vectors"] = store.count(v["collection"]) if store.has_collection(v["collection"]) else None
@@ -124,27 +130,18 @@ def _retrieval_check(settings: Settings, store: VectorStore, index: str, live: t
                      new: tuple[str, Embedder]) -> dict[str, Any] | None:
     """Hit rate@5 and nDCG@10 of the golden questions on the live and the new collection, each
     queried with its own model."""
-    from ragops.evaluation.datasets import load_dataset
-    from ragops.evaluation.metrics import retrieval_metrics
-    from ragops.evaluation.runner import Retriever, index_doc_ids
+    from ragops.evaluation.runner import Retriever, retrieval_questions, retrieval_rows
     from ragops.llm import SentenceEncoder
 
     golden = settings.golden_set(index)
     if not golden:
         return None
-    ds = load_dataset(settings.resolve_path(golden))
-    known = index_doc_ids(settings, index)
-    qs = [q for q in ds.questions if q.relevant and set(q.relevant) <= known]
+    _ds, qs = retrieval_questions(settings, index, golden)
     if not qs:
         return {"dataset": str(golden), "skipped": "no golden question has its documents in this index"}
     out: dict[str, Any] = {"dataset": str(golden), "questions": len(qs)}
     for label, (collection, embedder) in (("live", live), ("new", new)):
-        r = Retriever(store, SentenceEncoder(embedder), collection)
-        rows = []
-        for b in range(0, len(qs), 32):
-            block = qs[b:b + 32]
-            for q, (docs, _ctx, _cd) in zip(block, r.block([q.question for q in block], 10, 5), strict=True):
-                rows.append(retrieval_metrics([d for d, _ in docs], q.relevant, [5, 10]))
+        rows = retrieval_rows(Retriever(store, SentenceEncoder(embedder), collection), qs, (5, 10))
         out[label] = {m: float(np.mean([row[m] for row in rows])) if rows else 0.0 for m in ("hit_rate@5", "ndcg@10")}
     return out
 
@@ -312,6 +309,7 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
             return {"index": index, "swapped": False, "reasons": reasons, "live": live_collection, **evidence,
                     "elapsed_s": round(time.perf_counter() - t0, 3)}
         lexical = build_lexical(settings, rows_of, new_collection)
+        tuned, evidence["tuning"] = _tune_new(settings, store, index, new_collection, new_embedder)
         with state.session_scope(settings.state_db_url) as s:  # the swap: one transaction
             if _docs_digest(s, index) != digest:  # server mode has no writer lock: a sync committed meanwhile
                 raise RagopsError(f"index {index} changed while {new_collection} was being built (a sync "
@@ -323,6 +321,12 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
             alias.version_id, alias.updated_at = new_id, state.utcnow()
             v = s.get(state.IndexVersion, new_id)
             v.status = "live"
+            if tuned is not None:
+                from ragops.tuning import audit as audit_tuning
+
+                tuned.update(version=number, actor=actor)
+                v.retrieval = tuned
+                audit_tuning(s, actor, index, tuned)
             v.stats = {"chunks": evidence["chunks"], "documents": evidence["documents"], "reused": reused,
                        "embedded": embedded, "seconds": round(time.perf_counter() - t0, 3)}
             s.get(state.IndexVersion, live_id).status = "retired"
@@ -333,6 +337,29 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
              number, reused, embedded)
     return {"index": index, "swapped": True, "live": new_collection, "previous": live_collection, **evidence,
             "lexical": lexical, "deleted": deleted, "elapsed_s": round(time.perf_counter() - t0, 3)}
+
+
+def _tune_new(settings: Settings, store: VectorStore, index: str, collection: str,
+              embedder: Embedder) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Tune the validated new version's retrieval on the index's golden set (``ragops.tuning``):
+    the record to store on it, and what the rebuild report says. Tuning only advises: a failure
+    leaves the version untuned (the settings' retrieval serves) and is reported, the swap goes on."""
+    if not settings.retrieval.tune_on_rebuild:
+        return None, {"skipped": "retrieval.tune_on_rebuild is false"}
+    golden = settings.golden_set(index)
+    if not golden:
+        return None, {"skipped": f"index {index} has no golden set (indexes.{index}.golden)"}
+    from ragops.tuning import evaluate_collection
+
+    try:
+        record = evaluate_collection(settings, index, collection, golden, embedder=embedder, store=store)
+    except Exception as exc:  # noqa: BLE001 - reported in the rebuild's evidence and audit entry, never fatal
+        log.warning("rebuild of %s: tuning retrieval on %s failed, the version serves untuned: %s", index, golden,
+                    exc)
+        return None, {"error": f"{type(exc).__name__}: {exc}"[:1000], "dataset": str(golden)}
+    log.info("rebuild of %s: retrieval tuned to %s (%s)", index, record["candidate"], record["reason"])
+    return record, {k: record[k] for k in ("mode", "candidate", "dense_weight", "lexical_weight", "reason",
+                                           "questions", "dataset")}
 
 
 def _validate(settings: Settings, store: VectorStore, index: str, rows_of: str, new_collection: str,

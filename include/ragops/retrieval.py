@@ -10,23 +10,25 @@ unchanged index version gives the same results in every process.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 
 from ragops import pipelines, state
-from ragops.config import RETRIEVAL_MODES, Settings, check_index_name
+from ragops.config import RETRIEVAL_MODES, RetrievalSettings, Settings, check_index_name
 from ragops.embedding import Embedder
 from ragops.errors import RagopsError, UnknownIndexError, VectorStoreBusyError
 from ragops.indexing import _self_check_locked
 from ragops.lexical import LexicalIndex, build_lexical, folder_bytes, folder_for, rrf
 from ragops.vectorstore import VectorStore
 
-__all__ = ["MAX_K", "Hit", "build_lexical", "check_mode", "fuse", "hits_as_dicts", "index_status", "lexical_index",
-           "live_collection", "quarantine_entries", "search"]
+__all__ = ["MAX_K", "Effective", "Hit", "build_lexical", "check_mode", "describe_retrieval", "effective", "fuse",
+           "hits_as_dicts", "index_status", "lexical_index", "live_collection", "quarantine_entries", "search",
+           "tuned_summary"]
 
 log = logging.getLogger(__name__)
 MAX_K = 200
@@ -73,25 +75,77 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+class Effective(NamedTuple):
+    """The retrieval a call uses: its mode, the retrieval settings with that mode and the fusion
+    weights in force, and where the mode came from (``call``, ``prompt``, ``tuned``, ``settings``)."""
+
+    mode: str
+    retrieval: RetrievalSettings
+    source: str
+
+    def describe(self) -> dict[str, Any]:
+        r = self.retrieval
+        return {"mode": self.mode, "source": self.source, "dense_weight": r.dense_weight,
+                "lexical_weight": r.lexical_weight, "rrf_k": r.rrf_k}
+
+
+def effective(settings: Settings, index: str, mode: str | None = None, *, prompt_mode: str | None = None,
+              version: state.IndexVersion | None = None) -> Effective:
+    """Which retrieval serves ``index``: an explicit ``mode`` > the prompt's own mode > the live
+    version's tuned choice (``ragops index tune``, or the rebuild that built it) > ``retrieval.mode``.
+
+    The tuned fusion weights (and ``rrf_k``) apply whenever the mode is hybrid and the tuning chose
+    hybrid, whoever named the mode: they are the index's best fusion. ``version``: the live version
+    row the caller already holds (saves a query); default: read it."""
+    tuned: dict[str, Any] | None = None
+    if version is None:
+        check_index_name(index)
+        with state.session_scope(settings.state_db_url) as s:
+            live = state.live_version(s, index)
+            tuned = live.retrieval if live is not None else None
+    else:
+        tuned = version.retrieval
+    if not isinstance(tuned, dict) or tuned.get("mode") not in RETRIEVAL_MODES:
+        tuned = None  # not tuned (or a record this version cannot read): the settings serve
+    if mode:
+        chosen, source = check_mode(mode), "call"
+    elif prompt_mode:
+        chosen, source = check_mode(prompt_mode), "prompt"
+    elif tuned is not None:
+        chosen, source = str(tuned["mode"]), "tuned"
+    else:
+        chosen, source = check_mode(settings.retrieval.mode), "settings"
+    r = dataclasses.replace(settings.retrieval, mode=chosen)
+    if chosen == "hybrid" and tuned is not None and tuned["mode"] == "hybrid":
+        r = dataclasses.replace(r, dense_weight=float(tuned.get("dense_weight", r.dense_weight)),
+                                lexical_weight=float(tuned.get("lexical_weight", r.lexical_weight)),
+                                rrf_k=int(tuned.get("rrf_k", r.rrf_k)))
+    return Effective(chosen, r, source)
+
+
 def search(settings: Settings, text: str, k: int = 5, index: str | None = None, *,
            embedder: Embedder | None = None, store: VectorStore | None = None,
            unique_docs: bool = False, mode: str | None = None) -> list[Hit]:
     """Top-k chunks of the live version of ``index``.
 
-    ``mode`` (default ``retrieval.mode``): ``dense`` = cosine similarity in Chroma (score in
-    [-1, 1]); ``lexical`` = BM25 over the same chunks (score = BM25); ``hybrid`` = reciprocal
-    rank fusion of both (score = fused RRF score). ``unique_docs`` keeps only each document's best
-    chunk (document-level ranking)."""
+    ``mode`` (default: the live version's tuned mode, else ``retrieval.mode``; see
+    :func:`effective`): ``dense`` = cosine similarity in Chroma (score in [-1, 1]); ``lexical`` =
+    BM25 over the same chunks (score = BM25); ``hybrid`` = reciprocal rank fusion of both (score =
+    fused RRF score). ``unique_docs`` keeps only each document's best chunk (document-level ranking)."""
     if not text or not text.strip():
         raise RagopsError("empty query: pass the text to search for")
     if not 1 <= k <= MAX_K:
         raise RagopsError(f"k must be between 1 and {MAX_K}, got {k}")
-    mode = check_mode(mode or settings.retrieval.mode)
+    if mode:
+        check_mode(mode)
     index = index or settings.ingest.default_index
     collection = live_collection(settings, index)
+    eff = effective(settings, index, mode)
+    mode = eff.mode
     store = store or VectorStore(settings)
     if mode != "dense":
-        return _search_ranked(settings, index, text.strip(), k, collection, store, embedder, unique_docs, mode)
+        return _search_ranked(settings.replace(retrieval=eff.retrieval), index, text.strip(), k, collection, store,
+                              embedder, unique_docs, mode)
     embedder = embedder or Embedder(pipelines.for_index(settings, index).embedding)  # the index's own model
     vec = embedder.encode([text.strip()], log_every=1e9)[0]
     fetch = k * 4 if unique_docs else k
@@ -201,10 +255,12 @@ def index_status(settings: Settings, index: str | None = None, *, store: VectorS
                               "embedding_model": v.embedding_model.split("|")[0], "pipeline": v.pipeline,
                               "pipeline_text": pipelines.describe(v.pipeline), "built_by": v.built_by,
                               "stats": v.stats or {}, "created_at": v.created_at.isoformat(),
+                              "retrieval": tuned_summary(v.retrieval),
                               "bm25_bytes": folder_bytes(settings.data_dir, v.collection)} for v in vers],
                 "pipeline_drift": pipelines.drift(settings, name),
                 "index": name, "collection": live.collection if live else None,
                 "version": live.version if live else None, "embedding_model": live.embedding_model if live else None,
+                "retrieval": effective(settings, name, version=live).describe() if live else None,
                 "documents": int(sum(r[1] for r in sources)), "chunks": int(sum(r[2] or 0 for r in sources)),
                 "sources": [{"source_id": r[0], "documents": int(r[1]), "chunks": int(r[2] or 0)} for r in sources],
                 "last_run": None if last is None else {
@@ -227,6 +283,25 @@ def index_status(settings: Settings, index: str | None = None, *, store: VectorS
             except VectorStoreBusyError:
                 item["self_check"] = {"ok": None, "skipped": "a writer holds the embedded Chroma lock; try again"}
     return out
+
+
+def tuned_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The short form of a version's tuned retrieval (status pages): the choice and why."""
+    if not record:
+        return None
+    return {k: record.get(k) for k in ("mode", "dense_weight", "lexical_weight", "rrf_k", "candidate", "tuned_at",
+                                       "questions", "reason")}
+
+
+def describe_retrieval(record: dict[str, Any] | None, settings: Settings) -> str:
+    """One line for a version: ``hybrid 1:0.5 (tuned on 50 questions)`` or ``hybrid (settings)``."""
+    if not record or record.get("mode") not in RETRIEVAL_MODES:
+        r = settings.retrieval
+        weights = f" {r.dense_weight:g}:{r.lexical_weight:g}" if r.mode == "hybrid" else ""
+        return f"{r.mode}{weights} (settings, not tuned)"
+    weights = (f" {float(record.get('dense_weight', 1.0)):g}:{float(record.get('lexical_weight', 1.0)):g}"
+               if record["mode"] == "hybrid" else "")
+    return f"{record['mode']}{weights} (tuned on {record.get('questions', '?')} questions)"
 
 
 def quarantine_entries(settings: Settings, index: str | None = None, run_id: str | None = None,

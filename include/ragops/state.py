@@ -116,6 +116,9 @@ class IndexVersion(Base):
     pipeline: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     built_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # chunks, reused, embedded, seconds
+    # retrieval mode and fusion weights tuned on the index's golden set, with the evidence
+    # (ragops.tuning); NULL = not tuned, the settings' retrieval serves
+    retrieval: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="live")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

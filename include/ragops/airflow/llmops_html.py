@@ -156,6 +156,15 @@ def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
             + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
 
 
+def _retrieval(tuned: dict[str, Any] | None) -> str:
+    """A version's tuned retrieval (the reason on hover), or that the settings' retrieval.mode serves it."""
+    if not tuned:
+        return "<span class='muted' title='not tuned: retrieval.mode of the settings serves'>settings</span>"
+    weights = f" {tuned.get('dense_weight')}:{tuned.get('lexical_weight')}" if tuned.get("mode") == "hybrid" else ""
+    return (f"<span title='{esc(tuned.get('reason') or '')}'>{esc(tuned.get('mode'))}{esc(weights)}</span>"
+            f"<br><span class='muted'>tuned, {esc(tuned.get('questions'))} questions</span>")
+
+
 def _indexes(data: list[dict[str, Any]]) -> str:
     from ragops.pipelines import describe
 
@@ -175,9 +184,10 @@ def _indexes(data: list[dict[str, Any]]) -> str:
             # a version the first sync created has no build figures: it holds the index's chunks
             chunks = stats.get("chunks", ix["chunks"] if v["live"] else "–")
             rows.append([esc(v["version"]), esc(v["collection"]), _pill("live" if v["live"] else v["status"]),
-                         esc(describe(v.get("pipeline"))), _who(v.get("built_by") or "ingest (first sync)"),
-                         esc(chunks), esc(v["created_at"][:19]), act])
-        out.append(_table(["version", "collection", "status", "pipeline", "built by", "chunks", "created", ""], rows))
+                         esc(describe(v.get("pipeline"))), _retrieval(v.get("retrieval")),
+                         _who(v.get("built_by") or "ingest (first sync)"), esc(chunks), esc(v["created_at"][:19]), act])
+        out.append(_table(["version", "collection", "status", "pipeline", "retrieval", "built by", "chunks", "created",
+                           ""], rows))
         if ix.get("last_sync"):
             ls = ix["last_sync"]
             counts = ", ".join(f"{k} {v}" for k, v in (ls.get("counts") or {}).items())

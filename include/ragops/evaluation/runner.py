@@ -55,6 +55,27 @@ def index_doc_ids(settings: Settings, index: str) -> set[str]:
         return set(s.execute(select(state.Document.doc_id).where(state.Document.index_name == index)).scalars())
 
 
+def retrieval_questions(settings: Settings, index: str, dataset: str | Path) -> tuple[Dataset, list[Question]]:
+    """The golden questions that can score retrieval on ``index``: those with relevant documents,
+    every one of them in the index (the rebuild gate and ``ragops index tune`` ask these)."""
+    ds = load_dataset(settings.resolve_path(str(dataset)))
+    known = index_doc_ids(settings, index)
+    return ds, [q for q in ds.questions if q.relevant and set(q.relevant) <= known]
+
+
+def retrieval_rows(retriever: Retriever, questions: list[Question], ks: tuple[int, ...] = (5, 10),
+                   n_chunks: int = 5) -> list[dict[str, float]]:
+    """Retrieval metrics (hit rate, recall, MRR, nDCG at ``ks``) of each question, in order: no
+    generation, so a whole golden set takes seconds."""
+    rows: list[dict[str, float]] = []
+    for b in range(0, len(questions), BLOCK):
+        block = questions[b:b + BLOCK]
+        for q, (docs, _ctx, _cd) in zip(block, retriever.block([q.question for q in block], max(ks), n_chunks),
+                                        strict=True):
+            rows.append(M.retrieval_metrics([d for d, _ in docs], q.relevant, list(ks)))
+    return rows
+
+
 class Retriever:
     """Retrieval on the live collection for a block of questions: one batched embedding and one
     Chroma request per block (dense), one batched BM25 query (lexical), or both fused (hybrid).
@@ -443,14 +464,17 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
         judge = Judge(client, settings.eval.judge_model or llm.model or prompt_obj.model.name,  # type: ignore[union-attr]
                       settings.eval.judge_runs)
     store = store or VectorStore(settings)
-    mode = retrieval or prompt_obj.retrieval_mode or settings.retrieval.mode  # run > prompt version > settings
-    from ragops.retrieval import check_mode
+    from ragops.retrieval import effective
 
-    retriever = Retriever(store, encoder, live.collection, check_mode(mode), settings)
+    # run > prompt version > the live version's tuned choice > settings
+    eff = effective(settings, index, retrieval, prompt_mode=prompt_obj.retrieval_mode, version=live)
+    mode = eff.mode
+    retriever = Retriever(store, encoder, live.collection, mode, settings.replace(retrieval=eff.retrieval))
     out = Path(output_dir) if output_dir else settings.eval_dir / run_id
     out.mkdir(parents=True, exist_ok=True)
     model_name = prompt_obj.model.name if prompt_obj.model.provider != "extractive" else "extractive"
     config = {"purpose": purpose, "prompt": prompt_obj.summary(), "ks": list(settings.eval.ks), "retrieval": mode,
+              "retrieval_detail": eff.describe(),
               "sample_size": n_sample, "seed": settings.eval.seed, "support_threshold": settings.eval.support_threshold,
               "embedding_model": settings.embedding.model, "judge": None if judge is None else
               {"model": judge.model, "runs": judge.runs}, "llm_base_url": llm.base_url if llm else None,
@@ -571,6 +595,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                                 "questions": len(ds), "files": files,
                                 "unknown_relevant_doc_ids": unknown[:50], "unknown_relevant_doc_count": len(unknown)},
                     "generator": f"{generator.name}:{model_name}", "retrieval": mode,
+                    "retrieval_detail": eff.describe(),
                     "llm_calls": client.calls if client else 0,
                     "wall_seconds": round(time.perf_counter() - t_start, 2), "output_dir": str(out),
                     "started_at": started_at.isoformat(), "trigger": trigger, "purpose": purpose})

@@ -88,7 +88,7 @@ def answer(question: str, index: str | None = None, prompt: str = "rag_answer", 
     from ragops.evaluation.runner import Retriever, make_generator
     from ragops.llm import ChatClient, LlmSettings, SentenceEncoder
     from ragops.registry import get_prompt
-    from ragops.retrieval import check_mode
+    from ragops.retrieval import effective
     from ragops.vectorstore import VectorStore
 
     s = settings or load_settings()
@@ -112,7 +112,9 @@ def answer(question: str, index: str | None = None, prompt: str = "rag_answer", 
     encoder = _resource(("encoder", pipe), lambda: SentenceEncoder(Embedder(pipe)))
     store = _resource(("store", s.chroma, str(s.data_dir)), lambda: VectorStore(s))
     model = p.model.name if p.model.provider != "extractive" else "extractive"
-    retrieval_mode = check_mode(mode or p.retrieval_mode or s.retrieval.mode)
+    # the call's mode > the prompt's > the live version's tuned choice > retrieval.mode
+    eff = effective(s, index, mode, prompt_mode=p.retrieval_mode, version=live)
+    retrieval_mode = eff.mode
     common = {"index": index, "index_version": live.version, "prompt": p.name, "prompt_version": p.version,
               "model": model, "retrieval_mode": retrieval_mode, "user_id": user_id, "session_id": session_id}
 
@@ -136,7 +138,7 @@ def answer(question: str, index: str | None = None, prompt: str = "rag_answer", 
                                                             "cached_question": hit["question"],
                                                             "saved_tokens": pl["tokens_in"] + pl["tokens_out"]}})
 
-    retriever = Retriever(store, encoder, live.collection, retrieval_mode, s)
+    retriever = Retriever(store, encoder, live.collection, retrieval_mode, s.replace(retrieval=eff.retrieval))
     t_r = time.perf_counter()
     _docs, contexts, _chunk_docs = retriever.block([question], p.top_k, p.top_k)[0]
     retrieval_ms = (time.perf_counter() - t_r) * 1000
