@@ -30,7 +30,7 @@ a separate task, so an SMTP retry never repeats a rebuild) and → `snapshot` (t
 snapshot `check_drift` compares the corpus with, taken when another version starts serving).
 
 **Connections**: `smtp_default` (e-mail); `chroma_default` in server mode.
-**Params**: `index`, `action`, `embedding_model`, `chunking_profile`, `force`, `rollback_to`.
+**Params**: `index`, `action`, `embedding_model`, `chunking_profile`, `embedding_backend`, `force`, `rollback_to`.
 Settings: `include/config/ragops.yaml` (`rebuild.*`, `chunking.profiles`, `embedding.*`).
 """
 
@@ -86,6 +86,15 @@ SCHEDULE = (AssetOrTimeSchedule(timetable=CronTriggerTimetable(SETTINGS.rebuild.
                                   title="Chunking profile",
                                   description="Empty: keep the index's chunking. 'settings': follow "
                                               "chunking.profile. Otherwise a profile of chunking.profiles to pin."),
+        "embedding_backend": Param(None, type=["null", "string"],
+                                   enum=[None, "settings", "torch", "onnx", "openvino", "onnx-int8"],
+                                   values_display={None: "(keep the index's backend)",
+                                                   "settings": "settings: follow embedding.backend",
+                                                   "onnx-int8": "onnx-int8 (quantised: faster, measured quality loss)"},
+                                   title="Embedding backend",
+                                   description="The runtime of the same model. Another backend embeds everything "
+                                               "again (vectors of two backends never mix) and is validated by the "
+                                               "gate before it serves."),
         "force": Param(False, type="boolean", title="Re-embed everything",
                        description="Embed every chunk again instead of reusing stored vectors (for vectors "
                                    "suspected to be damaged)."),

@@ -28,6 +28,7 @@ os.environ.update({
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "RAGOPS_PROJECT_DIR": str(ROOT),
     "RAGOPS_DATA_DIR": str(_AIRFLOW_HOME / "ragops-default-data"),
+    "RAGOPS_MODEL_CACHE": str(_AIRFLOW_HOME / "models"),  # the model is exported once per session, not per test
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "GX_ANALYTICS_ENABLED": "false",

@@ -36,7 +36,8 @@ def run(params: dict[str, Any], actor: str, triggering_asset_events: Any, outlet
         result["action"] = "rebuild"
     else:
         result = run_library(rebuild, settings, index, actor=actor, model=params.get("embedding_model") or None,
-                             profile=params.get("chunking_profile") or None, force=bool(params.get("force")))
+                             profile=params.get("chunking_profile") or None, force=bool(params.get("force")),
+                             backend=params.get("embedding_backend") or None)
         result["action"] = "rebuild"
     if result["swapped"] and outlet_events is not None:  # nightly_eval evaluates the version that now serves
         outlet_events[INDEX_UPDATES].add(index_asset(index), extra={"collection": result["live"],

@@ -1,0 +1,121 @@
+"""Embedding backends (torch, onnx, openvino, onnx int8) on the real bundled model: the exports
+reproduce torch, are written once and reused by other processes, and a backend change reaches
+an index only through a blue/green rebuild."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragops import pipelines, state
+from ragops.config import EmbeddingSettings
+from ragops.embedding import Embedder
+from ragops.errors import ConfigError
+from ragops.export import export_dir
+from ragops.indexing import self_check, sync
+from ragops.lifecycle import rebuild
+from ragops.retrieval import search
+from tests.conftest import ROOT, doc, write
+
+TEXTS = [
+    "Blue/green rebuilds validate a new index version before the alias moves to it.",
+    "Aspirin lowers the risk of a second myocardial infarction in patients with stable angina.",
+    "ok",
+    "The nightly evaluation compares the candidate prompt with production on the golden questions. " * 12,
+]
+
+
+@pytest.fixture(scope="module")
+def torch_vectors() -> np.ndarray:
+    return Embedder(EmbeddingSettings(backend="torch")).encode(TEXTS)
+
+
+def test_exported_backends_reproduce_torch_and_name_themselves_in_the_fingerprint(torch_vectors, tmp_path) -> None:
+    torch_fp = Embedder(EmbeddingSettings(backend="torch")).fingerprint
+    assert torch_fp.endswith("|norm=True")  # indexes built before backends existed keep their fingerprint
+    ov = Embedder(EmbeddingSettings())  # the default backend
+    assert ov.settings.backend == "openvino" and ov.fingerprint == torch_fp + "|openvino"
+    cos = np.sum(ov.encode(TEXTS) * torch_vectors, axis=1)
+    assert cos.min() >= 0.9999, cos
+
+    # onnx, exported into a folder where a crashed export left a half-written folder behind
+    onnx = EmbeddingSettings(backend="onnx", cache_dir=str(tmp_path / "models"))
+    half = export_dir(Embedder(onnx).path, onnx)
+    half.mkdir(parents=True)
+    (half / "model.onnx").write_bytes(b"truncated")
+    e = Embedder(onnx)
+    assert e.fingerprint == torch_fp + "|onnx"
+    cos = np.sum(e.encode(TEXTS) * torch_vectors, axis=1)
+    assert cos.min() >= 0.9999, cos
+    manifest = json.loads((half / "manifest.json").read_text())
+    assert manifest["backend"] == "onnx" and manifest["probe_min_cosine_to_torch"] >= 0.9999
+    assert e.dimension == 384
+
+
+def test_the_export_is_reused_by_another_process() -> None:
+    e = Embedder(EmbeddingSettings())
+    here = e.encode(TEXTS)
+    folder = export_dir(e.path, e.settings)
+    stamp = (folder / "manifest.json").stat().st_mtime_ns
+    code = ("import json\nfrom ragops.config import EmbeddingSettings\nfrom ragops.embedding import Embedder\n"
+            f"v = Embedder(EmbeddingSettings()).encode({TEXTS!r})\n"
+            "print(json.dumps({'v': v.tolist()}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "include")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert np.abs(np.asarray(got["v"]) - here).max() < 1e-6  # the same vectors in every process
+    assert (folder / "manifest.json").stat().st_mtime_ns == stamp  # not exported again
+
+
+def test_int8_is_an_opt_in_with_a_measured_loss(torch_vectors, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="onnx backend only"):
+        Embedder(EmbeddingSettings(backend="openvino", quantize="int8"))
+    with pytest.raises(ConfigError, match="not one of torch, onnx, openvino"):
+        Embedder(EmbeddingSettings(backend="tensorrt"))
+    q = Embedder(EmbeddingSettings(backend="onnx", quantize="int8", cache_dir=str(tmp_path)))
+    assert q.fingerprint.endswith("|onnx-int8")
+    cos = np.sum(q.encode(TEXTS) * torch_vectors, axis=1)
+    assert cos.min() >= 0.95  # close ...
+    assert cos.min() < 0.999  # ... but measurably not the same vectors: never mixed with fp32 ones
+
+
+@pytest.fixture
+def torch_index(tmp_path: Path, settings):
+    corpus = tmp_path / "corpus"
+    for name in ("alpha", "beta", "gamma"):
+        write(corpus, f"{name}.md", doc(f"{name.title()} guide", f"{name.title()} scheduling"))
+    old = settings.replace(embedding=dataclasses.replace(settings.embedding, backend="torch"))
+    sync(old, str(corpus), "docs", trigger="test")
+    return corpus
+
+
+def test_a_backend_change_reaches_an_index_only_through_a_blue_green_rebuild(settings, torch_index) -> None:
+    assert settings.embedding.backend == "openvino"
+    plan = sync(settings, str(torch_index), "docs", trigger="test")  # ingest follows the live pipeline (torch)
+    assert plan["chunks"]["embedded"] == 0
+    assert pipelines.drift(settings, "docs") == {"backend": {"live": "torch", "settings": "openvino"}}
+    with state.session_scope(settings.state_db_url) as s:  # a pipeline recorded before backends existed
+        v = state.live_version(s, "docs")
+        v.pipeline = {k: val for k, val in v.pipeline.items() if k not in ("backend", "quantize")}
+    assert pipelines.drift(settings, "docs") == {"backend": {"live": "torch", "settings": "openvino"}}
+
+    result = rebuild(settings, "docs")
+    assert result["swapped"] and result["pipeline_change"] and result["embedded"] == result["chunks"] > 0
+    with state.session_scope(settings.state_db_url) as s:
+        live = state.live_version(s, "docs")
+        assert live.embedding_model.endswith("|openvino") and live.pipeline["backend"] == "openvino"
+    assert pipelines.drift(settings, "docs") is None and self_check(settings, "docs")["ok"]
+    assert search(settings, "Beta scheduling", k=1, index="docs", mode="dense")[0].doc_id == "beta.md"
+
+    pinned = rebuild(settings, "docs", backend="torch")  # back to torch, pinned against the settings
+    assert pinned["swapped"] and pinned["pipeline"]["backend"] == "torch" and pinned["pipeline"]["pinned"]
+    assert pipelines.drift(settings, "docs") is None
+    assert search(settings, "Gamma scheduling", k=1, index="docs", mode="dense")[0].doc_id == "gamma.md"
