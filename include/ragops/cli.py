@@ -164,7 +164,8 @@ def cmd_index_rebuild(args: argparse.Namespace) -> int:
     from ragops.pipelines import describe
 
     settings = _settings(args)
-    r = rebuild(settings, args.index, actor="cli", model=args.model, profile=args.profile, force=args.force)
+    r = rebuild(settings, args.index, actor="cli", model=args.model, profile=args.profile, force=args.force,
+                backend=args.backend)
     if r["swapped"]:
         r["drift_snapshot"] = _reference_snapshot(settings, r["index"], "index_swap")
     if args.json:
@@ -937,6 +938,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "folder) to pin; 'settings' = follow embedding.model; default: keep the index's")
     rb.add_argument("--profile", help="chunking profile (chunking.profiles) to pin; 'settings' = follow "
                                       "chunking.profile; default: keep the index's")
+    rb.add_argument("--backend", choices=["torch", "onnx", "openvino", "onnx-int8", "settings"],
+                    help="embedding backend to pin (same model, another runtime; onnx-int8 = quantised); "
+                         "'settings' = follow embedding.backend; default: keep the index's")
     rb.add_argument("--force", action="store_true", help="embed every chunk again instead of reusing stored vectors")
     rb.add_argument("--json", action="store_true")
     rb.set_defaults(fn=cmd_index_rebuild)

@@ -55,6 +55,10 @@ class EmbeddingSettings:
     batch_size: int = 8
     normalize: bool = True
     device: str = "cpu"
+    backend: str = "openvino"  # torch | onnx | openvino (an export of the same model, written once)
+    quantize: str = "none"  # none | int8 (dynamic int8, onnx backend only: faster, measured quality loss)
+    threads: int = 0  # inference threads of onnx/openvino; 0 = every core
+    cache_dir: str | None = None  # where exports are written; None = <data_dir>/models
 
 
 @dataclass(frozen=True)
@@ -385,6 +389,17 @@ def _unknown(where: _Key, unknown: list[Any], allowed: Any) -> ConfigError:
     """Unknown keys, at the line of the first of them."""
     return ConfigError(f"{where.child(unknown[0]).loc}: {where.name}: unknown key(s) "
                        f"{', '.join(map(str, unknown))}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _embedding(e: EmbeddingSettings, data_dir: Path) -> EmbeddingSettings:
+    """Exports of the model go to ``embedding.cache_dir``, else ``RAGOPS_MODEL_CACHE``, else <data_dir>/models."""
+    if e.cache_dir:
+        p = Path(e.cache_dir).expanduser()
+        cache = p if p.is_absolute() else project_root() / p
+    else:
+        env = os.environ.get("RAGOPS_MODEL_CACHE")
+        cache = Path(env).expanduser() if env else data_dir / "models"
+    return dataclasses.replace(e, cache_dir=str(cache.resolve()))
 
 
 def _coerce(cls: type, raw: Any, where: _Key) -> Any:
@@ -774,7 +789,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         data_dir=data_dir.resolve(),
         state_db_url=state_url,
         chroma=chroma,
-        embedding=_coerce(EmbeddingSettings, raw.get("embedding"), where.child("embedding")),
+        embedding=_embedding(_coerce(EmbeddingSettings, raw.get("embedding"), where.child("embedding")), data_dir),
         chunking=_resolve_profiles(_coerce(ChunkingSettings, raw.get("chunking"), where.child("chunking")), where),
         quality=_coerce(QualitySettings, raw.get("quality"), where.child("quality")),
         ingest=_coerce(IngestSettings, raw.get("ingest"), where.child("ingest")),

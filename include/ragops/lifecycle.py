@@ -213,12 +213,14 @@ def _reingest(settings: Settings, store: VectorStore, index: str, shadow: str, n
 
 def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli", embedder: Embedder | None = None,
             store: VectorStore | None = None, keep: int | None = None, model: str | None = None,
-            profile: str | None = None, force: bool = False, only_if_changed: bool = False) -> dict[str, Any]:
+            profile: str | None = None, force: bool = False, only_if_changed: bool = False,
+            backend: str | None = None) -> dict[str, Any]:
     """Build, validate and swap in a new version of ``index``; returns the report (``swapped``).
 
     ``model``/``profile``: ``None`` keeps the index's pipeline (or follows the settings when the
     index does), ``"settings"`` follows the settings file, anything else pins that model or
-    chunking profile. ``force`` embeds every chunk again instead of reusing stored vectors.
+    chunking profile; ``backend`` likewise the embedding backend (``torch``, ``onnx``, ``openvino``,
+    ``onnx-int8``). ``force`` embeds every chunk again instead of reusing stored vectors.
     ``only_if_changed`` (a run triggered by a settings change): nothing to do unless the pipeline
     changes, and a pipeline that was already rejected or failed since the live version was built
     is not tried again (a person rebuilds by hand after looking at why)."""
@@ -238,15 +240,15 @@ def rebuild(settings: Settings, index: str | None = None, *, actor: str = "cli",
             digest = _docs_digest(s, index)
             live_docs = s.execute(select(func.count()).select_from(state.Document)
                                   .where(state.Document.index_name == index)).scalar() or 0
-        target = pipelines.choose(settings, current, model, profile)
-        live_embedder = _embedder_for(pipelines.apply(settings, current or pipelines.configured(settings)), embedder)
+        target = pipelines.choose(settings, current, model, profile, backend)
+        live_embedder = _embedder_for(pipelines.apply(settings, current or pipelines.legacy(settings)), embedder)
         new_embedder = _embedder_for(pipelines.apply(settings, target), embedder)
         if current is None and live_embedder.fingerprint != live_model:
             raise RagopsError(
                 f"index {index} was embedded with {live_model.split('|')[0]} before ragops recorded pipelines, and "
                 "the settings now name another model: re-sync it once with `ragops ingest SOURCE --full-resync`, "
                 "then rebuild", permanent=True)
-        change = not pipelines.same(current or pipelines.configured(settings), target) \
+        change = not pipelines.same(current or pipelines.legacy(settings), target) \
             or new_embedder.fingerprint != live_model
         if only_if_changed:
             skip = None if change else f"index {index} already has the pipeline the settings ask for"
@@ -476,7 +478,7 @@ def rollback(settings: Settings, index: str | None = None, to: int | None = None
                 alias = s.get(state.IndexAlias, index)
                 alias.version_id, alias.updated_at = target_id, state.utcnow()
                 t = s.get(state.IndexVersion, target_id)
-                t.status, t.pipeline = "live", {**(t.pipeline or pipelines.configured(settings)), "pinned": True}
+                t.status, t.pipeline = "live", {**(t.pipeline or pipelines.legacy(settings)), "pinned": True}
                 s.get(state.IndexVersion, live_id).status = "retired"
                 state.audit(s, actor, "index_rolled_back", index, **{"from": live_collection, "to": target_collection},
                             across_pipelines=True, pipeline=t.pipeline, chunks=len(archived))
