@@ -19,16 +19,19 @@ time a process opens it, so the same query missed true neighbours differently in
 Two ways out:
 
 * A collection that :meth:`VectorStore.tune_search` has finished (after the first ingest, after
-  each commit, after a blue/green rebuild validates a new version) is *settled*: its whole graph
-  is persisted (``sync_threshold`` lowered for one no-op write, then restored), so every process
-  loads the same graph, and the same graph walked with the same ``ef_search`` finds the same
-  neighbours. Its ``ef_search`` is the smallest of :data:`EF_GRID` whose recall@10 against exact
-  search (numpy, over the collection's own vectors) reaches ``chroma.target_recall`` on perturbed
-  copies of a sample of its own vectors; it is set with ``collection.modify`` and persists (read
-  back, and in force, in a new process; a ``chroma run`` restart is not checked yet). Processes
-  that open a settled collection agree with each other; the process that wrote it keeps the graph
-  it built in memory, which ranked a few of 100 queries otherwise than the graph read back from
-  disk (tests/unit/test_search_tuning.py), until it opens the store again. The choice is kept in the
+  each commit, after a blue/green rebuild validates a new version) is *settled*: its whole graph is
+  persisted (``sync_threshold`` lowered for one no-op write, then restored), so every process loads
+  the same graph, and the same graph walked with the same ``ef_search`` finds the same neighbours.
+  Its ``ef_search`` is the smallest of :data:`EF_GRID` whose recall@10 against exact search (numpy,
+  over the collection's own vectors) reaches ``chroma.target_recall`` on perturbed copies of a
+  sample of its own vectors, each value measured at that value on a fresh load of the index
+  (chromadb keeps searching a loaded index with the ``ef_search`` it was loaded with, whatever
+  ``collection.modify`` sets later: see :meth:`VectorStore.tune_search`); it is set with
+  ``collection.modify`` and persists (read back, and in force, in a new process, and in a
+  ``chroma run`` server once it restarts). Processes that open a settled collection agree with each other;
+  the process that wrote it keeps the graph it built in memory (and the ``ef_search`` it had),
+  which ranked a few of 100 queries otherwise than the graph read back from disk
+  (tests/unit/test_search_tuning.py), until it opens the store again. The choice is kept in the
   collection's metadata (:data:`META_EF` and friends), so a query learns it from the handle it
   fetches anyway; a query then asks HNSW for ``overfetch`` times k candidates, one request.
 * A collection never tuned keeps the old, slower path: every vector of one of up to
@@ -203,6 +206,41 @@ class VectorStore:
                 self._client = chromadb.HttpClient(host=u.hostname or "127.0.0.1", port=u.port or 8000,
                                                    ssl=u.scheme == "https", headers=headers, settings=cfg)
         return self._client
+
+    @contextmanager
+    def _fresh_client(self) -> Iterator[Any]:
+        """An embedded client of this store on a Chroma System of its own, stopped on exit.
+
+        chromadb shares one System per path in a process, and its Rust core caches each loaded
+        HNSW index with the ``ef_search`` it was loaded with: ``collection.modify`` changes the
+        stored configuration, not the cached index (measured with chromadb 1.5.9). A client on a
+        new System loads the index from disk with the configuration stored now, as a new process
+        does. The shared System (and every client on it, e.g. other VectorStore objects of this
+        process) is left as it was: it is taken out of chromadb's per-path registry only while the
+        new one is created. Use it to read a settled collection only (both would write the same
+        files)."""
+        import chromadb
+        from chromadb.api.shared_system_client import SharedSystemClient as Shared
+        from chromadb.config import Settings as ChromaConfig
+
+        key = str(self.settings.chroma_path)
+        systems, refs = Shared._identifier_to_system, Shared._identifier_to_refcount
+        saved = systems.pop(key, None), refs.pop(key, None)
+        try:
+            client = chromadb.PersistentClient(path=key, settings=ChromaConfig(anonymized_telemetry=False,
+                                                                              allow_reset=False))
+        finally:
+            system = systems.pop(key, None)
+            refs.pop(key, None)
+            if saved[0] is not None:
+                systems[key] = saved[0]
+            if saved[1] is not None:
+                refs[key] = saved[1]
+        try:
+            yield client
+        finally:
+            if system is not None:
+                system.stop()
 
     def describe(self) -> str:
         return str(self.settings.chroma_path) if self.mode == "embedded" else str(self.settings.chroma.url)
@@ -488,6 +526,15 @@ class VectorStore:
             ms.append((time.perf_counter() - t0) * 1000)
         return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}
 
+    def _recall_at(self, col: Any, queries: np.ndarray, exact: list[list[str]], n: int, k: int) -> float:
+        """recall@k of one block query of ``col`` (``n`` candidates each, ranked by :func:`rank_key`) against ``exact``."""
+        res = col.query(query_embeddings=list(queries), n_results=n, include=["distances"])
+        hits = 0
+        for got, dist, want in zip(res["ids"], res["distances"], exact, strict=True):
+            top = sorted(zip(got, (float(d) for d in dist), strict=True), key=lambda p: rank_key(*p))[:k]
+            hits += len({c for c, _ in top} & set(want))
+        return round(hits / max(1, sum(len(w) for w in exact)), 4)
+
     def tune_search(self, name: str, *, target: float | None = None, sample: int | None = None, k: int = TUNE_K,
                     grid: Sequence[int] = EF_GRID, ef: int | None = None,
                     overfetch: float = TUNED_OVERFETCH) -> dict[str, Any]:
@@ -497,13 +544,38 @@ class VectorStore:
         collection (``overfetch`` times k candidates). ``ef`` forces a value instead (recall is
         still measured). The graph is settled first (see :meth:`settle`), the choice is written
         to the collection's configuration and metadata and read back. Returns what was chosen,
-        the recall measured, the recall of each value tried and query latency before and after."""
+        the recall measured, the recall of each value tried and query latency before and after.
+
+        Each value is measured at that value. chromadb (1.5.9) keeps searching a loaded HNSW
+        index with the ``ef_search`` it was loaded with: after ``collection.modify`` the process
+        that modified it, and a running ``chroma run`` server, search exactly as before (measured:
+        the same recall for every ef), while a process (or server) started afterwards loads the
+        index with the new value. So, embedded, each candidate is set with ``modify`` and then
+        measured through a client on a System of its own (:meth:`_fresh_client`), which loads the
+        settled graph from disk with that value, as a new process does. recall is close to
+        monotonic in ``ef_search``, so the grid is searched by bisection (about log2 of its length
+        measurements, each one load of the index and one block query): the value chosen measured
+        ``>= target`` and, unless it is the grid's first, the grid value below it measured less.
+        ``latency_after`` is measured the same way (a fresh load, the tuned query path).
+
+        This process's own client (and any other client of this path in this process) keeps the
+        graph and ``ef_search`` it has loaded until the store is opened again; the tuned value
+        serves every process that opens the store afterwards.
+
+        Server mode: the server holds the loaded index, and ``modify`` does not reach it until the
+        server restarts (measured with a ``chroma run`` of chromadb 1.5.9: recall the same at ef
+        10/32/1024 while running; after a restart it served the stored ef 10, 0.95 instead of
+        1.0). A client cannot make it reload, so no grid is searched: the value kept is ``ef`` if
+        given, else the ``ef_search`` stored now, and the recall recorded is what the server
+        serves now (``measured_on`` says so); a forced ``ef`` takes effect at the server's next
+        restart, unmeasured (``met`` is then None)."""
         t0 = time.perf_counter()
         target = self.settings.chroma.target_recall if target is None else target
         sample = self.settings.chroma.tune_sample if sample is None else sample
         if not 0 < target <= 1 or sample < 1 or overfetch < 1 or (ef is not None and ef < 1):
             raise ConfigError(f"tune_search: target must be in (0, 1], sample and ef at least 1, overfetch at least "
                               f"1; got target={target}, sample={sample}, ef={ef}, overfetch={overfetch}")
+        embedded = self.mode == "embedded"
         with self.writer():
             col = self.collection(name)
             count = int(col.count())
@@ -516,33 +588,56 @@ class VectorStore:
             exact = self.exact_top(name, queries, k)
             n = tuned_candidates(k, overfetch)
             tried: dict[int, float] = {}
-            for value in [ef] if ef is not None else sorted(set(grid)):
+
+            def measure(value: int) -> float:
                 col.modify(configuration={"hnsw": {"ef_search": int(value)}})
-                res = col.query(query_embeddings=list(queries), n_results=n, include=["distances"])
-                hits = 0
-                for got, dist, want in zip(res["ids"], res["distances"], exact, strict=True):
-                    top = sorted(zip(got, (float(d) for d in dist), strict=True), key=lambda p: rank_key(*p))[:k]
-                    hits += len({c for c, _ in top} & set(want))
-                tried[int(value)] = round(hits / max(1, sum(len(w) for w in exact)), 4)
-                if tried[int(value)] >= target:
-                    break
-            chosen = next((v for v, r in tried.items() if r >= target), max(tried))
+                with self._fresh_client() as fresh:
+                    tried[int(value)] = self._recall_at(fresh.get_collection(name), queries, exact, n, k)
+                return tried[int(value)]
+
+            if embedded:
+                values = [int(ef)] if ef is not None else sorted({int(v) for v in grid})
+                lo, hi = 0, len(values) - 1
+                while lo < hi:  # the smallest value whose recall reaches the target
+                    mid = (lo + hi) // 2
+                    if measure(values[mid]) >= target:
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                if values[lo] not in tried:
+                    measure(values[lo])
+                chosen, measured_on = values[lo], "fresh load of the settled index at each ef_search"
+            else:
+                stored = int(((col.configuration_json or {}).get("hnsw") or {}).get("ef_search") or 100)
+                chosen = int(ef) if ef is not None else stored
+                tried[stored] = self._recall_at(col, queries, exact, n, k)
+                measured_on = "the server's loaded index (ef_search changes apply when the server restarts)"
+            tried = dict(sorted(tried.items()))
+            recall = tried.get(chosen)
             col.modify(configuration={"hnsw": {"ef_search": chosen}},
                        metadata={**(col.metadata or {}), META_EF: chosen, META_COUNT: count,
-                                 META_RECALL: tried[chosen], META_OVERFETCH: float(overfetch)})
+                                 META_RECALL: recall if recall is not None else -1.0,
+                                 META_OVERFETCH: float(overfetch)})
             in_force = self.search_config(name)
             if in_force["ef_search"] != chosen or in_force["tuned_ef_search"] != chosen:
                 raise VectorStoreUnavailableError(f"set ef_search={chosen} on {name} but Chroma reads back "
                                                   f"{in_force['ef_search']} (metadata {in_force['tuned_ef_search']})")
-            after = self._latency(name, queries, k)
-        met = tried[chosen] >= target
+            if embedded:  # what a process that opens the store now gets
+                with self._fresh_client() as fresh:
+                    probe = VectorStore(self.settings)
+                    probe._client = fresh
+                    after = probe._latency(name, queries, k)
+            else:
+                after = self._latency(name, queries, k)
+        met = None if recall is None else recall >= target
         (log.info if met else log.warning)(
-            "tuned %s (%d vectors): ef_search %d, recall@%d %.4f against exact search (target %.3f, %d queries); "
-            "query p95 %.2f -> %.2f ms", name, count, chosen, k, tried[chosen], target, len(queries),
-            before["p95_ms"], after["p95_ms"])
-        return {**out, "ef_search": chosen, "recall": tried[chosen], "met": met, "sample": len(queries),
-                "candidates": n, "overfetch": overfetch, "tried": tried, "settled": settled,
-                "latency_before": before, "latency_after": after, "seconds": round(time.perf_counter() - t0, 3)}
+            "tuned %s (%d vectors): ef_search %d, recall@%d %s against exact search (target %.3f, %d queries, "
+            "measured on %s; tried %s); query p95 %.2f -> %.2f ms", name, count, chosen, k, recall, target,
+            len(queries), measured_on, tried, before["p95_ms"], after["p95_ms"])
+        return {**out, "ef_search": chosen, "recall": recall, "met": met, "sample": len(queries),
+                "candidates": n, "overfetch": overfetch, "tried": tried, "measured_on": measured_on,
+                "settled": settled, "latency_before": before, "latency_after": after,
+                "seconds": round(time.perf_counter() - t0, 3)}
 
     def query(self, name: str, embedding: np.ndarray, k: int,
               include: Sequence[str] = QUERY_INCLUDE) -> dict[str, Any]:
