@@ -422,6 +422,8 @@ def settings_facts(settings: Settings) -> dict[str, Any]:
     return {"config_file": str(settings.source_file) if settings.source_file else None,
             "chunk_tokens": settings.chunking.chunk_tokens, "overlap_tokens": settings.chunking.overlap_tokens,
             "batch_documents": settings.ingest.batch_documents, "embedding_batch_size": settings.embedding.batch_size,
+            "embedding_backend": settings.embedding.backend
+            + ("" if settings.embedding.quantize == "none" else "-" + settings.embedding.quantize),
             "embedding_model": settings.embedding.model, "device": settings.embedding.device,
             "normalize": settings.embedding.normalize, "chroma_mode": settings.chroma.mode,
             "chroma_upsert_batch_size": settings.chroma.upsert_batch_size}

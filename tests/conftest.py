@@ -39,6 +39,42 @@ for var in ("RAGOPS_CONFIG", "RAGOPS_STATE_DB_URL", "RAGOPS_CHROMA_MODE", "RAGOP
 BIN = Path(sys.executable).parent
 
 
+def _memoize_the_exported_model() -> None:
+    """The real model's vectors, computed once per session for each batch of texts it is given.
+
+    Dozens of tests ingest the same demo corpus into a fresh store, and embedding its 899 chunks
+    took most of each one's set-up (37 s in CI). ``ExportedModel.encode`` (the onnx/openvino
+    backends' forward pass, the default) is memoized in this process by (export folder, texts,
+    batch size, normalisation): a repeated call returns a copy of the array the real model
+    returned for the same call, bit for bit. Everything above it runs as before (``Embedder.encode``
+    and its slicing, the counts of texts embedded that tests read, reuse of stored vectors); other
+    processes (the scheduler's tasks, CLI runs in a subprocess) and the torch backend embed as usual."""
+    from collections import OrderedDict
+
+    from ragops.export import ExportedModel
+
+    memo: OrderedDict[tuple, object] = OrderedDict()
+    size = [0]
+    real = ExportedModel.encode
+
+    def encode(self, texts, batch_size=32, normalize_embeddings=False, **kw):
+        key = (str(self.folder), tuple(texts), int(batch_size), bool(normalize_embeddings))
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = real(self, texts, batch_size, normalize_embeddings, **kw)
+            size[0] += len(got)
+            while size[0] > 100_000:  # vectors kept: at most about 150 MB
+                size[0] -= len(memo.popitem(last=False)[1])
+        else:
+            memo.move_to_end(key)
+        return got.copy()
+
+    ExportedModel.encode = encode
+
+
+_memoize_the_exported_model()
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "data"

@@ -55,7 +55,7 @@ class EmbeddingSettings:
     batch_size: int = 8
     normalize: bool = True
     device: str = "cpu"
-    backend: str = "openvino"  # torch | onnx | openvino (an export of the same model, written once)
+    backend: str = "onnx"  # torch | onnx | openvino (onnx/openvino: an export of the same model, written once)
     quantize: str = "none"  # none | int8 (dynamic int8, onnx backend only: faster, measured quality loss)
     threads: int = 0  # inference threads of onnx/openvino; 0 = every core
     cache_dir: str | None = None  # where exports are written; None = <data_dir>/models

@@ -134,7 +134,7 @@ class Embedder:
             parts.append(np.asarray(vecs, dtype=np.float32))
             done += len(idx)
             now = time.perf_counter()
-            if now - last >= log_every or done == len(texts):
+            if now - last >= log_every or (done == len(texts) and len(texts) > 1):  # not per query
                 rate = done / max(now - t0, 1e-9)
                 log.info("embedded %d/%d chunks (%.1f/s, ETA %.0fs)", done, len(texts), rate,
                          (len(texts) - done) / max(rate, 1e-9))
@@ -142,7 +142,8 @@ class Embedder:
         stacked = np.concatenate(parts)
         out = np.empty_like(stacked)
         out[order] = stacked
-        _trim_heap()
+        if len(texts) >= slice_size:  # a bulk encode; trimming after every query cost ms on a large heap
+            _trim_heap()
         return out
 
 

@@ -644,18 +644,24 @@ class VectorStore:
         """:meth:`query_many` for one query vector."""
         return self.query_many(name, np.asarray([embedding]), k, include)
 
-    def finish(self, collection: str, *, force: bool = False) -> dict[str, Any]:
+    def finish(self, collection: str, *, force: bool = False, min_vectors: int = EXACT_UP_TO) -> dict[str, Any]:
         """What a writer calls when it has finished writing a collection (a commit, a validated
         rebuild): tune its dense search when it was never tuned, with ``force``, or when it grew or
         shrank by more than ``chroma.retune_growth`` since it was; else settle it only (cheap, keeps
-        search deterministic after the commit's writes). A tuning is recorded in its index version's
-        ``stats["search"]`` (when the version has build figures: ``ragops index status`` prints those)."""
+        search deterministic after the commit's writes). A collection of at most ``min_vectors``
+        that was never tuned is not tuned: it is searched exhaustively (exact, see :func:`candidates`),
+        so there is nothing to tune. A tuning is recorded in its index version's ``stats["search"]``
+        (when the version has build figures: ``ragops index status`` prints those)."""
         from ragops import state
 
         cfg = self.search_config(collection)
         count = self.count(collection)
         tuned = cfg["tuned_count"]
         grown = tuned is not None and abs(count - int(tuned)) > self.settings.chroma.retune_growth * max(int(tuned), 1)
+        if tuned is None and count <= min_vectors:
+            return {"collection": collection, "vectors": count, "ef_search": cfg["ef_search"], "tuned_count": None,
+                    "settled": self.settle(collection), "retuned": False,
+                    "skipped": f"{count} vectors (at most {min_vectors}) are searched exhaustively: exact, no tuning"}
         if not (force or tuned is None or grown):
             return {"collection": collection, "vectors": count, "ef_search": cfg["ef_search"], "tuned_count": tuned,
                     "settled": self.settle(collection), "retuned": False}

@@ -86,8 +86,8 @@ def degraded_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def run(dag, **conf):
     # every Param explicitly: dag.test() keeps a previous run's conf in the DAG object's params
-    full = {"index": "docs", "action": "rebuild", "embedding_model": None, "chunking_profile": None, "force": False,
-            "rollback_to": 0, **conf}
+    full = {"index": "docs", "action": "rebuild", "embedding_model": None, "chunking_profile": None,
+            "embedding_backend": None, "force": False, "rollback_to": 0, **conf}
     return dag.test(run_conf=full)
 
 
@@ -122,7 +122,8 @@ class Counting:
 def test_params_and_schedule(dag) -> None:
     assert dag.timetable.timetable.expression == "0 3 * * 0"  # weekly
     assert "ragops://pipeline/docs" in repr(dag.timetable.asset_condition)  # and on a settings change
-    assert set(dag.params) == {"index", "action", "embedding_model", "chunking_profile", "force", "rollback_to"}
+    assert set(dag.params) == {"index", "action", "embedding_model", "chunking_profile", "embedding_backend", "force",
+                               "rollback_to"}
     for name in dag.params:
         assert dag.params.get_param(name).schema.get("title"), f"Param {name} has no title"
     assert {"small", "large", "settings"} <= set(dag.params.get_param("chunking_profile").schema["enum"])

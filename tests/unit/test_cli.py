@@ -51,7 +51,7 @@ def test_cli_ingest_search_status_quarantine(tmp_path: Path, corpus: Path) -> No
     assert "now serves guide__v2 (was guide__v1)" in rebuilt and "0 embedded" in rebuilt
     listing = ragops("index", "status", "--index", "guide", env_dir=d).stdout
     assert "v1 guide__v1: retired, 7 vectors" in listing and "v2 guide__v2: live, 7 vectors" in listing
-    assert "all-MiniLM-L6-v2 (openvino), chunks 200/30 tokens (default)" in listing and "by cli, 0 embedded/7 reused" in listing
+    assert "all-MiniLM-L6-v2 (onnx), chunks 200/30 tokens (default)" in listing and "by cli, 0 embedded/7 reused" in listing
     back = ragops("index", "rollback", "--index", "guide", env_dir=d).stdout
     assert "now serves guide__v1 (was guide__v2)" in back
     assert "self-check: OK" in ragops("index", "status", "--index", "guide", env_dir=d).stdout

@@ -40,13 +40,14 @@ def torch_vectors() -> np.ndarray:
 def test_exported_backends_reproduce_torch_and_name_themselves_in_the_fingerprint(torch_vectors, tmp_path) -> None:
     torch_fp = Embedder(EmbeddingSettings(backend="torch")).fingerprint
     assert torch_fp.endswith("|norm=True")  # indexes built before backends existed keep their fingerprint
-    ov = Embedder(EmbeddingSettings())  # the default backend
-    assert ov.settings.backend == "openvino" and ov.fingerprint == torch_fp + "|openvino"
+    ov = Embedder(EmbeddingSettings(backend="openvino"))
+    assert ov.fingerprint == torch_fp + "|openvino"
     cos = np.sum(ov.encode(TEXTS) * torch_vectors, axis=1)
     assert cos.min() >= 0.9999, cos
 
-    # onnx, exported into a folder where a crashed export left a half-written folder behind
-    onnx = EmbeddingSettings(backend="onnx", cache_dir=str(tmp_path / "models"))
+    # onnx (the default), exported into a folder where a crashed export left a half-written folder behind
+    onnx = EmbeddingSettings(cache_dir=str(tmp_path / "models"))
+    assert onnx.backend == "onnx"
     half = export_dir(Embedder(onnx).path, onnx)
     half.mkdir(parents=True)
     (half / "model.onnx").write_bytes(b"truncated")
@@ -98,20 +99,20 @@ def torch_index(tmp_path: Path, settings):
 
 
 def test_a_backend_change_reaches_an_index_only_through_a_blue_green_rebuild(settings, torch_index) -> None:
-    assert settings.embedding.backend == "openvino"
+    assert settings.embedding.backend == "onnx"
     plan = sync(settings, str(torch_index), "docs", trigger="test")  # ingest follows the live pipeline (torch)
     assert plan["chunks"]["embedded"] == 0
-    assert pipelines.drift(settings, "docs") == {"backend": {"live": "torch", "settings": "openvino"}}
+    assert pipelines.drift(settings, "docs") == {"backend": {"live": "torch", "settings": "onnx"}}
     with state.session_scope(settings.state_db_url) as s:  # a pipeline recorded before backends existed
         v = state.live_version(s, "docs")
         v.pipeline = {k: val for k, val in v.pipeline.items() if k not in ("backend", "quantize")}
-    assert pipelines.drift(settings, "docs") == {"backend": {"live": "torch", "settings": "openvino"}}
+    assert pipelines.drift(settings, "docs") == {"backend": {"live": "torch", "settings": "onnx"}}
 
     result = rebuild(settings, "docs")
     assert result["swapped"] and result["pipeline_change"] and result["embedded"] == result["chunks"] > 0
     with state.session_scope(settings.state_db_url) as s:
         live = state.live_version(s, "docs")
-        assert live.embedding_model.endswith("|openvino") and live.pipeline["backend"] == "openvino"
+        assert live.embedding_model.endswith("|onnx") and live.pipeline["backend"] == "onnx"
     assert pipelines.drift(settings, "docs") is None and self_check(settings, "docs")["ok"]
     assert search(settings, "Beta scheduling", k=1, index="docs", mode="dense")[0].doc_id == "beta.md"
 
@@ -119,3 +120,26 @@ def test_a_backend_change_reaches_an_index_only_through_a_blue_green_rebuild(set
     assert pinned["swapped"] and pinned["pipeline"]["backend"] == "torch" and pinned["pipeline"]["pinned"]
     assert pipelines.drift(settings, "docs") is None
     assert search(settings, "Gamma scheduling", k=1, index="docs", mode="dense")[0].doc_id == "gamma.md"
+
+
+@pytest.mark.parametrize(("config", "want"), [
+    ({"pooling_mode": "mean", "include_prompt": True}, ("mean", True)),  # sentence-transformers >= 6
+    ({"pooling_mode": ["cls"]}, ("cls", True)),
+    ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}, ("mean", True)),  # earlier versions
+    ({"pooling_mode": "max"}, None),
+    ({"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}, None),
+])
+def test_pooling_of_either_sentence_transformers_format_is_read_and_others_refused(tmp_path, config, want) -> None:
+    from ragops.export import _modules
+
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "modules.json").write_text(json.dumps([
+        {"type": "sentence_transformers.base.modules.transformer.Transformer"},
+        {"type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"},
+        {"type": "sentence_transformers.base.modules.normalize.Normalize"}]))
+    if want is None:
+        with pytest.raises(ConfigError, match="use embedding.backend: torch"):
+            _modules(tmp_path)
+    else:
+        assert _modules(tmp_path) == want

@@ -148,13 +148,16 @@ def test_bad_tuning_arguments_are_refused(filled) -> None:
 
 def test_finish_settles_only_until_the_collection_grew_past_the_share(filled) -> None:
     store, x, ids = filled
-    first = store.finish("tune_me")
+    small = store.finish("tune_me")  # 3,000 vectors are searched exhaustively: nothing to tune
+    assert not small["retuned"] and "exhaustively" in small["skipped"]
+    assert store.search_config("tune_me")["tuned_ef_search"] is None
+    first = store.finish("tune_me", min_vectors=1000)
     assert first["retuned"] and first["vectors"] == N
-    assert not store.finish("tune_me")["retuned"]  # unchanged: only settled
+    assert not store.finish("tune_me", min_vectors=1000)["retuned"]  # unchanged: only settled
     more = clustered(800, seed=3)
     with store.writer():
         store.upsert("tune_me", [f"new{i:05d}#0" for i in range(800)], more, [f"n {i}" for i in range(800)],
                      [{"doc_id": f"new{i}"} for i in range(800)])
-    again = store.finish("tune_me")  # 3,800 vectors: grown by 27 % (> 20 %)
+    again = store.finish("tune_me", min_vectors=1000)  # 3,800 vectors: grown by 27 % (> 20 %)
     assert again["retuned"] and again["vectors"] == N + 800
     assert store.search_config("tune_me")["tuned_count"] == N + 800
