@@ -529,6 +529,41 @@ def cmd_eval_check(args: argparse.Namespace) -> int:
     return 1 if r["verdict"] == "regression" else 0
 
 
+def cmd_eval_compare(args: argparse.Namespace) -> int:
+    from ragops.evaluation.compare import compare_runs
+
+    r = compare_runs(_settings(args), args.run_a, args.run_b, limit=None if args.json else args.limit)
+    if args.json:
+        _print_json(r)
+        return 0
+    print(f"{args.run_b} ({r['b']['prompt']}, {r['b']['index']} v{r['b']['index_version']}) against "
+          f"{args.run_a} ({r['a']['prompt']}, {r['a']['index']} v{r['a']['index_version']}): differences are B - A, "
+          f"{int(r['confidence'] * 100)}% paired intervals")
+    for w in r["warnings"]:
+        print(f"  note: {w}")
+    group = None
+    for m in r["metrics"]:
+        if m["group"] != group:
+            group = m["group"]
+            print(f"{group}:")
+        ci = f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]" if m["ci_low"] is not None else ""
+        diff = f"{m['difference']:+.4f}" if m["difference"] is not None else "-"
+        verdict = m["verdict"].upper() if m["verdict"] in ("worse", "better") else ""
+        print(f"  {m['metric']:<28} {_fmt_metric(m['a']):>9} -> {_fmt_metric(m['b']):<9} {diff:>9} {ci:<20} "
+              f"{verdict}".rstrip())
+    c = r["counts"]
+    print(f"questions: {c['paired']} paired, {c['worse']} worse, {c['better']} better, {c['unchanged']} unchanged, "
+          f"{c['answers_changed']} answers changed; only in A {c['only_in_a']}, only in B {c['only_in_b']}")
+    worse = [q for q in r["questions"] if q["change"] < 0]
+    if worse:
+        print("worst regressions:")
+    for q in worse:
+        deltas = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(q["deltas"].items())
+                           if k in ("hit_rate@5", "ndcg@10", "answer_f1", "faithfulness", "hallucination_rate"))
+        print(f"  {q['id']:<10} {q['change']:+.3f}  {q['question'][:70]}  ({deltas})")
+    return 0
+
+
 def cmd_prompts_sync(args: argparse.Namespace) -> int:
     from ragops import registry
 
@@ -1025,6 +1060,13 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("run_id")
     ck.add_argument("--json", action="store_true")
     ck.set_defaults(fn=cmd_eval_check)
+    cp = ev.add_parser("compare", help="two eval runs side by side: every metric with its difference and paired "
+                                       "interval, then the questions that got worse, worst first")
+    cp.add_argument("run_a", help="the run compared against (e.g. production, or last night)")
+    cp.add_argument("run_b", help="the run compared (e.g. the candidate); differences are B - A")
+    cp.add_argument("--limit", type=int, default=10, help="regressions listed (default 10)")
+    cp.add_argument("--json", action="store_true", help="everything, every question with both answers and contexts")
+    cp.set_defaults(fn=cmd_eval_compare)
 
     pr = sub.add_parser("prompts", help="the prompt registry: versions, aliases, history, gated promotion") \
         .add_subparsers(dest="prompts_command", required=True)

@@ -83,7 +83,7 @@ def eval_run(settings: Settings, run_id: str) -> dict[str, Any]:
     source = "state store (current chunk text)"
     path = Path(row["output_dir"] or "") / "results.jsonl"
     if row["output_dir"] and path.exists():
-        source = str(path)
+        source = "the run's results.jsonl (the texts the run saw)"  # not the server path
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 q = json.loads(line)

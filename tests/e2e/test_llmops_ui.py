@@ -373,3 +373,51 @@ def test_a_reviewer_turns_a_failing_trace_into_a_golden_question(airflow, browse
     assert len(path.read_text().splitlines()) == len(lines)
     status, queue = api(base, "/ragops/api/review?index=docs", airflow["token"])
     assert tid not in [i["trace_id"] for i in queue["items"]]
+
+
+# ---- comparing two eval runs (after the promotion above: its gate decision is in the prompt's history)
+
+ARTIFACTS = Path(os.environ.get("RAGOPS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+
+def test_compare_the_gate_decision_from_the_prompt_history(airflow, browser) -> None:
+    """From the prompt's history (inside Airflow's frame), the gate decision's two runs side by
+    side: the figures are the JSON API's, the worst regression first with both answers."""
+    from urllib.parse import parse_qs, urlparse
+
+    page = browser
+    page.goto(f"{airflow['base']}/plugin/llmops")
+    frame = page.frame_locator("iframe")
+    frame.get_by_role("heading", name="ragops LLMOps").wait_for(timeout=60000)
+    assert frame.locator("#compare-form select[name=a] option").count() >= 2  # any two runs, from the evaluations
+    link = frame.locator("a.compare-gate").first
+    ids = parse_qs(urlparse(link.get_attribute("href")).query)
+    a, b = ids["a"][0], ids["b"][0]
+    status, data = api(airflow["base"], f"/ragops/api/compare?a={quote(a)}&b={quote(b)}", airflow["token"])
+    assert status == 200 and data["a"]["prompt"] == "rag_answer@1" and data["b"]["prompt"] == "rag_answer@2"
+    assert "output_dir" not in data["a"]
+    link.click()
+    frame.get_by_role("heading", name=f"{b} against {a}").wait_for(timeout=60000)
+    text = frame.locator("body").inner_text()
+    for m in data["metrics"]:
+        assert m["metric"] in text
+    c = data["counts"]
+    assert f"{c['paired']} paired: {c['worse']} worse" in text and c["worse"] >= 1, c  # top_k 5 -> 1 hurts some
+    worst = data["questions"][0]
+    first = frame.locator("details.q").first
+    assert first.get_attribute("id") == f"q-{worst['id']}" and "worse" in first.get_attribute("class")
+    first.locator("summary").click()
+    both = first.locator(".sbs").inner_text()
+    assert worst["a"]["answer"][:60] in both and worst["b"]["answer"][:60] in both, both
+    assert both.count("[1]") >= 2  # each side shows its contexts
+    # filters: only the questions that got worse, then a search
+    frame.locator("#only-worse").check()
+    assert frame.locator("#q-shown").inner_text() == str(c["worse"])
+    assert frame.locator("details.q:visible").count() == c["worse"]
+    frame.locator("#q-search").fill(worst["id"])
+    assert frame.locator("details.q:visible").count() == 1
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "llmops-compare.png"), full_page=True)
+    # a run that is not there: a page that says so
+    page.goto(f"{airflow['base']}/ragops/compare?a={quote(a)}&b=no-such-run")
+    assert "unknown eval run 'no-such-run'" in page.locator("body").inner_text()

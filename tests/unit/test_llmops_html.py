@@ -113,3 +113,34 @@ def test_the_audit_actor_names_the_person_and_the_dag_run() -> None:
     cell = _who(actor(manual))
     assert cell.startswith("alice<br>") and "../dags/check_drift/runs/manual__2026-12-06T10%3A00%3A00%2B00%3A00" in cell
     assert _who("<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"
+
+
+def test_compare_page_escapes_both_sides_and_links_the_gate_pair() -> None:
+    from ragops.airflow.llmops_html import render_compare
+
+    def run(rid: str) -> dict:
+        return {"run_id": rid, "status": "success", "purpose": "candidate", "started_at": "2026-11-22T12:00:00",
+                "prompt": EVIL, "index": "docs", "index_version": 1, "dataset": EVIL, "served_models": [EVIL],
+                "generator": "extractive", "questions": 1}
+
+    side = {"answer": EVIL, "refused": False, "error": None, "metrics": {"hit_rate@5": 1.0},
+            "contexts": [{"n": 1, "doc_id": EVIL, "score": 0.5, "text": EVIL, "page": 2}],
+            "unsupported_claims": [{"claim": EVIL, "reason": "missing_number", "passage": 1, "closest": EVIL}]}
+    data = {"a": run("run-a"), "b": run(EVIL), "warnings": [EVIL], "confidence": 0.95, "groups": ["retrieval"],
+            "metrics": [{"metric": "hit_rate@5", "group": "retrieval", "lower_is_better": False, "a": 1.0, "b": 0.0,
+                         "difference": -1.0, "ci_low": -1.0, "ci_high": -0.5, "paired": 1, "verdict": "worse"}],
+            "counts": {"paired": 1, "worse": 1, "better": 0, "unchanged": 0, "answers_changed": 1, "only_in_a": 0,
+                       "only_in_b": 0},
+            "questions": [{"id": EVIL, "question": EVIL, "change": -1.0, "deltas": {"hit_rate@5": -1.0},
+                           "answer_changed": True, "relevant_doc_ids": [EVIL], "reference_answer": EVIL,
+                           "a": side, "b": {**side, "refused": True}}]}
+    html = render_compare(data)
+    assert_no_live_markup(html)
+    assert html.count("<script>") == 1 and "★ relevant" in html and "p. 2" in html and "(refused)" in html
+    assert not re.search(r"(href|src|action)='/", html)
+    page = page_data()
+    page["prompts"][0]["history"].append({"at": "2026-11-22T10:00:00", "alias": "production", "action": "promoted",
+                                          "from": 1, "to": 2, "actor": "cli", "reason": "gate passed",
+                                          "evidence": {"candidate_run": "cand-1", "production_run": "prod-1"}})
+    html = render_page(page, "me")
+    assert "href='compare?a=prod-1&amp;b=cand-1'" in html and "href='eval/cand-1'" in html

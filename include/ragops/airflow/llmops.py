@@ -294,6 +294,17 @@ async def api_eval_run(run_id: str, user: User) -> JSONResponse:
     return JSONResponse(json.loads(json.dumps(data, default=str)))
 
 
+@app.get("/api/compare")
+async def api_compare(user: User, a: Annotated[str, Query(max_length=MAX_PARAM)],
+                      b: Annotated[str, Query(max_length=MAX_PARAM)]) -> JSONResponse:
+    """Run ``b`` against run ``a`` (ragops.evaluation.compare): every metric with its difference and
+    paired interval, every paired question worst first with both answers and contexts."""
+    from ragops.evaluation.compare import compare_runs
+
+    data = await _read(lambda: compare_runs(_settings(), a, b))
+    return JSONResponse(json.loads(json.dumps(data, default=str)))
+
+
 @app.get("/api/review")
 async def api_review_queue(user: User, index: Annotated[str | None, Query(max_length=MAX_PARAM)] = None,
                            limit: Annotated[int, Query(ge=1, le=100)] = 50) -> JSONResponse:
@@ -358,6 +369,15 @@ async def eval_page(run_id: str, user: User) -> HTMLResponse:
     from ragops.overview import eval_run
 
     return HTMLResponse(render_eval(await _read(lambda: eval_run(_settings(), run_id))))
+
+
+@app.get("/compare", response_class=HTMLResponse)
+async def compare_page(user: User, a: Annotated[str, Query(max_length=MAX_PARAM)],
+                       b: Annotated[str, Query(max_length=MAX_PARAM)]) -> HTMLResponse:
+    from ragops.airflow.llmops_html import render_compare
+    from ragops.evaluation.compare import compare_runs
+
+    return HTMLResponse(render_compare(await _read(lambda: compare_runs(_settings(), a, b))))
 
 
 @app.get("/prompts/{name}/diff", response_class=HTMLResponse)

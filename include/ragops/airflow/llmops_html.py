@@ -24,6 +24,9 @@ td.ctx{max-width:560px}.diff table{font-family:monospace;font-size:12px}.diff_ad
 mark.bad{background:#fee4e2;color:#b42318}.review textarea{width:100%;max-width:760px}
 .review input[name=relevant]{width:420px}.worse{background:#fee4e2;color:#b42318}.better{background:#d1fadf;
 color:#05603a}
+.sbs{display:grid;grid-template-columns:1fr 1fr;gap:12px}.sbs>div{min-width:0;overflow-wrap:anywhere}
+details.q{border-top:1px solid #eaecf0;padding:4px 0}details.q-worse>summary{color:#b42318}
+details.q-better>summary{color:#05603a}.rel{font-weight:bold;color:#05603a}.ctx.small{font-size:12px}
 """
 SCRIPT = """
 // Airflow shows this page in a sandboxed frame without allow-modals, allow-popups or
@@ -100,6 +103,18 @@ async function trigger(dag, conf) {
   const a = document.createElement("a"); a.href = "../" + body.url; a.textContent = "open the run";
   a.onclick = (e) => { e.preventDefault(); openTop(a.href); };
   box.append(a);
+}
+// compare page: show only the questions that got worse, and/or those whose text matches the search
+function filterQuestions() {
+  const worse = document.getElementById("only-worse"), text = document.getElementById("q-search");
+  const want = (text ? text.value : "").trim().toLowerCase();
+  let shown = 0;
+  document.querySelectorAll("details.q").forEach((d) => {
+    const ok = (!worse || !worse.checked || d.classList.contains("q-worse")) &&
+      (!want || d.dataset.text.includes(want));
+    d.style.display = ok ? "" : "none"; shown += ok ? 1 : 0;
+  });
+  const n = document.getElementById("q-shown"); if (n) n.textContent = shown;
 }
 document.addEventListener("click", (e) => {
   const a = e.target.closest && e.target.closest("a[data-top]");
@@ -221,9 +236,22 @@ def _prompts(data: list[dict[str, Any]]) -> str:
                        f"</select> with <select name='b'>{opts.replace(f'<option>{versions[-1]}', f'<option selected>{versions[-1]}')}"
                        "</select> <button type='submit'>side by side</button></form>")
         hist = [[esc(e["at"][:19]), esc(e["alias"]), _pill(e["action"]), esc(f"v{e['from']}" if e["from"] else "–"),
-                 esc(f"v{e['to']}" if e["to"] else "–"), _who(e["actor"]), esc(e["reason"])] for e in p["history"]]
-        out.append("<h4>History</h4>" + _table(["when", "alias", "action", "from", "to", "who", "why"], hist))
+                 esc(f"v{e['to']}" if e["to"] else "–"), _who(e["actor"]), esc(e["reason"]), _gate_links(e)]
+                for e in p["history"]]
+        out.append("<h4>History</h4>" + _table(["when", "alias", "action", "from", "to", "who", "why", "evidence"],
+                                               hist))
     return "".join(out)
+
+
+def _gate_links(event: dict[str, Any]) -> str:
+    """A gate decision's two eval runs: each one, and the pair compared (candidate against production)."""
+    ev = event.get("evidence") or {}
+    cand, prod = ev.get("candidate_run"), ev.get("production_run")
+    links = [f"<a href='eval/{esc(r)}' title='{esc(r)}'>{label}</a>" for r, label in ((cand, "candidate run"),
+                                                                                     (prod, "production run")) if r]
+    if cand and prod:
+        links.insert(0, f"<a href='compare?a={esc(prod)}&amp;b={esc(cand)}' class='compare-gate'>compare</a>")
+    return " · ".join(links)
 
 
 def _evals(data: dict[str, Any]) -> str:
@@ -236,6 +264,16 @@ def _evals(data: dict[str, Any]) -> str:
              esc(r["questions"]), *[fmt(r["metrics"].get(m)) for m in data["metrics"]]] for r in data["runs"]]
     out.append(_table(["run", "status", "purpose", "started", "index", "prompt", "served model", "questions",
                        *data["metrics"]], rows))
+    done = [r for r in data["runs"] if r["status"] in ("success", "partial")]
+    if len(done) > 1:
+        def opts(selected: str) -> str:
+            return "".join(f"<option value='{esc(r['run_id'])}'{' selected' if r['run_id'] == selected else ''}>"
+                           f"{esc(r['run_id'])} · {esc(r['prompt'])} · {esc(r['started_at'][:16])}</option>"
+                           for r in done)
+        out.append(f"<form method='get' action='compare' id='compare-form'>Compare run <select name='b' "
+                   f"aria-label='run B'>{opts(done[0]['run_id'])}</select> against <select name='a' "
+                   f"aria-label='run A'>{opts(done[1]['run_id'])}</select> <button type='submit'>compare</button> "
+                   "<span class='muted'>every metric with its interval, then the questions that got worse</span></form>")
     return "".join(out)
 
 
@@ -427,10 +465,16 @@ def render_eval(data: dict[str, Any]) -> str:
             f"{esc(', '.join(r.get('served_models') or []) or r.get('generator') or '?')}. "
             f"Context texts from {esc(data['context_source'])}.</p>"
             "<p class='muted'>faithfulness and hallucination_rate: every claim of an answer checked against the "
-            "passages (numbers, names, negation, meaning; docs/groundedness.md).</p>")
-    metrics = "".join(f"<tr><td><code>{esc(k)}</code></td><td class='num'>{fmt(v)}</td></tr>"
-                      for k, v in sorted(r["metrics"].items()))
-    out = [head, f"<table>{metrics}</table><h2>Questions</h2>"]
+            "passages (numbers, names, negation, meaning; docs/groundedness.md). Questions in red failed: a missed "
+            "relevant document in the top 5, an unsupported claim, a wrong refusal or an error.</p>")
+    from ragops.evaluation.compare import GROUPS, metric_group
+
+    groups: dict[str, list[str]] = {}
+    for k, v in sorted(r["metrics"].items()):
+        groups.setdefault(metric_group(k), []).append(f"<tr><td><code>{esc(k)}</code></td><td class='num'>{fmt(v)}"
+                                                      "</td></tr>")
+    metrics = "".join(f"<h3>{esc(g)}</h3><table>{''.join(groups[g])}</table>" for g in GROUPS if g in groups)
+    out = [head, f"<h2>Metrics</h2>{metrics}<h2>Questions</h2>"]
     for q in data["questions"]:
         ms = ", ".join(f"{k} {fmt(v)}" for k, v in sorted((q.get("metrics") or {}).items())
                        if k in ("hit_rate@5", "ndcg@10", "faithfulness", "hallucination_rate", "answer_f1",
@@ -442,13 +486,103 @@ def render_eval(data: dict[str, Any]) -> str:
         claims = f"<p><b>unsupported claims</b></p><ul>{claims}</ul>" if claims else ""
         ctx = "".join(f"<div class='ctx'><b>[{esc(c.get('n'))}] {esc(c.get('doc_id'))}</b> "
                       f"(score {fmt(c.get('score'))})\n{esc(c.get('text', ''))}</div>" for c in q.get("contexts") or [])
-        out.append(f"<details id='q-{esc(q.get('id'))}'><summary><b>{esc(q.get('id'))}</b> {esc(q.get('question'))} "
-                   f"<span class='muted'>{esc(ms)}</span></summary>"
+        m = q.get("metrics") or {}
+        failed = bool(q.get("error")) or m.get("hit_rate@5") == 0 or (m.get("hallucination_rate") or 0) > 0 or \
+            m.get("refusal_accuracy") == 0
+        relevant = set(q.get("relevant_doc_ids") or [])
+        retrieved = ", ".join(f"<span class='rel'>{esc(d['doc_id'])} ★</span>" if d["doc_id"] in relevant
+                              else esc(d["doc_id"]) for d in q.get("retrieved_docs") or [])
+        out.append(f"<details id='q-{esc(q.get('id'))}' class='q{' q-worse' if failed else ''}'><summary><b>"
+                   f"{esc(q.get('id'))}</b> {esc(q.get('question'))} <span class='muted'>{esc(ms)}</span></summary>"
                    f"<p><b>answer</b>{' (refused)' if q.get('refused') else ''}: {esc(q.get('answer') or q.get('error') or '')}</p>"
                    f"{claims}<p><b>reference</b>: {esc(q.get('reference_answer', ''))}</p>"
-                   f"<p><b>relevant</b>: {esc(', '.join(q.get('relevant_doc_ids') or []))}; <b>retrieved</b>: "
-                   f"{esc(', '.join(d['doc_id'] for d in q.get('retrieved_docs') or []))}</p>{ctx}</details>")
+                   f"<p><b>relevant</b>: {esc(', '.join(q.get('relevant_doc_ids') or []))}; <b>retrieved</b> "
+                   f"(★ relevant): {retrieved}</p>{ctx}</details>")
     return _frame(f"ragops eval {r['run_id']}", "".join(out))
+
+
+def _ci_cell(m: dict[str, Any]) -> str:
+    if m.get("ci_low") is None:
+        return ""
+    return f"[{m['ci_low']:+.4f}, {m['ci_high']:+.4f}] <span class='muted'>n={esc(m['paired'])}</span>"
+
+
+def _compare_side(side: dict[str, Any] | None, relevant: set[str]) -> str:
+    if side is None:
+        return "<p class='muted'>not in this run</p>"
+    answer = esc(side["answer"] or side.get("error") or "")
+    claims = "".join(f"<li><span class='bad'>{esc(c['claim'])}</span> <b>{esc(c['reason'])}</b> "
+                     f"<span class='muted'>closest [{esc(c['passage'])}]: {esc(c.get('closest') or '')}</span></li>"
+                     for c in side["unsupported_claims"])
+    ctx = []
+    for c in side["contexts"]:
+        rel = c["doc_id"] in relevant
+        page = f" p. {esc(c['page'])}" if c.get("page") else ""
+        ctx.append(f"<div class='ctx small'><b class='{'rel' if rel else ''}'>[{esc(c['n'])}] {esc(c['doc_id'])}"
+                   f"{' ★ relevant' if rel else ''}</b>{page} <span class='muted'>score {fmt(c['score'])}</span>\n"
+                   f"{esc(c['text'])}</div>")
+    ms = ", ".join(f"{k} {fmt(v)}" for k, v in sorted(side["metrics"].items())
+                   if k in ("hit_rate@5", "ndcg@10", "answer_f1", "faithfulness", "hallucination_rate"))
+    return (f"<p><b>answer</b>{' (refused)' if side['refused'] else ''}: {answer}</p>"
+            + (f"<p><b>unsupported claims</b></p><ul>{claims}</ul>" if claims else "")
+            + f"<p class='muted'>{esc(ms)}</p>{''.join(ctx)}")
+
+
+def render_compare(data: dict[str, Any]) -> str:
+    """ragops.evaluation.compare.compare_runs as a page: both runs, the metrics by group with their
+    difference and interval, then the questions, worst regressions first, each with both sides."""
+    a, b = data["a"], data["b"]
+
+    def run_row(label: str, r: dict[str, Any]) -> list[str]:
+        return [label, f"<a href='eval/{esc(r['run_id'])}'>{esc(r['run_id'])}</a>", _pill(r["status"]),
+                esc(r.get("purpose") or ""), esc(r["started_at"][:19] + " UTC"), esc(r["prompt"]),
+                esc(f"{r['index']} v{r['index_version']}"), esc(r["dataset"].rsplit("/", 1)[-1]),
+                esc(", ".join(r.get("served_models") or []) or (r.get("generator") or "").split(":")[-1]),
+                esc(r["questions"])]
+
+    out = ["<p><a href='./'>← LLMOps</a></p>", f"<h1>{esc(b['run_id'])} against {esc(a['run_id'])}</h1>",
+           _table(["", "run", "status", "purpose", "started", "prompt", "index", "dataset", "served model",
+                   "questions"], [run_row("A", a), run_row("B", b)]),
+           *[f"<p class='paused'>{esc(w)}</p>" for w in data["warnings"]],
+           f"<p class='muted'>Differences are B − A; intervals are {int(data['confidence'] * 100)}% paired "
+           "bootstrap intervals over the questions both runs answered. <b>worse</b> / <b>better</b>: the whole "
+           "interval is on one side of zero (direction by metric: lower is better for rates of failures, "
+           "latency, tokens and cost).</p>", "<h2>Metrics</h2>"]
+    for group in data["groups"]:
+        rows = []
+        for m in (m for m in data["metrics"] if m["group"] == group):
+            verdict = _pill(m["verdict"], m["verdict"]) if m["verdict"] in ("worse", "better") else \
+                f"<span class='muted'>{esc(m['verdict'])}</span>"
+            diff = "" if m["difference"] is None else f"{m['difference']:+.4f}"
+            rows.append([f"<code>{esc(m['metric'])}</code>" + (" <span class='muted'>↓</span>" if m["lower_is_better"]
+                                                              else ""),
+                         fmt(m["a"]), fmt(m["b"]), diff, _ci_cell(m), verdict])
+        out.append(f"<h3>{esc(group)}</h3>" + _table(["metric", "A", "B", "B − A", "interval", ""], rows))
+    c = data["counts"]
+    out.append(f"<h2 id='questions'>Questions</h2><p>{c['paired']} paired: <b class='bad'>{c['worse']} worse</b>, "
+               f"{c['better']} better, {c['unchanged']} unchanged; {c['answers_changed']} answers changed; only in A "
+               f"{c['only_in_a']}, only in B {c['only_in_b']}. Ordered by the change of hit_rate@5, ndcg@10, "
+               "answer_f1, answer_similarity, faithfulness, hallucination_rate, refusal_accuracy and "
+               "citation_validity, worst first.</p>"
+               "<p><label><input type='checkbox' id='only-worse' onchange='filterQuestions()'> only questions that got "
+               "worse</label> <input type='search' id='q-search' placeholder='search questions' aria-label='search "
+               "questions' oninput='filterQuestions()'> <span class='muted'><span id='q-shown'>"
+               f"{len(data['questions'])}</span> shown</span></p>")
+    for q in data["questions"]:
+        kind = "worse" if q["change"] < 0 else "better" if q["change"] > 0 else "same"
+        relevant = set(q["relevant_doc_ids"])
+        deltas = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(q["deltas"].items())
+                           if k in ("hit_rate@5", "ndcg@10", "answer_f1", "faithfulness", "hallucination_rate",
+                                    "refusal_accuracy"))
+        search = f"{q['id']} {q['question']}".lower()
+        out.append(f"<details class='q q-{kind}' id='q-{esc(q['id'])}' data-text='{esc(search)}'><summary><b>"
+                   f"{esc(q['id'])}</b> {q['change']:+.3f} {esc(q['question'])} <span class='muted'>{esc(deltas)}"
+                   f"{' · answer changed' if q['answer_changed'] else ''}</span></summary>"
+                   f"<p><b>reference</b>: {esc(q['reference_answer'])}; <b>relevant</b>: "
+                   f"{esc(', '.join(q['relevant_doc_ids']) or 'none (unanswerable)')}</p>"
+                   f"<div class='sbs'><div><h4>A · {esc(a['prompt'])}</h4>{_compare_side(q['a'], relevant)}</div>"
+                   f"<div><h4>B · {esc(b['prompt'])}</h4>{_compare_side(q['b'], relevant)}</div></div></details>")
+    return _frame(f"ragops compare {b['run_id']} vs {a['run_id']}", "".join(out))
 
 
 def render_diff(name: str, a: int, b: int, table: str) -> str:
