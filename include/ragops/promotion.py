@@ -61,7 +61,7 @@ def invisible_change(cand: Any, prod: Any) -> str | None:
 
 def evaluate(settings: Settings, name: str, candidate: int, *, gate: str | None = None, dataset: str | None = None,
              index: str | None = None, run_prefix: str, trigger: str = "cli", llm: Any = None,
-             sample_size: int = 0) -> dict[str, Any]:
+             sample_size: int = 0, origin: dict[str, str] | None = None) -> dict[str, Any]:
     """Evaluate candidate and production on the same questions and index version; apply the gate."""
     from ragops.evaluation.runner import run_eval
     from ragops.gates import evaluate_gate
@@ -98,7 +98,7 @@ def evaluate(settings: Settings, name: str, candidate: int, *, gate: str | None 
     for label, prompt in (("candidate", cand), ("production", prod)):
         summary = run_eval(settings, dataset, prompt, index, run_id=f"{prefix}__{label}", trigger=trigger,
                            purpose="candidate" if label == "candidate" else "adhoc", llm=llm,
-                           sample_size=sample_size)
+                           sample_size=sample_size, origin=origin)
         if summary["status"] not in ("success", "partial"):
             raise RagopsError(f"the {label} evaluation of {prompt.ref} ended {summary['status']}; see its report "
                               f"{summary['output_dir']}/report.html")

@@ -25,6 +25,7 @@ from tests.conftest import ROOT, SmtpServer, free_port, start_ui
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("RAGOPS_TEST_ARTIFACTS", ROOT / "test-artifacts"))  # screenshots
 SHIPPED = (ROOT / "include" / "prompts" / "rag_answer" / "v1.yaml").read_text()
 CONFIG = """
 alerts:
@@ -171,6 +172,9 @@ def test_page_shows_the_state_store(airflow, browser) -> None:
     # the live version the first sync created: who built it and its chunks (they were empty cells)
     live_row = frame.locator("tr", has_text="docs__v1").first.inner_text()
     assert "ingest (first sync)" in live_row and str(data["indexes"][0]["chunks"]) in live_row, live_row
+    strip = frame.locator(".strip").inner_text()  # status at a glance
+    assert "last ingest: docs" in strip and "last nightly: success" in strip and "paused DAGs: " in strip, strip
+    assert data["status"]["last_nightly"]["run_id"] == data["eval"]["runs"][0]["run_id"]
     # the prompts table: every column has a heading, the status is shown once
     assert "version\taliases\tstatus\tauthor\tmessage\tregistered" in text
     # DAGs are paused at creation here: the page says so, and what unpausing would start
@@ -183,7 +187,8 @@ def test_page_shows_the_state_store(airflow, browser) -> None:
         assert a["action"] in text
     assert "Top chunk only <b>bold</b>." in text  # shown as text: the markup was escaped
     assert frame.locator("b", has_text="bold").count() == 0
-    assert frame.locator("svg").count() >= 1  # the eval chart, rendered server-side
+    frame.locator(".chart canvas").first.wait_for()  # the trend charts (vendored uPlot, served by the plugin)
+    assert frame.locator(".chart").count() == 2 * len(data["eval"]["charts"])  # retrieval and answer metrics
     # drill-down: one run, its questions, their retrieved contexts
     run_id = data["eval"]["runs"][0]["run_id"]
     frame.get_by_role("link", name=run_id).click()
@@ -375,9 +380,45 @@ def test_a_reviewer_turns_a_failing_trace_into_a_golden_question(airflow, browse
     assert tid not in [i["trace_id"] for i in queue["items"]]
 
 
-# ---- comparing two eval runs (after the promotion above: its gate decision is in the prompt's history)
+def test_the_trend_charts_filter_hover_and_open_a_run(airflow, browser) -> None:
+    """After the promotion: nightly and gate runs on one time axis. Nightly runs by default, every
+    run after the filter changes, values on hover, a click opens the run; no script errors."""
+    status, data = api(airflow["base"], "/ragops/api/overview", airflow["token"])
+    assert status == 200
+    points = data["eval"]["charts"]["docs · docs.jsonl"]["points"]
+    nightly = [p for p in points if p["purpose"] == "nightly"]
+    assert nightly and len(points) > len(nightly)  # the gate's runs are there too
+    assert any(e["kind"] == "promotion" for e in data["eval"]["events"])
+    page = browser
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{airflow['base']}/plugin/llmops")
+    frame = page.frame_locator("iframe")
+    chart = frame.locator(".chart[data-group=retrieval]").first
+    chart.locator("canvas").first.wait_for(timeout=60000)
+    assert chart.get_attribute("data-points") == str(len(nightly))
+    frame.locator("#chart-purpose").select_option("all")
+    assert chart.get_attribute("data-points") == str(len(points))
+    frame.locator("#chart-prompt").select_option("rag_answer@2")
+    assert chart.get_attribute("data-points") == str(sum(p["prompt"] == "rag_answer@2" for p in points))
+    frame.locator("#chart-prompt").select_option("all")
+    # hover the newest point: its run and its values
+    over = chart.locator(".u-over")
+    box = over.bounding_box()
+    over.hover(position={"x": box["width"] - 1, "y": box["height"] / 2})
+    hover = frame.locator(".chart[data-group=retrieval] + p.hover").first
+    newest = points[-1]
+    assert newest["run_id"] in hover.inner_text(), hover.inner_text()
+    legend = chart.locator(".u-legend").inner_text()
+    assert f"{newest['metrics']['hit_rate@5']:.3f}" in legend, legend
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "llmops-charts.png"))
+    over.click(position={"x": box["width"] - 1, "y": box["height"] / 2})
+    frame.get_by_role("heading", name=f"Evaluation {newest['run_id']}").wait_for(timeout=30000)
+    assert errors == [], errors
 
-ARTIFACTS = Path(os.environ.get("RAGOPS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+
+# ---- comparing two eval runs (after the promotion above: its gate decision is in the prompt's history)
 
 
 def test_compare_the_gate_decision_from_the_prompt_history(airflow, browser) -> None:
@@ -418,6 +459,13 @@ def test_compare_the_gate_decision_from_the_prompt_history(airflow, browser) -> 
     assert frame.locator("details.q:visible").count() == 1
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "llmops-compare.png"), full_page=True)
+    # the candidate run's drill-down links the promote_prompt run and its task log (top window), and its report
+    frame.get_by_role("link", name=b).first.click()
+    frame.get_by_role("heading", name=f"Evaluation {b}").wait_for(timeout=30000)
+    assert "/dags/promote_prompt/runs/" in frame.locator("a.airflow-run").get_attribute("href")
+    assert frame.locator("a.airflow-task").get_attribute("href").endswith("/tasks/evaluate")
+    frame.get_by_role("link", name="report.html").click()
+    frame.locator("body", has_text=b).wait_for(timeout=30000)
     # a run that is not there: a page that says so
     page.goto(f"{airflow['base']}/ragops/compare?a={quote(a)}&b=no-such-run")
     assert "unknown eval run 'no-such-run'" in page.locator("body").inner_text()

@@ -508,9 +508,16 @@ def test_llmops_page_escapes_the_hostile_corpus(hostile: HostileRun) -> None:
                           "index": "docs", "checks": {EVIL_ATTR: EVIL_ATTR}, "report": "/x.html", "error": None})
     data["audit"].append({"at": "2026-11-22T13:00:00", "actor": EVIL_ALL, "action": EVIL_ATTR, "index": EVIL,
                           "detail": {"evidence": EVIL_ALL}})
+    point = {"t": 1.0, "at": "2026-11-22T12:00:00+00:00", "run_id": EVIL_ATTR, "purpose": EVIL_ALL,
+             "prompt": EVIL_ALL, "metrics": {"hit_rate@5": 0.5}}
+    data["eval"]["charts"][EVIL_ATTR] = {"index": EVIL_ALL, "points": [point]}  # chart data: a JSON block
+    data["eval"]["events"].append({"t": 1.0, "at": "2026-11-22T12:00:00+00:00", "kind": EVIL_ATTR, "index": None,
+                                   "label": EVIL_ALL})
     html = render_page(data, EVIL_ALL)
-    assert_inert(html, scripts=1, handlers=[PAGE_ONCLICK],
+    # the page's own script, uPlot, charts.js and the chart data block; nothing from data ends a script
+    assert_inert(html, scripts=4, handlers=[PAGE_ONCLICK],
                  shown=[SVG_NAME, QUOTE_NAME, f"records.jsonl#{REC_EVIL_ID}", EVIL_ALL, EVIL_ATTR])
+    assert html.lower().count("</script") == 4
     assert "href='eval/x&#x27; onmouseover=&#x27;alert(2)&#x27;" in html
 
 

@@ -3,6 +3,7 @@ escaped everywhere, actions carry only their DAG and Params, links stay relative
 
 from __future__ import annotations
 
+import json
 import re
 
 from ragops.airflow.llmops_html import render_diff, render_eval, render_page
@@ -29,7 +30,11 @@ def page_data() -> dict:
                            "2026-11-22T12:00:00", "index": "docs", "prompt": "rag_answer@1", "questions": 3,
                            "metrics": {"hit_rate@5": 0.9}}],
                  "series": {"docs · docs.jsonl": [{"label": "11-22 12:00", "metrics": {"hit_rate@5": 0.9}}]},
-                 "metrics": ["hit_rate@5"]},
+                 "metrics": ["hit_rate@5"],
+                 "charts": {"docs · docs.jsonl": {"index": "docs", "points": [
+                     {"t": 1795000000.0, "at": "2026-11-22T12:00:00+00:00", "run_id": "eval-1", "purpose": "nightly",
+                      "prompt": EVIL, "metrics": {"hit_rate@5": 0.9}}]}},
+                 "chart_groups": {"retrieval": ["hit_rate@5"]}, "events": [], "thresholds": {"hit_rate@5": 0.8}},
         "drift": [{"check_id": "d1", "status": "breach", "started_at": "2026-11-22T13:00:00", "index": "docs",
                    "checks": {"gaps": "breach"}, "report": "/x/report.html", "error": None}],
         "quarantine": [{"created_at": "2026-11-22T08:00:00", "index": "docs", "doc_id": EVIL, "stage": "parse",
@@ -54,7 +59,11 @@ def test_page_escapes_everything_untrusted_and_offers_the_actions() -> None:
     assert any("check_drift" in a for a in acts)
     assert "href='eval/eval-1'" in html and "href='drift/d1/report'" in html
     assert not re.search(r"(href|src|action)='/", html), "links must be relative (the plugin mount may move)"
-    assert "<svg" in html  # the eval chart is rendered here, not fetched
+    # the trend charts: containers, the vendored library from this server, the data as an inert JSON block
+    assert "class='chart'" in html and "src='static/uPlot.iife.min.js'" in html
+    block = html.split("<script type='application/json' id='chart-data'>")[1].split("</script>")[0]
+    assert "<" not in block and json.loads(block)["charts"]["docs · docs.jsonl"]["points"][0]["prompt"] == EVIL
+    assert html.lower().count("<script") == 4
 
 
 def test_eval_drill_down_escapes_questions_answers_and_contexts() -> None:
@@ -144,3 +153,32 @@ def test_compare_page_escapes_both_sides_and_links_the_gate_pair() -> None:
                                           "evidence": {"candidate_run": "cand-1", "production_run": "prod-1"}})
     html = render_page(page, "me")
     assert "href='compare?a=prod-1&amp;b=cand-1'" in html and "href='eval/cand-1'" in html
+
+
+def test_eval_page_links_its_airflow_run_task_log_and_report() -> None:
+    run = {"run_id": "nightly_eval__manual__2026", "status": "success", "prompt": "rag_answer@1", "index": "docs",
+           "index_version": 1, "questions": 0, "dataset": "d.jsonl", "metrics": {"hit_rate@5": 1.0, "tokens_in": 3.0},
+           "origin": {"dag_id": "nightly_eval", "run_id": "manual__2026-12-07T10:00:00+00:00", "task_id": "evaluate"}}
+    html = render_eval({"run": run, "questions": [], "context_source": "results.jsonl"})
+    assert ("href='../../dags/nightly_eval/runs/manual__2026-12-07T10%3A00%3A00%2B00%3A00' data-top='1'" in html)
+    assert "runs/manual__2026-12-07T10%3A00%3A00%2B00%3A00/tasks/evaluate' data-top='1'" in html
+    assert "href='nightly_eval__manual__2026/report'" in html
+    assert "<h3>retrieval</h3>" in html and "<h3>operations</h3>" in html  # metrics grouped
+    html = render_eval({"run": {**run, "origin": None}, "questions": [], "context_source": "results.jsonl"})
+    assert "run outside Airflow" in html
+
+
+def test_status_strip_names_what_needs_attention() -> None:
+    data = page_data()
+    data["status"] = {"last_ingest": {"index": "docs", "status": "committed", "finished_at": "2026-11-22T08:00:00"},
+                      "last_nightly": {"run_id": "eval-1", "status": "success", "started_at": "2026-11-22T12:00:00",
+                                       "index": "docs", "prompt": "p@1", "metrics": {"hit_rate@5": 0.9}},
+                      "breaches": [{"index": EVIL, "check_id": "d1", "at": "x"}], "failed_alerts": 2}
+    html = render_page(data, "me", {"check_drift": {"is_paused": True}, "nightly_eval": {"is_paused": False}})
+    strip = html.split("class='strip'")[1].split("</div>")[0]
+    assert "last ingest: <b>docs</b>" in strip and "href='eval/eval-1'" in strip
+    assert "open drift breaches: <b>1</b>" in strip and "paused DAGs: <b>1</b>" in strip
+    assert "failed alerts in the outbox: <b>2</b>" in strip and "&lt;script&gt;" in strip
+    empty = render_page({**page_data(), "status": {"last_ingest": None, "last_nightly": None, "breaches": [],
+                                                   "failed_alerts": 0}}, "me")
+    assert "no ingest yet: run <code>ragops ingest SOURCE</code>" in empty and "no nightly run yet" in empty

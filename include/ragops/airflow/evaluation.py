@@ -54,7 +54,8 @@ def evaluate(params: dict[str, Any], run_id: str, run_type: str, triggering_asse
                           purpose="nightly" if nightly else "adhoc", question_ids=params.get("question_ids") or None,
                           llm=LlmHook.optional(settings.eval.llm_conn_id),
                           # the index's own questions (not a dataset a person chose) come with the reviewed ones
-                          include_reviewed=bool(triggered_by) or not params.get("dataset"))
+                          include_reviewed=bool(triggered_by) or not params.get("dataset"),
+                          origin={"dag_id": "nightly_eval", "run_id": run_id, "task_id": "evaluate"})
     key = {k: summary["metrics"].get(k) for k in settings.eval.watch_metrics}
     if outlet_events is not None:
         outlet_events[EVAL_REPORTS].add(eval_asset(index), extra={

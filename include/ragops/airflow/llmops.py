@@ -30,6 +30,7 @@ import asyncio
 import difflib
 import json
 import logging
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -271,6 +272,23 @@ async def icon() -> Any:
     return Response(ICON, media_type="image/svg+xml")  # the nav icon (no data in it, no login needed)
 
 
+STATIC = {"uPlot.iife.min.js": "text/javascript; charset=utf-8", "uPlot.min.css": "text/css; charset=utf-8",
+          "charts.js": "text/javascript; charset=utf-8"}
+
+
+@app.get("/static/{name}", include_in_schema=False)
+async def static(name: str, user: User) -> Any:
+    """The page's vendored chart library (uPlot, MIT, include/ragops/airflow/static/) and its chart
+    script: served from the package, so the page needs no network beyond this server."""
+    from fastapi.responses import Response
+
+    if name not in STATIC:
+        raise HTTPException(status_code=404, detail=f"no static file {name!r}")
+    body = (Path(__file__).parent / "static" / name).read_bytes()
+    return Response(body, media_type=STATIC[name], headers={"Cache-Control": "private, max-age=3600",
+                                                            "X-Content-Type-Options": "nosniff"})
+
+
 @app.get("/api/openapi.json", include_in_schema=False)
 async def openapi_schema(request: Request, user: User) -> JSONResponse:
     """The plugin's OpenAPI schema, for a signed-in user only (it lists every route and Param),
@@ -369,6 +387,14 @@ async def eval_page(run_id: str, user: User) -> HTMLResponse:
     from ragops.overview import eval_run
 
     return HTMLResponse(render_eval(await _read(lambda: eval_run(_settings(), run_id))))
+
+
+@app.get("/eval/{run_id}/report", response_class=HTMLResponse)
+async def eval_report(run_id: str, user: User) -> HTMLResponse:
+    """The run's own report.html (written by run_eval into its run folder)."""
+    from ragops.overview import eval_report_html
+
+    return HTMLResponse(await _read(lambda: eval_report_html(_settings(), run_id)))
 
 
 @app.get("/compare", response_class=HTMLResponse)

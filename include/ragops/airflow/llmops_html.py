@@ -1,13 +1,15 @@
-"""HTML of the LLMOps page: server-rendered, no external assets (charts are inline SVG), every
-value escaped. Links are relative (the page lives under the API server's plugin mount and is
+"""HTML of the LLMOps page: server-rendered, no external assets (the trend charts are uPlot,
+vendored in static/ and served by the plugin; their data is an inert JSON block), every value
+escaped. Links are relative (the page lives under the API server's plugin mount and is
 shown inside Airflow's UI); links to Airflow's own pages open in the top window."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
-from ragops.evaluation.reports import CSS, esc, fmt, trend_svg
+from ragops.evaluation.reports import CSS, esc, fmt
 
 MAX_BODY = 4096  # ragops.airflow.llmops.MAX_BODY (not imported: this module renders without FastAPI)
 
@@ -25,6 +27,7 @@ mark.bad{background:#fee4e2;color:#b42318}.review textarea{width:100%;max-width:
 .review input[name=relevant]{width:420px}.worse{background:#fee4e2;color:#b42318}.better{background:#d1fadf;
 color:#05603a}
 .sbs{display:grid;grid-template-columns:1fr 1fr;gap:12px}.sbs>div{min-width:0;overflow-wrap:anywhere}
+.strip{background:#f9fafb;border:1px solid #eaecf0;padding:6px 8px;margin:8px 0}
 details.q{border-top:1px solid #eaecf0;padding:4px 0}details.q-worse>summary{color:#b42318}
 details.q-better>summary{color:#05603a}.rel{font-weight:bold;color:#05603a}.ctx.small{font-size:12px}
 """
@@ -140,6 +143,31 @@ def _who(actor: str) -> str:
             f"{esc(dag_id)} · {esc(run_id)}</a>")
 
 
+def _strip(st: dict[str, Any] | None, dags: dict[str, dict[str, Any]]) -> str:
+    """Status at a glance, each item linking to the section (or run) behind it."""
+    if not st:
+        return ""
+    items = []
+    li = st.get("last_ingest")
+    items.append(f"<a href='#indexes'>last ingest: <b>{esc(li['index'])}</b> {_pill(li['status'])} "
+                 f"{esc((li.get('finished_at') or '')[:16].replace('T', ' '))} UTC</a>" if li else
+                 "<span>no ingest yet: run <code>ragops ingest SOURCE</code> or the ingest_documents DAG</span>")
+    ln = st.get("last_nightly")
+    items.append(f"<a href='eval/{esc(quote(ln['run_id'], safe=''))}'>last nightly: {_pill(ln['status'])} "
+                 f"{esc(ln['started_at'][:16].replace('T', ' '))} UTC, hit_rate@5 {fmt(ln['metrics'].get('hit_rate@5'))}"
+                 "</a>" if ln else "<span>no nightly run yet: unpause nightly_eval</span>")
+    b = st.get("breaches") or []
+    items.append(f"<a href='#drift' class='{'bad' if b else ''}'>open drift breaches: <b>{len(b)}</b>"
+                 f"{' (' + esc(', '.join(x['index'] for x in b)) + ')' if b else ''}</a>")
+    paused = sorted(d for d, v in dags.items() if v.get("is_paused"))
+    items.append(f"<span class='{'bad' if paused else ''}' title='{esc(', '.join(paused))}'>paused DAGs: "
+                 f"<b>{len(paused)}</b></span>")
+    fa = int(st.get("failed_alerts") or 0)
+    items.append(f"<span class='{'bad' if fa else ''}'>failed alerts in the outbox: <b>{fa}</b>"
+                 f"{' (ragops alerts list; ragops alerts flush re-sends)' if fa else ''}</span>")
+    return f"<div class='strip' role='status' aria-label='status at a glance'>{' · '.join(items)}</div>"
+
+
 def _paused(dags: dict[str, dict[str, Any]]) -> str:
     """Which of the DAGs the page starts (or that feed it) are paused, and what unpausing starts."""
     rows = []
@@ -243,6 +271,43 @@ def _prompts(data: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
+def json_block(element_id: str, value: Any) -> str:
+    """Data for the page's scripts, inert: a JSON script block in which no '<', '>' or '&' can end
+    the element or start markup."""
+    text = (json.dumps(value, default=str).replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("&", "\\u0026"))
+    return f"<script type='application/json' id='{esc(element_id)}'>{text}</script>"
+
+
+def _charts(data: dict[str, Any]) -> str:
+    """Trend charts (uPlot, static/charts.js): per index and golden set, retrieval and answer
+    metrics on a time axis, nightly runs by default, filters by purpose and prompt version."""
+    charts = data.get("charts") or {}
+    if not charts:
+        return ("<p class='muted'>No finished eval runs yet. Unpause nightly_eval, or run "
+                "<code>ragops eval run</code>, and the trends appear here.</p>")
+    purposes = sorted({p["purpose"] for c in charts.values() for p in c["points"]})
+    prompts = sorted({p["prompt"] for c in charts.values() for p in c["points"]})
+    default = "nightly" if "nightly" in purposes else "all"
+    popts = "".join(f"<option value='{esc(p)}'{' selected' if p == default else ''}>{esc(p)}</option>"
+                    for p in purposes) + f"<option value='all'{' selected' if default == 'all' else ''}>all</option>"
+    out = ["<p><label>runs <select id='chart-purpose' aria-label='purpose of the runs charted'>", popts,
+           "</select></label> <label>prompt <select id='chart-prompt' aria-label='prompt version charted'>"
+           "<option value='all'>all</option>", *(f"<option>{esc(p)}</option>" for p in prompts),
+           "</select></label> <span class='muted'>dashed vertical: promotions, rollbacks and index swaps; dashed "
+           "horizontal: the default gate's thresholds; dotted: control limits (mean ± 3 sd of the nightly runs "
+           "shown, from 5 runs). Hover for values, click a point to open its run.</span></p>"]
+    for key in charts:
+        out.append(f"<h3>{esc(key)}</h3>")
+        for group in data.get("chart_groups") or {}:
+            out.append(f"<div class='chart' data-key='{esc(key)}' data-group='{esc(group)}' role='img' "
+                       f"aria-label='{esc(group)} metrics of {esc(key)} over time'></div><p class='muted hover'></p>")
+    out.append(json_block("chart-data", {"charts": charts, "events": data.get("events") or [],
+                                         "thresholds": data.get("thresholds") or {},
+                                         "groups": data.get("chart_groups") or {}}))
+    return "".join(out)
+
+
 def _gate_links(event: dict[str, Any]) -> str:
     """A gate decision's two eval runs: each one, and the pair compared (candidate against production)."""
     ev = event.get("evidence") or {}
@@ -255,9 +320,7 @@ def _gate_links(event: dict[str, Any]) -> str:
 
 
 def _evals(data: dict[str, Any]) -> str:
-    out = ["<h2 id='evals'>Evaluations</h2>"]
-    for key, series in data["series"].items():
-        out.append(f"<h3>{esc(key)}</h3>" + trend_svg(series, data["metrics"]))
+    out = ["<h2 id='evals'>Evaluations</h2>", _charts(data)]
     rows = [[f"<a href='eval/{esc(r['run_id'])}'>{esc(r['run_id'])}</a>", _pill(r["status"]), esc(r["purpose"]),
              esc(r["started_at"][:19]), esc(r["index"]), esc(r["prompt"]),
              esc(", ".join(r.get("served_models") or []) or (r.get("generator") or "").split(":")[-1]),
@@ -435,9 +498,13 @@ def _production(data: dict[str, Any] | None) -> str:
     return "".join(out)
 
 
-def _frame(title: str, body: str) -> str:
+CHART_HEAD = ("<link rel='stylesheet' href='static/uPlot.min.css'><script src='static/uPlot.iife.min.js'></script>"
+              "<script src='static/charts.js'></script>")  # vendored uPlot 1.6.32 (MIT) and our charts
+
+
+def _frame(title: str, body: str, head: str = "") -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{PAGE_CSS}</style>"
-            f"<script>{SCRIPT}</script></head><body><div id='confirm' role='dialog' aria-label='confirm'><p></p>"
+            f"<script>{SCRIPT}</script>{head}</head><body><div id='confirm' role='dialog' aria-label='confirm'><p></p>"
             "<button class='go'>Start the run</button> <button class='cancel'>Cancel</button></div>"
             f"<div id='msg' role='status'></div>{body}</body></html>")
 
@@ -450,11 +517,23 @@ def render_page(data: dict[str, Any], user: str, dags: dict[str, dict[str, Any]]
            "<a href='#production'>Production</a><a href='#review'>Review queue</a>"
            "<a href='#drift'>Drift</a><a href='#quarantine'>Quarantine</a><a href='#audit'>Audit log</a>"
            f"<span class='muted'>signed in as {esc(user)}</span></nav>")
-    body = (f"<h1>ragops LLMOps</h1>{nav}{_paused(dags or {})}{_indexes(data['indexes'])}{_prompts(data['prompts'])}{_evals(data['eval'])}"
+    body = (f"<h1>ragops LLMOps</h1>{nav}{_strip(data.get('status'), dags or {})}{_paused(dags or {})}{_indexes(data['indexes'])}{_prompts(data['prompts'])}{_evals(data['eval'])}"
             f"{_production(production)}{_review(review)}"
             f"{_drift(data['drift'], [i['name'] for i in data['indexes']])}{_quarantine(data['quarantine'])}"
             f"{_audit(data['audit'])}")
-    return _frame("ragops LLMOps", body)
+    return _frame("ragops LLMOps", body, CHART_HEAD)
+
+
+def airflow_links(origin: dict[str, Any] | None, up: str) -> str:
+    """Links from an eval run to the Airflow DAG run and task that made it (opened in the top
+    window). ``up``: the relative way from this page to the API server's root."""
+    if not origin or not origin.get("dag_id") or not origin.get("run_id"):
+        return "<span class='muted'>run outside Airflow (command line or library)</span>"
+    run = f"{up}dags/{quote(str(origin['dag_id']))}/runs/{quote(str(origin['run_id']), safe='')}"
+    task = f"{run}/tasks/{quote(str(origin.get('task_id') or 'evaluate'))}"
+    return (f"<a href='{esc(run)}' data-top='1' class='airflow-run'>Airflow run {esc(origin['dag_id'])} · "
+            f"{esc(origin['run_id'])}</a> · <a href='{esc(task)}' data-top='1' class='airflow-task'>task "
+            f"{esc(origin.get('task_id') or 'evaluate')} and its log</a>")
 
 
 def render_eval(data: dict[str, Any]) -> str:
@@ -463,7 +542,8 @@ def render_eval(data: dict[str, Any]) -> str:
             f"<p>{esc(r['prompt'])} on index {esc(r['index'])} v{esc(r['index_version'])}, {esc(r['questions'])} "
             f"questions of {esc(r['dataset'])}, answered by "
             f"{esc(', '.join(r.get('served_models') or []) or r.get('generator') or '?')}. "
-            f"Context texts from {esc(data['context_source'])}.</p>"
+            f"Context texts from {esc(data['context_source'])}.</p><p>{airflow_links(r.get('origin'), '../../')} · "
+            f"<a href='{esc(quote(str(r['run_id']), safe=''))}/report'>report.html</a></p>"
             "<p class='muted'>faithfulness and hallucination_rate: every claim of an answer checked against the "
             "passages (numbers, names, negation, meaning; docs/groundedness.md). Questions in red failed: a missed "
             "relevant document in the top 5, an unsupported claim, a wrong refusal or an error.</p>")

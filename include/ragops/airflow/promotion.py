@@ -66,7 +66,8 @@ def prepare(params: dict[str, Any], run_id: str, triggering_asset_events: Any) -
         return {"skip": f"nothing to evaluate for prompt {name}", "name": name}
     return {"name": name, "candidate": version, "gate": params.get("gate_profile") or settings.prompts.gate,
             "dataset": params.get("dataset") or None, "require_approval": params.get("require_approval"),
-            "run_prefix": f"promote_prompt__{run_id}"}
+            "run_prefix": f"promote_prompt__{run_id}",
+            "origin": {"dag_id": "promote_prompt", "run_id": run_id, "task_id": "evaluate"}}
 
 
 def evaluate(prep: dict[str, Any], run_type: str) -> dict[str, Any]:
@@ -78,7 +79,7 @@ def evaluate(prep: dict[str, Any], run_type: str) -> dict[str, Any]:
     settings = task_settings()
     decision = run_library(promotion.evaluate, settings, prep["name"], prep["candidate"], gate=prep["gate"],
                            dataset=prep["dataset"], run_prefix=prep["run_prefix"], trigger=f"airflow:{run_type}",
-                           llm=LlmHook.optional(settings.eval.llm_conn_id))
+                           llm=LlmHook.optional(settings.eval.llm_conn_id), origin=prep.get("origin"))
     override = prep.get("require_approval")
     decision["require_approval"] = promotion.needs_approval(settings, decision,
                                                             None if override in (None, "") else bool(override))

@@ -400,7 +400,8 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
              question_ids: list[str] | None = None, allow_unknown_docs: bool | None = None,
              retrieval: str | None = None, reuse_cache: bool = False, include_reviewed: bool = False,
              embedder: Embedder | None = None,
-             store: VectorStore | None = None, llm: LlmSettings | None = None) -> dict[str, Any]:
+             store: VectorStore | None = None, llm: LlmSettings | None = None,
+             origin: dict[str, str] | None = None) -> dict[str, Any]:
     """Evaluate ``prompt`` on the live version of ``index`` with ``dataset``; returns the summary.
 
     ``purpose``: ``nightly`` runs form the baseline nightly_eval compares with; ``adhoc`` and
@@ -408,6 +409,8 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     retry of the same ``run_id``, unless ``reuse_cache`` (answers of earlier runs are replayed,
     while the endpoint still serves the same model). ``allow_unknown_docs`` (default ``eval.allow_unknown_doc_ids``):
     relevant doc ids missing from the index are an error, or count as never retrieved.
+    ``origin``: the Airflow task that ran it ({dag_id, run_id, task_id}), kept with the run so the
+    LLMOps page links the run to its DAG run and task log.
     ``include_reviewed``: also the index's reviewed production questions (``<reviewed_dir>/<index>.jsonl``,
     ragops.production.review) when that file exists; one of them whose document was deleted since is
     left out unless unknown ids are allowed."""
@@ -473,7 +476,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     out = Path(output_dir) if output_dir else settings.eval_dir / run_id
     out.mkdir(parents=True, exist_ok=True)
     model_name = prompt_obj.model.name if prompt_obj.model.provider != "extractive" else "extractive"
-    config = {"purpose": purpose, "prompt": prompt_obj.summary(), "ks": list(settings.eval.ks), "retrieval": mode,
+    config = {"purpose": purpose, "origin": origin, "prompt": prompt_obj.summary(), "ks": list(settings.eval.ks), "retrieval": mode,
               "retrieval_detail": eff.describe(),
               "sample_size": n_sample, "seed": settings.eval.seed, "support_threshold": settings.eval.support_threshold,
               "embedding_model": settings.embedding.model, "judge": None if judge is None else
@@ -633,4 +636,5 @@ def run_row(r: state.EvalRun) -> dict[str, Any]:
             "questions": r.n_questions, "metrics": (r.metrics or {}).get("metrics", {}),
             "output_dir": r.output_dir, "error": r.error, "generator": r.generator,
             "retrieval": (r.config or {}).get("retrieval"),  # None: a run from before modes were recorded
-            "served_models": (r.config or {}).get("served_models") or []}
+            "served_models": (r.config or {}).get("served_models") or [],
+            "origin": (r.config or {}).get("origin")}  # {dag_id, run_id, task_id} of an Airflow run, else None
