@@ -337,7 +337,7 @@ def test_ingest_survives_a_worker_killed_mid_batch(topo: Topology, settings, ref
     run_id = topo.trigger("ingest_documents", {"source": str(topo.corpus), "index": INDEX})  # type: ignore[attr-defined]
     # a mapped batch is killed once it has parsed and chunked its documents and loads the model to embed them
     killed = kill_worker_during(topo, "ingest_documents", run_id, "process_batch",
-                                ready=logged(topo, "ingest_documents", run_id, "Loading SentenceTransformer model"))
+                                ready=logged(topo, "ingest_documents", run_id, "loaded embedding model"))
     timing = recovered_by_retry(topo, "ingest_documents", run_id, killed, timeout=1200)
     TIMINGS["ingest_worker_killed"] = {**timing, "run_s": round(time.time() - t0, 1)}
 
