@@ -12,15 +12,11 @@ cost) get their difference only.
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 
-from ragops import state
 from ragops.config import Settings
 from ragops.errors import EvalError
 from ragops.gates import LOWER_IS_BETTER, paired_bootstrap
@@ -38,7 +34,6 @@ _GROUP_PATTERNS = (
 HEADLINE = ("hit_rate@5", "ndcg@10", "answer_f1", "answer_similarity", "faithfulness", "hallucination_rate",
             "refusal_accuracy", "citation_validity")
 LOWER_IS_BETTER_EXTRA = re.compile(r"latency|tokens|cost|false_refusal|_rate$")
-HIGHER_RATES = {"hit_rate@1", "hit_rate@3", "hit_rate@5", "hit_rate@10", "hit_rate@20"}
 
 
 def metric_group(name: str) -> str:
@@ -52,7 +47,7 @@ def metric_group(name: str) -> str:
 def lower_is_better(name: str) -> bool:
     if name in LOWER_IS_BETTER:
         return True
-    if name in HIGHER_RATES or name.startswith("hit_rate"):
+    if name.startswith("hit_rate"):  # a rate of successes
         return False
     return bool(LOWER_IS_BETTER_EXTRA.search(name))
 
@@ -61,27 +56,13 @@ def _numeric(d: dict[str, Any] | None) -> dict[str, float]:
     return {k: float(v) for k, v in (d or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _load(s: Any, run_id: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    from ragops.evaluation.runner import run_row
+def _load(settings: Settings, run_id: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A run and its questions by id, context texts included (``ragops.overview.eval_run``)."""
+    from ragops.overview import eval_run
 
-    run = s.get(state.EvalRun, run_id)
-    if run is None:
-        raise EvalError(f"unknown eval run {run_id!r}; `ragops eval runs` lists them")
-    row = run_row(run)
-    results = {r.question_id: dict(r.payload or {}, ok=bool(r.ok)) for r in s.execute(
-        select(state.EvalResult).where(state.EvalResult.run_id == run_id)).scalars()}
-    out = Path(row.pop("output_dir", None) or "") / "results.jsonl"  # a server path: not shown
-    if out.name and out.parent != Path() and out.exists():  # the context texts as the run saw them
-        for line in out.read_text(encoding="utf-8").splitlines():
-            try:
-                q = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            texts = {c.get("chunk_id"): c.get("text") for c in q.get("contexts") or []}
-            for c in (results.get(q.get("id")) or {}).get("contexts") or []:
-                if not c.get("text") and texts.get(c.get("chunk_id")):
-                    c["text"] = texts[c.get("chunk_id")]
-    return row, results
+    data = eval_run(settings, run_id)
+    data["run"].pop("output_dir", None)  # a server path: not shown
+    return data["run"], {q["id"]: q for q in data["questions"]}
 
 
 def _side(q: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -92,25 +73,10 @@ def _side(q: dict[str, Any] | None) -> dict[str, Any] | None:
             "ok": q.get("ok", True), "metrics": _numeric(q.get("metrics")),
             "retrieved_docs": [d.get("doc_id") for d in q.get("retrieved_docs") or []],
             "contexts": [{"n": c.get("n"), "doc_id": c.get("doc_id"), "chunk_id": c.get("chunk_id"),
-                          "score": c.get("score"), "page": (c.get("metadata") or {}).get("page") or c.get("page"),
+                          "score": c.get("score"), "page": c.get("page"),
                           "text": c.get("text", "")} for c in q.get("contexts") or []],
             "unsupported_claims": [{"claim": c.get("claim"), "reason": c.get("reason"), "passage": c.get("passage"),
                                     "closest": c.get("closest")} for c in detail.get("unsupported_claims") or []]}
-
-
-def _texts(settings: Settings, index: str, results: dict[str, dict[str, Any]]) -> None:
-    """Fill the context texts a run's results do not carry from the state store's chunks."""
-    missing = {c.get("chunk_id") for r in results.values() for c in r.get("contexts") or [] if not c.get("text")}
-    missing.discard(None)
-    if not missing:
-        return
-    with state.session_scope(settings.state_db_url) as s:
-        found = dict(s.execute(select(state.Chunk.chunk_id, state.Chunk.text).where(
-            state.Chunk.index_name == index, state.Chunk.chunk_id.in_(sorted(missing)))).all())
-    for r in results.values():
-        for c in r.get("contexts") or []:
-            if not c.get("text"):
-                c["text"] = found.get(c.get("chunk_id"), "(chunk no longer in the index)")
 
 
 def question_change(a: dict[str, float], b: dict[str, float]) -> float:
@@ -132,12 +98,8 @@ def compare_runs(settings: Settings, a: str, b: str, *, samples: int | None = No
     e = settings.eval
     samples = samples or e.bootstrap_samples
     confidence = confidence or e.confidence
-    state.require_schema(settings.state_db_url)
-    with state.session_scope(settings.state_db_url) as s:
-        run_a, res_a = _load(s, a)
-        run_b, res_b = _load(s, b)
-    _texts(settings, run_a["index"], res_a)
-    _texts(settings, run_b["index"], res_b)
+    run_a, res_a = _load(settings, a)
+    run_b, res_b = _load(settings, b)
     warnings = []
     if run_a["dataset"] != run_b["dataset"]:
         warnings.append("the runs used different datasets: only the questions with the same id are paired")
