@@ -1,0 +1,1 @@
+"""Safety checks on answers and documents beyond patterns and word lists (toxicity)."""
