@@ -8,6 +8,8 @@ would be longer is split again on token boundaries instead of losing its tail.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import hashlib
 import logging
 import re
@@ -19,7 +21,7 @@ from ragops.config import ChunkingSettings, settings_fingerprint
 from ragops.parsing import ParsedDoc
 
 log = logging.getLogger(__name__)
-HEADER_FORMATS = {"md", "rst", "html"}
+HEADER_FORMATS = {"md", "rst", "html", "pdf", "docx"}
 MAX_CONTEXT_TOKENS = 64
 # Every whitespace character but the newline and the plain space (tab, no-break, ideographic, em
 # and other Unicode spaces, vertical tab, line and paragraph separators...). The Markdown header
@@ -169,7 +171,7 @@ class Chunker:
                         position=len(pieces), text=text, body=part, context=context, headings=headings,
                         n_tokens=self.count(text),
                     ))
-        return pieces
+        return _with_pages(doc, pieces) if doc.page_starts else pieces
 
     def _bodies(self, section: str, size: int) -> list[str]:
         """Stripped, non-empty pieces of ``section`` of at most ``size`` tokens: the section
@@ -202,3 +204,51 @@ class Chunker:
             else:
                 out.extend(self._fit(context, part, max(budget - 8, 8)))
         return out
+
+
+def _squash(text: str) -> str:
+    """Text as the header splitter leaves it, whitespace collapsed: what a chunk body and the
+    document it came from have in common, however lines were re-joined."""
+    return " ".join("".join(c for c in text if c.isprintable() or c.isspace()).split())
+
+
+def _with_pages(doc: ParsedDoc, pieces: list[ChunkPiece]) -> list[ChunkPiece]:
+    """Record in each piece's meta the page (``page``: the first, an int) and page range
+    (``pages``: "3" or "3-4") its body comes from, by finding the body in the document text.
+
+    Bodies follow the text in order: each search starts where the body must begin, inside the
+    previous body when the two overlap, else after it (so repeated boilerplate is not matched at
+    its first occurrence). A body that cannot be found (never expected) gets no page rather than
+    a wrong one."""
+    bounds = [*doc.page_starts, len(doc.text)]
+    parts, starts, total = [], [], 0
+    for i in range(len(doc.page_starts)):
+        part = _squash(doc.text[bounds[i]:bounds[i + 1]])
+        starts.append(total)
+        if part:
+            parts.append(part)
+            total += len(part) + 1
+    norm = " ".join(parts)
+    out, cursor, prev, prev_start = [], 0, "", 0
+    for p in pieces:
+        body = _squash(p.body)
+        head = body[:80]
+        if prev:
+            overlap = prev.rfind(head, 1)
+            cursor = prev_start + overlap if overlap > 0 else max(prev_start + len(prev) - 2, prev_start + 1)
+        pos = norm.find(head, cursor)
+        if pos < 0:
+            pos = norm.find(head)
+        if not body or pos < 0:
+            log.warning("%s: chunk %d not found in the document text; it gets no page number", doc.doc_id, p.position)
+            out.append(p)
+            continue
+        tail = body[-80:]
+        end = norm.find(tail, max(pos, pos + len(body) - len(tail) - 8))
+        last = end + len(tail) - 1 if end >= 0 else min(pos + len(body) - 1, len(norm) - 1)
+        first_page = bisect.bisect_right(starts, pos)
+        last_page = max(bisect.bisect_right(starts, last), first_page)
+        prev, prev_start = body, pos
+        pages = str(first_page) if last_page == first_page else f"{first_page}-{last_page}"
+        out.append(dataclasses.replace(p, meta={**p.meta, "page": first_page, "pages": pages}))
+    return out

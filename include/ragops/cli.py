@@ -71,8 +71,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         plan = result["plan"]
         print(f"dry run: index {plan['index']} from {plan['source_id']} in {total:.1f}s (nothing was written)")
         print(f"  documents: {_fmt_counts(plan['counts'])}")
-        for kind in ("added", "changed", "deleted", "protected"):
-            if plan["samples"][kind]:
+        for kind in ("added", "changed", "deleted", "protected", "skipped"):
+            if plan["samples"].get(kind):
                 print(f"  would be {kind}: {', '.join(plan['samples'][kind])}")
         if plan.get("mass_delete_blocked"):
             print("  warning: a real run would refuse these deletions (quality.max_delete_share); "
@@ -85,6 +85,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
           f"(plan, parse, chunk and embed {t['prepare']:.1f}s; commit and self-check {t['commit']:.1f}s)")
     print(f"  documents: {_fmt_counts(result['counts'])}")
     print(f"  chunks: {_fmt_counts(result['chunks'])}")
+    if result.get("skipped"):
+        print(f"  skipped {result['counts'].get('skipped', len(result['skipped']))} file(s) ragops does not read: "
+              f"{', '.join(result['skipped'])}")
     q = result["quarantine"]
     if q["documents"]:
         print(f"  quarantined {q['documents']} document(s): {_fmt_counts(q['reasons'])}")
@@ -107,7 +110,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not hits:
         print("no results")
     for h in hits:
-        where = f"{h.doc_id}" + (f" › {h.headings}" if h.headings else "")
+        where = f"{h.doc_id}" + (f" › {h.headings}" if h.headings else "") + (f" (p. {h.page})" if h.page else "")
         print(f"{h.rank:>2}. {h.score:.3f}  {where}\n    chunk {h.chunk_id}\n    {h.snippet}")
     return 0
 
@@ -722,7 +725,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     print(a.answer)
     print()
     for c in a.contexts:
-        print(f"  [{c['n']}] {c['doc_id']}  ({c['score']:.3f})")
+        page = f", p. {c['page']}" if c.get("page") else ""
+        print(f"  [{c['n']}] {c['doc_id']}{page}  ({c['score']:.3f})")
     cost = "unknown (no price)" if a.cost_usd is None else f"{a.cost_usd:.6f} USD"
     print(f"\ntrace {a.trace_id} · {a.prompt} · {a.index}@{a.index_version} · {a.served_model} · "
           f"{a.latency_ms:.0f} ms (retrieval {a.retrieval_ms:.0f}, generation {a.generation_ms:.0f}) · "

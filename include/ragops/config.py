@@ -109,7 +109,7 @@ class IngestSettings:
     default_source: str = "include/corpus"
     batch_documents: int = 200
     include: tuple[str, ...] = (
-        "**/*.md", "**/*.markdown", "**/*.txt", "**/*.rst", "**/*.html", "**/*.htm",
+        "**/*.md", "**/*.markdown", "**/*.txt", "**/*.rst", "**/*.html", "**/*.htm", "**/*.pdf", "**/*.docx",
         "**/*.jsonl", "**/*.parquet",
     )
     exclude: tuple[str, ...] = ("**/.*", "**/.*/**")

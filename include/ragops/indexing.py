@@ -201,10 +201,11 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
         "collection": target_collection or (live.collection if live else None),
         "counts": {"discovered": len(disc.docs), "added": len(added), "changed": len(changed),
                    "unchanged": len(unchanged), "deleted": len(deleted), "protected": len(protected),
-                   "source_problems": len(disc.problems)},
+                   "source_problems": len(disc.problems), "skipped": len(disc.skipped)},
         "batches": [] if dry_run else batches,
         "samples": {"added": [d.doc_id for d in added[:SAMPLE]], "changed": [d.doc_id for d in changed[:SAMPLE]],
-                    "deleted": deleted[:SAMPLE], "protected": protected[:SAMPLE]},
+                    "deleted": deleted[:SAMPLE], "protected": protected[:SAMPLE],
+                    "skipped": [f"{k.path} ({k.reason})" for k in disc.skipped[:SAMPLE]]},
         "problems": [p.__dict__ for p in disc.problems[:SAMPLE]],
         "mass_delete_blocked": blocked,  # a real run would refuse without allow_mass_delete
     }
@@ -334,6 +335,7 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
         meta = {"doc_id": r["doc_id"], "source_id": plan["source_id"], "title": prep.title[:500],
                 "uri": prep.doc["uri"], "position": p.position, "headings": p.headings[:500],
                 "n_tokens": p.n_tokens, "format": prep.doc["fmt"], "context_chars": len(p.context)}
+        meta.update(p.meta)  # page / pages of a PDF chunk
         meta.update({k: v for k, v in prep.record_meta.items() if k not in meta})  # record fields
         copy_from = None
         if r["chunk_id"] not in existing and r["chunk_id"] not in vec_of:
@@ -530,6 +532,7 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
                        "entries": [{k: q[k] for k in ("doc_id", "reason", "detail")} for q in quarantine[:SAMPLE]]},
         "self_check": check, "elapsed_s": round(time.perf_counter() - t0, 3),
         "pipeline_drift": plan.get("pipeline_drift"),
+        "skipped": plan.get("samples", {}).get("skipped", []),  # files not read (unsupported type), a sample
     }
     if not check["ok"]:
         _record_run(settings, run_id, plan, "self_check_failed", report, quarantine)

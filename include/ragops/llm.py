@@ -46,9 +46,12 @@ class Context:
     title: str
     headings: str
     text: str  # the chunk body, without the heading context
+    page: str = ""  # the page or page range of a PDF chunk ("3", "3-4"); cited with the label
 
     def render(self) -> str:
         head = " › ".join(p for p in (self.title, self.headings) if p)
+        if self.page:
+            head += f" ({'pp' if '-' in self.page else 'p'}. {self.page})"
         return f"[{self.n}] {head}\n{self.text}" if head else f"[{self.n}] {self.text}"
 
 

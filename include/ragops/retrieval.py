@@ -44,6 +44,7 @@ class Hit:
     headings: str
     snippet: str
     text: str
+    page: str = ""  # page or page range of a PDF chunk ("3", "3-4")
 
 
 def live_collection(settings: Settings, index: str) -> str:
@@ -66,7 +67,8 @@ def _hit(rank: int, cid: str, doc: str | None, meta: dict[str, Any] | None, scor
     snippet = " ".join(body.split())
     return Hit(rank=rank, doc_id=str(meta.get("doc_id", "")), chunk_id=cid, score=round(float(score), 4),
                title=str(meta.get("title", "")), headings=str(meta.get("headings", "")),
-               snippet=snippet[:240] + ("…" if len(snippet) > 240 else ""), text=doc or "")
+               snippet=snippet[:240] + ("…" if len(snippet) > 240 else ""), text=doc or "",
+               page=str(meta.get("pages", "") or ""))
 
 
 def check_mode(mode: str) -> str:

@@ -28,7 +28,8 @@ from ragops.errors import SourceError, SourceUnreachableError, brief
 
 log = logging.getLogger(__name__)
 
-FILE_FORMATS = {".md": "md", ".markdown": "md", ".txt": "txt", ".rst": "rst", ".html": "html", ".htm": "html"}
+FILE_FORMATS = {".md": "md", ".markdown": "md", ".txt": "txt", ".rst": "rst", ".html": "html", ".htm": "html",
+                ".pdf": "pdf", ".docx": "docx"}
 RECORD_FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}
 
 
@@ -60,12 +61,22 @@ class Problem:
 
 
 @dataclass
+class Skipped:
+    """A file of a directory that is not read: a type ragops has no reader for, or a type it
+    reads that ``ingest.include`` leaves out. Counted and listed, never silently ignored."""
+
+    path: str
+    reason: str
+
+
+@dataclass
 class Discovery:
     source_id: str
     docs: list[SourceDoc] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     # files in which something went wrong: documents that came from them are not deleted
     protected_origins: set[str] = field(default_factory=set)
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 @lru_cache(maxsize=64)
@@ -153,7 +164,8 @@ def discover(uri: str, settings: Settings, fs: fsspec.AbstractFileSystem | None 
                 f"{', '.join(sorted({**FILE_FORMATS, **RECORD_FORMATS}))} or a directory"
             )
         _read_entry(fs, root, posixpath.basename(root), settings, disc, seen, in_directory=False)
-    log.info("discovered %d documents and %d problems in %s", len(disc.docs), len(disc.problems), source_id)
+    log.info("discovered %d documents and %d problems in %s; skipped %d files", len(disc.docs), len(disc.problems),
+             source_id, len(disc.skipped))
     return disc
 
 
@@ -168,7 +180,11 @@ def _walk(fs: fsspec.AbstractFileSystem, root: str, settings: Settings, disc: Di
             for name in sorted(filenames) + sorted(d for d in dirnames if os.path.islink(os.path.join(dirpath, d))):
                 full = os.path.join(dirpath, name)
                 rel = os.path.relpath(full, root).replace(os.sep, "/")
-                if not matches(rel, inc) or matches(rel, exc):
+                if matches(rel, exc):
+                    continue
+                if not matches(rel, inc):
+                    if not os.path.isdir(full):
+                        _skip(disc, rel)
                     continue
                 if os.path.islink(full):
                     target = os.path.realpath(full)
@@ -184,9 +200,22 @@ def _walk(fs: fsspec.AbstractFileSystem, root: str, settings: Settings, disc: Di
     else:
         for full in sorted(fs.find(root)):
             rel = posixpath.relpath(full, root.rstrip("/")) if full != root else posixpath.basename(full)
-            if matches(rel, inc) and not matches(rel, exc):
+            if matches(rel, exc):
+                continue
+            if matches(rel, inc):
                 out.append((rel, full))
+            else:
+                _skip(disc, rel)
     return out
+
+
+def _skip(disc: Discovery, rel: str) -> None:
+    ext = posixpath.splitext(rel)[1].lower()
+    if ext in FILE_FORMATS or ext in RECORD_FORMATS:
+        reason = "not matched by ingest.include"
+    else:
+        reason = f"unsupported type {ext or '(no extension)'}"
+    disc.skipped.append(Skipped(rel, reason))
 
 
 def _add(disc: Discovery, seen: dict[str, str], doc: SourceDoc) -> None:

@@ -107,9 +107,9 @@ def test_unreadable_file_is_a_problem(tmp_path: Path, s, monkeypatch: pytest.Mon
 def test_missing_and_unsupported_sources(tmp_path: Path, s) -> None:
     with pytest.raises(SourceError, match="does not exist"):
         discover(str(tmp_path / "nope"), s)
-    (tmp_path / "x.pdf").write_bytes(b"%PDF")
-    with pytest.raises(SourceError, match="unsupported type .pdf"):
-        discover(str(tmp_path / "x.pdf"), s)
+    (tmp_path / "x.png").write_bytes(b"\x89PNG")
+    with pytest.raises(SourceError, match="unsupported type .png"):
+        discover(str(tmp_path / "x.png"), s)
     with pytest.raises(SourceError, match="empty source"):
         discover("  ", s)
 

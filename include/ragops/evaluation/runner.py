@@ -102,7 +102,8 @@ class Retriever:
                 body = (text or "")[int(meta.get("context_chars", 0) or 0):].strip()
                 contexts.append(Context(n=i + 1, chunk_id=cid, doc_id=str(meta.get("doc_id", "")),
                                         score=round(float(score), 6), title=str(meta.get("title", "")),
-                                        headings=str(meta.get("headings", "")), text=body))
+                                        headings=str(meta.get("headings", "")), text=body,
+                                        page=str(meta.get("pages", "") or "")))
         chunk_docs = [str(meta.get("doc_id", "")) for _, _, _, meta in ranked]  # context precision at every k
         return list(docs.items())[:n_docs], contexts, chunk_docs
 
@@ -217,7 +218,8 @@ def question_row(q: Question, docs: list[tuple[str, float]], contexts: list[Cont
                            "retrieved_docs": [{"rank": r, "doc_id": d, "score": sc} for r, (d, sc) in
                                               enumerate(docs, 1)],
                            "contexts": [{"n": c.n, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "score": c.score,
-                                         "title": c.title, "headings": c.headings, "text": c.text} for c in contexts]}
+                                         "title": c.title, "headings": c.headings, "text": c.text,
+                                         "page": c.page} for c in contexts]}
     if isinstance(gen, LlmError):
         row.update({"error": str(gen), "metrics": {}})
         return row

@@ -148,6 +148,7 @@ def answer(question: str, index: str | None = None, prompt: str = "rag_answer", 
         if llm is not None:
             client = _resource(("llm", llm), lambda: ChatClient(llm, s, use_cache=False))
     chunks = [{"id": c.chunk_id, "doc_id": c.doc_id, "score": c.score, "n": c.n, "title": c.title,
+               **({"page": c.page} if c.page else {}),
                **({"text": c.text[:s.production.max_context_chars]} if s.production.store_contexts else {})}
               for c in contexts]
     t_g = time.perf_counter()
