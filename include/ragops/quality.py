@@ -1,7 +1,9 @@
 """Data quality with Great Expectations 1.x: suites on documents and on chunks.
 
-Row-level expectations (non-empty text, length bounds, unique ids, required metadata, valid
-characters) quarantine the failing documents with a reason; dataset-level ones (duplicate-text
+Row-level expectations (non-empty text, length bounds, unique ids, required metadata, no terminal
+controls, not mostly broken) quarantine the failing documents with a reason; expectations of
+severity *warning* (text was repaired, U+FFFD kept) list the document without quarantining it
+(``ragops.repair`` does the repairs before this suite runs); dataset-level ones (duplicate-text
 share) raise a data incident. The suites are built in code from ``QualitySettings`` so the
 thresholds live in one YAML file.
 """
@@ -17,14 +19,16 @@ from typing import Any
 from ragops.config import QualitySettings
 
 log = logging.getLogger(__name__)
-# C0 controls but tab/newline/CR, DEL, the C1 controls (U+0080-U+009F: 8-bit CSI/OSC terminal escapes are as
-# hostile as their ESC forms, and in UTF-8 text they mean mis-decoded bytes) and U+FFFD (a broken encoding)
-CONTROL_PATTERN = r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufffd]"
+# C0 controls but tab/newline/FF/CR, DEL and the C1 controls (U+0080-U+009F): after ragops.repair only the
+# dangerous ones (ESC, NUL, 8-bit CSI/OSC/DCS terminal escapes) are left, in the documents it refused to repair
+CONTROL_PATTERN = r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]"
+REPLACEMENT_PATTERN = "\ufffd"
 
 
 @dataclass
 class QualityResult:
-    failed_rows: dict[int, list[str]] = field(default_factory=dict)  # row -> reasons
+    failed_rows: dict[int, list[str]] = field(default_factory=dict)  # row -> reasons (quarantine)
+    warned_rows: dict[int, list[str]] = field(default_factory=dict)  # row -> warnings (indexed, listed)
     incidents: list[str] = field(default_factory=list)
     checks: dict[str, bool] = field(default_factory=dict)
 
@@ -61,8 +65,18 @@ def _suite(kind: str, q: QualitySettings, max_tokens: int) -> tuple[Any, dict[st
              "length_out_of_bounds", f"text length outside [{q.min_chars}, {q.max_chars}] characters "
              "(quality.min_chars / quality.max_chars)"),
             (E.ExpectColumnValuesToNotMatchRegex(column="text", regex=CONTROL_PATTERN), "invalid_characters",
-             "text contains control characters (C0 or C1, e.g. terminal escapes) or U+FFFD replacement characters "
-             "(broken encoding); remove them or re-export the text"),
+             "text contains control characters that are terminal escapes (ESC, NUL, 8-bit CSI/OSC/DCS); strip "
+             "them at the source or re-export the text"),
+            (E.ExpectColumnValuesToBeBetween(column="bad_char_share", max_value=q.max_bad_char_share),
+             "mostly_broken", f"more than {q.max_bad_char_share:.1%} of the characters were lost upstream (U+FFFD) "
+             "or are controls with no meaning (quality.max_bad_char_share); re-export the document from its "
+             "original"),
+            (E.ExpectColumnValuesToBeBetween(column="n_repairs", max_value=0, severity="warning"), "repaired",
+             "broken characters were repaired (Windows-1252 punctuation read as C1 controls, mojibake, stray "
+             "controls); the repaired text is indexed"),
+            (E.ExpectColumnValuesToNotMatchRegex(column="text", regex=REPLACEMENT_PATTERN, severity="warning"),
+             "replacement_chars", "text holds U+FFFD where an earlier export lost characters; kept "
+             "(quality.replacement_chars: remove drops them)"),
         ]
     elif kind == "chunks":
         items = [
@@ -86,12 +100,12 @@ def _suite(kind: str, q: QualitySettings, max_tokens: int) -> tuple[Any, dict[st
     reasons: dict[str, tuple[str, str]] = {}
     for exp, code, text in items:
         suite.add_expectation(exp)
-        reasons[_key(exp.expectation_type, exp.column)] = (code, text)
+        reasons[_key(exp.expectation_type, exp.column, getattr(exp, "regex", None))] = (code, text)
     return suite, reasons
 
 
-def _key(expectation_type: str, column: str | None) -> str:
-    return f"{expectation_type}:{column}"  # unique within each suite
+def _key(expectation_type: str, column: str | None, regex: str | None = None) -> str:
+    return f"{expectation_type}:{column}:{regex or ''}"  # unique within each suite
 
 
 def validate(kind: str, rows: list[dict[str, Any]], q: QualitySettings, max_tokens: int = 254) -> QualityResult:
@@ -101,6 +115,8 @@ def validate(kind: str, rows: list[dict[str, Any]], q: QualitySettings, max_toke
     result = QualityResult()
     if not rows:
         return result
+    if kind == "documents":
+        rows = [_with_repair_columns(r) for r in rows]
     ctx = _context()
     suite, reasons = _suite(kind, q, max_tokens)
     name = f"{kind}_{id(rows)}"
@@ -114,7 +130,7 @@ def validate(kind: str, rows: list[dict[str, Any]], q: QualitySettings, max_toke
         ds.delete_asset(name)
     for r in res.results:
         cfg = r.expectation_config
-        code, text = reasons[_key(cfg.type, cfg.kwargs.get("column"))]
+        code, text = reasons[_key(cfg.type, cfg.kwargs.get("column"), cfg.kwargs.get("regex"))]
         result.checks[_key(code, cfg.kwargs.get("column"))] = bool(r.success)
         if r.success:
             continue
@@ -125,6 +141,19 @@ def validate(kind: str, rows: list[dict[str, Any]], q: QualitySettings, max_toke
             observed = r.result.get("observed_value")
             result.incidents.append(f"{text} (observed unique share {observed})")
             continue
+        severity = str(getattr(cfg, "severity", "critical")).rsplit(".", 1)[-1].lower()
+        target = result.warned_rows if severity == "warning" else result.failed_rows
         for idx in rows_failed:
-            result.failed_rows.setdefault(int(idx), []).append(f"{code}: {text}")
+            target.setdefault(int(idx), []).append(f"{code}: {text}")
     return result
+
+
+def _with_repair_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """The document suite reads how broken a text was and whether it was repaired; computed when not given."""
+    if "bad_char_share" in row and "n_repairs" in row:
+        return row
+    from ragops.repair import repair_text
+
+    rep = repair_text(row.get("text") or "")
+    return {**row, "bad_char_share": row.get("bad_char_share", rep.bad_share()),
+            "n_repairs": row.get("n_repairs", sum(rep.repairs.values()))}

@@ -148,7 +148,8 @@ class SyncRun(Base):
 
 class Quarantine(Base):
     __tablename__ = "quarantine"
-    __table_args__ = (Index("ix_quarantine_run", "run_id"), Index("ix_quarantine_index", "index_name"))
+    __table_args__ = (Index("ix_quarantine_run", "run_id"), Index("ix_quarantine_index", "index_name"),
+                      Index("ix_quarantine_doc", "index_name", "source_id", "doc_id"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(128))
@@ -158,6 +159,10 @@ class Quarantine(Base):
     stage: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text)
+    # failure = quarantined; repaired / warning = indexed after ragops.repair fixed or flagged the text
+    severity: Mapped[str] = mapped_column(String(16), default="failure", server_default="failure")
+    # hash of content + pipeline + quality settings of a failure: unchanged documents are not read again
+    fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

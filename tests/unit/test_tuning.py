@@ -252,7 +252,7 @@ def test_migration_0008_adds_the_column(tmp_path: Path) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO index_versions (index_name, version, collection, embedding_model, status, "
                              "created_at) VALUES ('docs', 1, 'docs__v1', 'm', 'live', '2026-01-01 00:00:00')"))
-    assert state.upgrade(url) == state.head_revision() == "0008"
+    assert state.upgrade(url) == state.head_revision() >= "0008"
     with state.session_scope(url) as s:
         v = s.execute(sa.select(state.IndexVersion)).scalar_one()
         assert v.retrieval is None  # an old version: untuned
