@@ -75,7 +75,7 @@ def test_eval_drill_down_escapes_questions_answers_and_contexts() -> None:
                            "contexts": [{"n": 1, "doc_id": "a", "score": 0.5, "text": EVIL}]}]}
     html = render_eval(data)
     assert_no_live_markup(html)
-    assert html.count("&lt;script&gt;") == 4  # question, answer, reference, context
+    assert html.count("&lt;script&gt;") == 5  # question, answer, reference, context and the search text
 
 
 def test_diff_page_keeps_difflib_escaping() -> None:
@@ -158,14 +158,17 @@ def test_compare_page_escapes_both_sides_and_links_the_gate_pair() -> None:
 def test_eval_page_links_its_airflow_run_task_log_and_report() -> None:
     run = {"run_id": "nightly_eval__manual__2026", "status": "success", "prompt": "rag_answer@1", "index": "docs",
            "index_version": 1, "questions": 0, "dataset": "d.jsonl", "metrics": {"hit_rate@5": 1.0, "tokens_in": 3.0},
-           "origin": {"dag_id": "nightly_eval", "run_id": "manual__2026-12-07T10:00:00+00:00", "task_id": "evaluate"}}
+           "origin": {"dag_id": "nightly_eval", "run_id": "manual__2026-12-07T10:00:00+00:00", "task_id": "evaluate"},
+           "report_url": "eval/nightly_eval__manual__2026/report"}
     html = render_eval({"run": run, "questions": [], "context_source": "results.jsonl"})
     assert ("href='../../dags/nightly_eval/runs/manual__2026-12-07T10%3A00%3A00%2B00%3A00' data-top='1'" in html)
     assert "runs/manual__2026-12-07T10%3A00%3A00%2B00%3A00/tasks/evaluate' data-top='1'" in html
     assert "href='nightly_eval__manual__2026/report'" in html
     assert "<h3>retrieval</h3>" in html and "<h3>operations</h3>" in html  # metrics grouped
-    html = render_eval({"run": {**run, "origin": None}, "questions": [], "context_source": "results.jsonl"})
+    html = render_eval({"run": {**run, "origin": None, "report_url": None}, "questions": [],
+                        "context_source": "results.jsonl"})
     assert "run outside Airflow" in html
+    assert "/report'" not in html and "report.html is not on this server" in html  # its run folder is gone
 
 
 def test_status_strip_names_what_needs_attention() -> None:

@@ -32,10 +32,11 @@ import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as FPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
@@ -296,20 +297,122 @@ async def openapi_schema(request: Request, user: User) -> JSONResponse:
     return JSONResponse({**app.openapi(), "servers": [{"url": request.scope.get("root_path") or "/"}]})
 
 
+MAX_OFFSET = 10 ** 6
+MAX_ID = 2 ** 62  # an audit entry or history event id (a larger one would overflow the database's integer)
+
+
+def page_filters(since: Annotated[str | None, Query(max_length=40)] = None,
+                 until: Annotated[str | None, Query(max_length=40)] = None,
+                 index: Annotated[str | None, Query(max_length=MAX_PARAM)] = None,
+                 prompt: Annotated[str | None, Query(max_length=MAX_PARAM)] = None,
+                 action: Annotated[str | None, Query(max_length=MAX_PARAM)] = None,
+                 per_page: Annotated[int, Query(ge=1, le=200)] = 25,
+                 evals: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                 audit: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                 drift: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                 history: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                 traces: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> Any:
+    """The tables' filters and each table's offset, from the query (ragops.overview.Filters): a
+    time range (a UTC date or ISO time), index, prompt (name or name@version), action."""
+    from ragops.errors import RagopsError
+    from ragops.overview import Filters, parse_time
+
+    try:
+        start, end = parse_time(since, "since"), parse_time(until, "until", end=True)
+    except RagopsError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    if start and end and start >= end:
+        raise HTTPException(status_code=400, detail="since must be before until (both in UTC)")
+    return Filters(since=start, until=end, index=index or None, prompt=prompt or None, action=action or None,
+                   per_page=per_page, offsets={"evals": evals, "audit": audit, "drift": drift, "history": history,
+                                               "traces": traces})
+
+
+PageFilters = Annotated[Any, Depends(page_filters)]
+
+
+def _json(data: Any) -> JSONResponse:
+    return JSONResponse(json.loads(json.dumps(data, default=str)))
+
+
 @app.get("/api/overview")
-async def api_overview(user: User) -> JSONResponse:
+async def api_overview(user: User, f: PageFilters) -> JSONResponse:
+    """Everything the page shows, with the same filters and pages (query parameters as the page's)."""
     from ragops.overview import overview
 
-    data = await _read(lambda: overview(_settings()))
-    return JSONResponse(json.loads(json.dumps(data, default=str)))
+    return _json(await _read(lambda: overview(_settings(), f)))
 
 
 @app.get("/api/eval/{run_id}")
 async def api_eval_run(run_id: str, user: User) -> JSONResponse:
+    """One run: its metrics, operations (latency, tokens, cost, refusals), per-tag table and every
+    question; no server paths (``report_url`` is the page's relative link of its report.html)."""
     from ragops.overview import eval_run
 
-    data = await _read(lambda: eval_run(_settings(), run_id))
-    return JSONResponse(json.loads(json.dumps(data, default=str)))
+    return _json(await _read(lambda: eval_run(_settings(), run_id)))
+
+
+@app.get("/api/audit/{entry_id}")
+async def api_audit_entry(entry_id: Annotated[int, FPath(ge=1, le=MAX_ID)], user: User) -> JSONResponse:
+    from ragops.overview import audit_entry
+
+    return _json(await _read(lambda: audit_entry(_settings(), entry_id)))
+
+
+@app.get("/api/prompts/{name}/history/{event_id}")
+async def api_prompt_event(name: Annotated[str, FPath(max_length=MAX_PARAM)],
+                           event_id: Annotated[int, FPath(ge=1, le=MAX_ID)], user: User) -> JSONResponse:
+    from ragops.overview import prompt_event
+
+    return _json(await _read(lambda: prompt_event(_settings(), name, event_id)))
+
+
+@app.get("/api/traces")
+async def api_traces(user: User, f: PageFilters) -> JSONResponse:
+    """Production traces, newest first, by time range, index and prompt (version), paged."""
+    from ragops.overview import trace_list
+
+    return _json(await _read(lambda: trace_list(_settings(), f)))
+
+
+@app.get("/api/trace/{trace_id}")
+async def api_trace(trace_id: Annotated[str, FPath(max_length=64)], user: User) -> JSONResponse:
+    from ragops.overview import trace
+
+    return _json(await _read(lambda: trace(_settings(), trace_id)))
+
+
+@app.get("/audit/{entry_id}", response_class=HTMLResponse)
+async def audit_page(entry_id: Annotated[int, FPath(ge=1, le=MAX_ID)], user: User) -> HTMLResponse:
+    from ragops.airflow.llmops_html import render_audit_entry
+    from ragops.overview import audit_entry
+
+    return HTMLResponse(render_audit_entry(await _read(lambda: audit_entry(_settings(), entry_id))))
+
+
+@app.get("/prompts/{name}/history/{event_id}", response_class=HTMLResponse)
+async def prompt_event_page(name: Annotated[str, FPath(max_length=MAX_PARAM)],
+                            event_id: Annotated[int, FPath(ge=1, le=MAX_ID)], user: User) -> HTMLResponse:
+    from ragops.airflow.llmops_html import render_prompt_event
+    from ragops.overview import prompt_event
+
+    return HTMLResponse(render_prompt_event(await _read(lambda: prompt_event(_settings(), name, event_id))))
+
+
+@app.get("/traces", response_class=HTMLResponse)
+async def traces_page(user: User, f: PageFilters) -> HTMLResponse:
+    from ragops.airflow.llmops_html import render_traces
+    from ragops.overview import trace_list
+
+    return HTMLResponse(render_traces(await _read(lambda: trace_list(_settings(), f))))
+
+
+@app.get("/trace/{trace_id}", response_class=HTMLResponse)
+async def trace_page(trace_id: Annotated[str, FPath(max_length=64)], user: User) -> HTMLResponse:
+    from ragops.airflow.llmops_html import render_trace
+    from ragops.overview import trace
+
+    return HTMLResponse(render_trace(await _read(lambda: trace(_settings(), trace_id))))
 
 
 @app.get("/api/compare")
@@ -337,25 +440,33 @@ async def api_review_queue(user: User, index: Annotated[str | None, Query(max_le
 
 
 @app.get("/api/production")
-async def api_production(user: User, days: Annotated[int, Query(ge=1, le=90)] = 7) -> JSONResponse:
-    """Production figures per prompt version and the effects of production-alias moves."""
+async def api_production(user: User, days: Annotated[int, Query(ge=1, le=90)] = 7,
+                         prompt: Annotated[str | None, Query(max_length=MAX_PARAM)] = None) -> JSONResponse:
+    """Production figures per prompt version, per version and UTC day (volume, hallucination and
+    refusal rates, latency, tokens, cost, feedback), and the effects of production-alias moves."""
+    from ragops.overview import Filters, production_daily
     from ragops.production.versions import production_view
 
-    data = await _read(lambda: production_view(_settings(), days=days))
-    return JSONResponse(json.loads(json.dumps(data, default=str)))
+    def read() -> dict[str, Any]:
+        s = _settings()
+        return {**production_view(s, days=days), "daily": production_daily(s, days, Filters(prompt=prompt))}
+
+    return _json(await _read(read))
 
 
 @app.get("/", response_class=HTMLResponse)
-async def page(user: User) -> HTMLResponse:
+async def page(user: User, f: PageFilters) -> HTMLResponse:
     from ragops.airflow.llmops_html import render_page
-    from ragops.overview import overview
+    from ragops.overview import overview, production_daily
     from ragops.production import review
     from ragops.production.versions import production_view
 
     def read() -> tuple[Any, ...]:
         s = _settings()
-        return (overview(s), {"pending": review.pending_count(s), "items": review.queue(s, limit=PAGE_REVIEWS)},
-                production_view(s))
+        production = production_view(s)
+        production["daily"] = production_daily(s, production["days"], f)
+        return (overview(s, f), {"pending": review.pending_count(s, f.index),
+                                 "items": review.queue(s, f.index, limit=PAGE_REVIEWS)}, production)
 
     data, queue, production = await _read(read)
     dags = await asyncio.to_thread(_dag_states)
@@ -389,12 +500,25 @@ async def eval_page(run_id: str, user: User) -> HTMLResponse:
     return HTMLResponse(render_eval(await _read(lambda: eval_run(_settings(), run_id))))
 
 
+def _with_back(html: str, bar: str) -> str:
+    """A report written by ragops (eval or drift) with a bar of links back to the page on top."""
+    import re
+
+    bar = f"<div style='padding:6px;border-bottom:1px solid #eaecf0;margin-bottom:8px'>{bar}</div>"
+    m = re.search(r"<body[^>]*>", html, flags=re.IGNORECASE)
+    return html[:m.end()] + bar + html[m.end():] if m else bar + html
+
+
 @app.get("/eval/{run_id}/report", response_class=HTMLResponse)
 async def eval_report(run_id: str, user: User) -> HTMLResponse:
-    """The run's own report.html (written by run_eval into its run folder)."""
+    """The run's own report.html (written by run_eval into its run folder), with the way back to
+    its drill-down."""
+    from ragops.evaluation.reports import esc
     from ragops.overview import eval_report_html
 
-    return HTMLResponse(await _read(lambda: eval_report_html(_settings(), run_id)))
+    html = await _read(lambda: eval_report_html(_settings(), run_id))
+    return HTMLResponse(_with_back(html, f"<a href='../{esc(quote(run_id, safe=''))}' class='back-to-run'>← the "
+                                         f"drill-down of {esc(run_id)}</a> · <a href='../../'>LLMOps</a>"))
 
 
 @app.get("/compare", response_class=HTMLResponse)
@@ -426,8 +550,14 @@ async def drift_report(check_id: str, user: User) -> HTMLResponse:
     r = await _read(lambda: show(_settings(), check_id))
     path = Path(r.get("report") or "")
     if not r.get("report") or not path.exists():
-        raise HTTPException(status_code=404, detail=f"the report of {check_id} is not on this machine ({path})")
-    return HTMLResponse(path.read_text(encoding="utf-8"))  # written by ragops.drift.report, everything escaped
+        raise HTTPException(status_code=404, detail=f"the report of {check_id} is not on this server (its file was "
+                                                    "removed or is on another machine)")
+    from ragops.evaluation.reports import esc
+
+    back = (f"<a href='../../?{esc(urlencode({'index': r['index']}))}#drift-{esc(check_id)}' class='back-to-check'>← "
+            f"drift check {esc(check_id)} of {esc(r['index'])} ({esc(r['status'])})</a> · <a href='../../?"
+            f"{esc(urlencode({'index': r['index'], 'action': 'drift_breach'}))}#audit'>its index's breach entries</a>")
+    return HTMLResponse(_with_back(path.read_text(encoding="utf-8"), back))  # ragops.drift.report escapes its data
 
 
 TRIGGER_OPENAPI = {  # the body and header the route reads itself, so that the schema (and a fuzzer) knows them

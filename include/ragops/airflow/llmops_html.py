@@ -14,22 +14,47 @@ from ragops.evaluation.reports import CSS, esc, fmt
 MAX_BODY = 4096  # ragops.airflow.llmops.MAX_BODY (not imported: this module renders without FastAPI)
 
 PAGE_CSS = CSS + """
-body{max-width:1250px}nav a{margin-right:14px}.pill{display:inline-block;padding:1px 7px;border-radius:9px;
-font-size:12px;background:#eaecf0}.live{background:#d1fadf;color:#05603a}.breach,.rejected,.failed{background:#fee4e2;
-color:#b42318}.ok,.success,.promoted{background:#d1fadf;color:#05603a}button{font-size:12px;margin:1px;cursor:pointer}
-#msg{position:sticky;top:0;background:#fffaeb;padding:6px;display:none;border:1px solid #fec84b}
-#confirm{position:sticky;top:0;background:#eff8ff;padding:8px;display:none;border:1px solid #84caff;z-index:2}
-#confirm p{margin:0 0 6px}.paused{background:#fffaeb;border:1px solid #fec84b;padding:6px}
-td.ctx{max-width:560px}.diff table{font-family:monospace;font-size:12px}.diff_add{background:#d1fadf}
-.diff_chg{background:#fef0c7}.diff_sub{background:#fee4e2}.bad{color:#b42318}
-.review{border:1px solid #eaecf0;padding:8px;margin:10px 0}.review.done{opacity:.6}
-mark.bad{background:#fee4e2;color:#b42318}.review textarea{width:100%;max-width:760px}
-.review input[name=relevant]{width:420px}.worse{background:#fee4e2;color:#b42318}.better{background:#d1fadf;
-color:#05603a}
+:root{--fg:#1d2939;--muted:#667085;--bg:#fff;--panel:#f9fafb;--line:#eaecf0;--accent:#017cee;--bad:#b42318;
+--bad-bg:#fee4e2;--good:#05603a;--good-bg:#d1fadf;--warn-bg:#fffaeb;--warn-line:#fec84b;--info-bg:#eff8ff;
+--info-line:#84caff;--pill:#eaecf0;--chg:#fef0c7;color-scheme:light}
+:root[data-theme=dark]{--fg:#e4e7ec;--muted:#98a2b3;--bg:#101828;--panel:#1d2939;--line:#344054;--accent:#53b1fd;
+--bad:#fda29b;--bad-bg:#55160c;--good:#75e0a7;--good-bg:#053321;--warn-bg:#4e1d09;--warn-line:#93370d;
+--info-bg:#102a56;--info-line:#1849a9;--pill:#344054;--chg:#4e1d09;color-scheme:dark}
+@media (prefers-color-scheme:dark){:root:not([data-theme=light]){--fg:#e4e7ec;--muted:#98a2b3;--bg:#101828;
+--panel:#1d2939;--line:#344054;--accent:#53b1fd;--bad:#fda29b;--bad-bg:#55160c;--good:#75e0a7;--good-bg:#053321;
+--warn-bg:#4e1d09;--warn-line:#93370d;--info-bg:#102a56;--info-line:#1849a9;--pill:#344054;--chg:#4e1d09;
+color-scheme:dark}}
+html{background:var(--bg)}body{max-width:1250px;color:var(--fg);background:var(--bg);font-family:var(--font,
+Inter,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);margin:16px 20px;overflow-wrap:anywhere}
+a{color:var(--accent)}h2{border-color:var(--line)}td,th{border-color:var(--line)}th{background:var(--panel)}
+.muted{color:var(--muted)}.bad{color:var(--bad)}.ctx{background:var(--panel);color:var(--fg)}
+:focus-visible{outline:2px solid var(--accent);outline-offset:2px}
+.scroll{overflow-x:auto;max-width:100%}table{max-width:100%}td{overflow-wrap:anywhere}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%;background:var(--panel);padding:6px;margin:4px 0}
+nav a{margin-right:14px}.pill{display:inline-block;padding:1px 7px;border-radius:9px;
+font-size:12px;background:var(--pill)}.live{background:var(--good-bg);color:var(--good)}.breach,.rejected,.failed{
+background:var(--bad-bg);color:var(--bad)}.ok,.success,.promoted{background:var(--good-bg);color:var(--good)}
+button,select,input,textarea{font:inherit;font-size:12px;color:var(--fg);background:var(--bg);
+border:1px solid var(--line);border-radius:4px;padding:2px 6px}button{margin:1px;cursor:pointer;background:var(--panel)}
+#msg{position:sticky;top:0;background:var(--warn-bg);padding:6px;display:none;border:1px solid var(--warn-line)}
+#confirm{position:sticky;top:0;background:var(--info-bg);padding:8px;display:none;border:1px solid var(--info-line);
+z-index:2}#confirm p{margin:0 0 6px}.paused{background:var(--warn-bg);border:1px solid var(--warn-line);padding:6px}
+td.ctx{max-width:560px}.diff table{font-family:monospace;font-size:12px}.diff_add{background:var(--good-bg)}
+.diff_chg{background:var(--chg)}.diff_sub{background:var(--bad-bg)}
+.review{border:1px solid var(--line);padding:8px;margin:10px 0}.review.done{opacity:.6}
+mark.bad{background:var(--bad-bg);color:var(--bad)}.review textarea{width:100%;max-width:760px}
+.review input[name=relevant]{width:420px;max-width:100%}.worse{background:var(--bad-bg);color:var(--bad)}
+.better{background:var(--good-bg);color:var(--good)}
 .sbs{display:grid;grid-template-columns:1fr 1fr;gap:12px}.sbs>div{min-width:0;overflow-wrap:anywhere}
-.strip{background:#f9fafb;border:1px solid #eaecf0;padding:6px 8px;margin:8px 0}
-details.q{border-top:1px solid #eaecf0;padding:4px 0}details.q-worse>summary{color:#b42318}
-details.q-better>summary{color:#05603a}.rel{font-weight:bold;color:#05603a}.ctx.small{font-size:12px}
+.strip{background:var(--panel);border:1px solid var(--line);padding:6px 8px;margin:8px 0}
+details.q{border-top:1px solid var(--line);padding:4px 0}details.q-worse>summary{color:var(--bad)}
+details.q-better>summary{color:var(--good)}.rel{font-weight:bold;color:var(--good)}.ctx.small{font-size:12px}
+.id{display:inline-block;max-width:14ch;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;
+vertical-align:bottom;font-family:ui-monospace,monospace;font-size:12px}
+.filters{background:var(--panel);border:1px solid var(--line);padding:6px 8px;margin:8px 0}
+.filters label{margin-right:10px;white-space:nowrap}.pager{margin:4px 0 12px}.pager a{margin-right:12px}
+.empty{color:var(--muted);border:1px dashed var(--line);padding:8px}.cite{font-weight:bold;text-decoration:none}
+.ctx:target{outline:2px solid var(--accent)}.q-tools{margin:6px 0}
 """
 SCRIPT = """
 // Airflow shows this page in a sandboxed frame without allow-modals, allow-popups or
@@ -119,11 +144,114 @@ function filterQuestions() {
   });
   const n = document.getElementById("q-shown"); if (n) n.textContent = shown;
 }
+// the drill-down's questions: sort by a metric (worst first) or by id; failures-only and search reuse filterQuestions
+function sortQuestions(select) {
+  const key = select.value, box = document.getElementById("questions");
+  const items = Array.from(box.querySelectorAll("details.q"));
+  const num = (d) => { const v = parseFloat(d.dataset[key]); return Number.isNaN(v) ? Infinity : v; };
+  items.sort((a, b) => key === "id" ? a.dataset.qid.localeCompare(b.dataset.qid) : num(a) - num(b) ||
+    a.dataset.qid.localeCompare(b.dataset.qid));
+  items.forEach((d) => box.appendChild(d));
+}
+// Airflow's colour mode and font when the page is inside Airflow's frame (same origin); else the
+// browser's prefers-color-scheme and the font stack of the style sheet
+(function () {
+  try {
+    if (window.top === window) return;
+    const root = window.top.document.documentElement;
+    const scheme = getComputedStyle(root).colorScheme || "";
+    const dark = root.classList.contains("dark") || root.dataset.theme === "dark" || scheme === "dark";
+    const light = root.classList.contains("light") || root.dataset.theme === "light" || scheme === "light";
+    if (dark || light) document.documentElement.dataset.theme = dark ? "dark" : "light";
+    const font = window.top.document.body && getComputedStyle(window.top.document.body).fontFamily;
+    if (font) document.documentElement.style.setProperty("--font", font);
+  } catch (e) { /* not Airflow's frame: keep the defaults */ }
+})();
+// the question tools, wired here rather than by inline handlers (the page's only inline handler is the actions')
+document.addEventListener("change", (e) => {
+  if (e.target.id === "q-sort") sortQuestions(e.target);
+  if (e.target.id === "only-worse") filterQuestions();
+});
+document.addEventListener("input", (e) => { if (e.target.id === "q-search") filterQuestions(); });
 document.addEventListener("click", (e) => {
   const a = e.target.closest && e.target.closest("a[data-top]");
   if (a) { e.preventDefault(); openTop(a.getAttribute("href")); }
 });
 """.replace("@MAX_BODY@", str(MAX_BODY))
+
+def _ts(value: Any, short: bool = False) -> str:
+    """A time with its zone: shown in UTC (``2026-11-22 12:00:05 UTC``), the stored ISO time on
+    hover. A stored time without a zone is UTC (SQLite keeps none)."""
+    import datetime as dt
+
+    if not value:
+        return "<span class='muted'>–</span>"
+    try:
+        t = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return esc(value)
+    t = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+    shown = t.strftime("%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S") + " UTC"
+    return f"<time datetime='{esc(t.isoformat())}' title='{esc(t.isoformat())}'>{esc(shown)}</time>"
+
+
+def _sid(full: Any, href: str | None = None, cls: str = "") -> str:
+    """An id shortened on screen (an ellipsis) with the whole id on hover; the text is the whole
+    id, so selecting or copying it copies all of it."""
+    text = esc(full)
+    if href is None:
+        return f"<span class='id {esc(cls)}' title='{text}'>{text}</span>"
+    return f"<a class='id {esc(cls)}' href='{esc(href)}' title='{text}'>{text}</a>"
+
+
+def _q(params: dict[str, Any]) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode({k: v for k, v in params.items() if v not in (None, "")})
+
+
+def _pager(page: dict[str, Any] | None, table: str, filters: dict[str, Any], anchor: str, base: str = "./") -> str:
+    """"Next page" (and back to the first) of one table: the filters carried on, the table's offset."""
+    if not page:
+        return ""
+    links = []
+    if page.get("offset"):
+        links.append(f"<a href='{esc(base + '?' + _q(filters) + '#' + anchor)}' rel='first'>← first page</a>")
+    if page.get("next_offset") is not None:
+        links.append(f"<a href='{esc(base + '?' + _q({**filters, table: page['next_offset']}) + '#' + anchor)}' "
+                     f"rel='next' class='next-{esc(table)}'>next page →</a>")
+    shown = f"rows {page['offset'] + 1}–" if page.get("offset") else ""
+    return f"<p class='pager muted'>{esc(shown)}{' '.join(links)}</p>" if links else ""
+
+
+def _filters_form(data: dict[str, Any]) -> str:
+    """The tables' filters: a time range (UTC), index, prompt, action; a plain GET form."""
+    f = data.get("filters") or {}
+
+    def options(values: list[str], selected: Any, everything: str) -> str:
+        return f"<option value=''>{esc(everything)}</option>" + "".join(
+            f"<option value='{esc(v)}'{' selected' if v == selected else ''}>{esc(v)}</option>" for v in values)
+
+    indexes = [i["name"] for i in data.get("indexes") or []]
+    prompts = sorted({p["name"] for p in data.get("prompts") or []} |
+                     {f"{p['name']}@{v['version']}" for p in data.get("prompts") or [] for v in p["versions"]})
+    if f.get("prompt") and f["prompt"] not in prompts:
+        prompts.append(f["prompt"])
+    clear = "<a href='./'>clear filters</a>" if f else ""
+    return ("<form method='get' action='./' class='filters' id='filters' aria-label='filter the tables'>"
+            f"<label>from <input type='text' name='since' value='{esc(f.get('since', ''))}' size='16' "
+            "placeholder='2026-11-22' aria-label='from (UTC date or time)'></label>"
+            f"<label>until <input type='text' name='until' value='{esc(f.get('until', ''))}' size='16' "
+            "placeholder='2026-11-30T18:00' aria-label='until (UTC date or time)'></label>"
+            f"<label>index <select name='index'>{options(indexes, f.get('index'), 'all')}</select></label>"
+            f"<label>prompt <select name='prompt'>{options(prompts, f.get('prompt'), 'all')}</select></label>"
+            f"<label>action <select name='action'>{options(data.get('actions') or [], f.get('action'), 'all')}"
+            "</select></label>"
+            + (f"<input type='hidden' name='per_page' value='{esc(f['per_page'])}'>" if f.get("per_page") else "")
+            + f"<button type='submit'>filter</button> {clear} <span class='muted'>times in UTC; the evaluations, "
+              "prompt history, drift and audit tables follow the filters (action: audit log and prompt history)"
+              "</span></form>")
+
 
 def _pill(text: Any, cls: str = "") -> str:
     return f"<span class='pill {esc(cls or text)}'>{esc(text)}</span>"
@@ -150,11 +278,11 @@ def _strip(st: dict[str, Any] | None, dags: dict[str, dict[str, Any]]) -> str:
     items = []
     li = st.get("last_ingest")
     items.append(f"<a href='#indexes'>last ingest: <b>{esc(li['index'])}</b> {_pill(li['status'])} "
-                 f"{esc((li.get('finished_at') or '')[:16].replace('T', ' '))} UTC</a>" if li else
+                 f"{_ts(li.get('finished_at'), True)}</a>" if li else
                  "<span>no ingest yet: run <code>ragops ingest SOURCE</code> or the ingest_documents DAG</span>")
     ln = st.get("last_nightly")
     items.append(f"<a href='eval/{esc(quote(ln['run_id'], safe=''))}'>last nightly: {_pill(ln['status'])} "
-                 f"{esc(ln['started_at'][:16].replace('T', ' '))} UTC, hit_rate@5 {fmt(ln['metrics'].get('hit_rate@5'))}"
+                 f"{_ts(ln['started_at'], True)}, hit_rate@5 {fmt(ln['metrics'].get('hit_rate@5'))}"
                  "</a>" if ln else "<span>no nightly run yet: unpause nightly_eval</span>")
     b = st.get("breaches") or []
     items.append(f"<a href='#drift' class='{'bad' if b else ''}'>open drift breaches: <b>{len(b)}</b>"
@@ -192,11 +320,16 @@ def _button(label: str, dag: str, conf: dict[str, Any], confirm: str) -> str:
     return f"<button data-act='{args}' onclick='act(...JSON.parse(this.dataset.act))'>{esc(label)}</button>"
 
 
-def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+def _table(head: list[str], rows: list[list[str]], cls: str = "", empty: str = "none yet",
+           ids: list[str] | None = None) -> str:
+    """A table that scrolls inside its box when too wide (the page never widens); ``empty``: what
+    to do when there is nothing (raw HTML, written here); ``ids``: each row's anchor."""
     if not rows:
-        return "<p class='muted'>none yet</p>"
-    return (f"<table class='{cls}'><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+        return f"<p class='empty'>{empty}</p>"
+    body = "".join(f"<tr{f' id={chr(39)}{esc(ids[i])}{chr(39)}' if ids else ''}>" + "".join(f"<td>{c}</td>" for c in r)
+                   + "</tr>" for i, r in enumerate(rows))
+    return (f"<div class='scroll'><table class='{cls}'><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"
+            + body + "</table></div>")
 
 
 def _retrieval(tuned: dict[str, Any] | None) -> str:
@@ -213,7 +346,7 @@ def _indexes(data: list[dict[str, Any]]) -> str:
 
     out = ["<h2 id='indexes'>Indexes</h2>"]
     for ix in data:
-        out.append(f"<h3>{esc(ix['name'])} <span class='muted'>serving {esc(ix['live'])}, {ix['chunks']} chunks</span> "
+        out.append(f"<h3 id='index-{esc(ix['name'])}'>{esc(ix['name'])} <span class='muted'>serving {esc(ix['live'])}, {ix['chunks']} chunks</span> "
                    + _button("Rebuild (blue/green)", "rebuild_index", {"index": ix["name"], "action": "rebuild"},
                              f"Rebuild index {ix['name']}?") + "</h3>")
         rows = []
@@ -228,7 +361,7 @@ def _indexes(data: list[dict[str, Any]]) -> str:
             chunks = stats.get("chunks", ix["chunks"] if v["live"] else "–")
             rows.append([esc(v["version"]), esc(v["collection"]), _pill("live" if v["live"] else v["status"]),
                          esc(describe(v.get("pipeline"))), _retrieval(v.get("retrieval")),
-                         _who(v.get("built_by") or "ingest (first sync)"), esc(chunks), esc(v["created_at"][:19]), act])
+                         _who(v.get("built_by") or "ingest (first sync)"), esc(chunks), _ts(v["created_at"]), act])
         out.append(_table(["version", "collection", "status", "pipeline", "retrieval", "built by", "chunks", "created",
                            ""], rows))
         if ix.get("last_sync"):
@@ -238,12 +371,12 @@ def _indexes(data: list[dict[str, Any]]) -> str:
     return "".join(out)
 
 
-def _prompts(data: list[dict[str, Any]]) -> str:
+def _prompts(data: list[dict[str, Any]], filters: dict[str, Any] | None = None) -> str:
     out = ["<h2 id='prompts'>Prompts</h2>"]
     for p in data:
         name = p["name"]
         aliases = ", ".join(f"{a} → v{v}" for a, v in sorted(p["aliases"].items())) or "no aliases yet"
-        out.append(f"<h3>{esc(name)} <span class='muted'>{esc(aliases)}</span></h3>")
+        out.append(f"<h3 id='prompt-{esc(name)}'>{esc(name)} <span class='muted'>{esc(aliases)}</span></h3>")
         rows = []
         prod = p["aliases"].get("production")
         for v in reversed(p["versions"]):
@@ -255,7 +388,7 @@ def _prompts(data: list[dict[str, Any]]) -> str:
             first, _, rest = v["status"].partition(",")
             rows.append([esc(v["version"]), esc(", ".join(v["aliases"])), _pill(first, "") + (f" {esc(rest.strip())}"
                                                                                             if rest else ""),
-                         esc(v["author"]), esc(v["message"]), esc((v["registered_at"] or "")[:19]), act])
+                         esc(v["author"]), esc(v["message"]), _ts(v["registered_at"]), act])
         out.append(_table(["version", "aliases", "status", "author", "message", "registered", ""], rows))
         versions = [v["version"] for v in p["versions"]]
         if len(versions) > 1:
@@ -263,11 +396,16 @@ def _prompts(data: list[dict[str, Any]]) -> str:
             out.append(f"<form method='get' action='prompts/{esc(name)}/diff'>Compare version <select name='a'>{opts}"
                        f"</select> with <select name='b'>{opts.replace(f'<option>{versions[-1]}', f'<option selected>{versions[-1]}')}"
                        "</select> <button type='submit'>side by side</button></form>")
-        hist = [[esc(e["at"][:19]), esc(e["alias"]), _pill(e["action"]), esc(f"v{e['from']}" if e["from"] else "–"),
-                 esc(f"v{e['to']}" if e["to"] else "–"), _who(e["actor"]), esc(e["reason"]), _gate_links(e)]
+        hist = [[_ts(e["at"]), esc(e["alias"]), _pill(e["action"]), esc(f"v{e['from']}" if e["from"] else "–"),
+                 esc(f"v{e['to']}" if e["to"] else "–"), _who(e["actor"]), esc(e["reason"]), _gate_links(e, name)]
                 for e in p["history"]]
         out.append("<h4>History</h4>" + _table(["when", "alias", "action", "from", "to", "who", "why", "evidence"],
-                                               hist))
+                                               hist, empty="no history in this time range or action: clear the "
+                                                           "filters above") +
+                   _pager(p.get("history_page"), "history", filters or {}, f"prompt-{name}"))
+    if not data:
+        out.append("<p class='empty'>No prompts yet: put a prompt file under include/prompts/NAME/v1.yaml and run "
+                   "the sync_prompts DAG (or <code>ragops prompts sync</code>).</p>")
     return "".join(out)
 
 
@@ -308,30 +446,40 @@ def _charts(data: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _gate_links(event: dict[str, Any]) -> str:
-    """A gate decision's two eval runs: each one, and the pair compared (candidate against production)."""
+def _gate_links(event: dict[str, Any], prompt: str | None = None) -> str:
+    """A history event's gate evidence (its own page), its two eval runs, and the pair compared
+    (candidate against production)."""
     ev = event.get("evidence") or {}
     cand, prod = ev.get("candidate_run"), ev.get("production_run")
-    links = [f"<a href='eval/{esc(r)}' title='{esc(r)}'>{label}</a>" for r, label in ((cand, "candidate run"),
-                                                                                     (prod, "production run")) if r]
+    links = [f"<a href='eval/{esc(quote(r, safe=''))}' title='{esc(r)}' class='{cls}'>{label}</a>"
+             for r, label, cls in ((cand, "candidate run", "cand-run"), (prod, "production run", "prod-run")) if r]
+    if isinstance(ev.get("run_id"), str):
+        links.append(f"<a href='eval/{esc(quote(ev['run_id'], safe=''))}' title='{esc(ev['run_id'])}'>nightly run</a>")
     if cand and prod:
-        links.insert(0, f"<a href='compare?a={esc(prod)}&amp;b={esc(cand)}' class='compare-gate'>compare</a>")
+        links.insert(0, f"<a href='compare?a={esc(quote(prod, safe=''))}&amp;b={esc(quote(cand, safe=''))}' "
+                        "class='compare-gate'>compare</a>")
+    if prompt and event.get("id") is not None and ev:
+        links.insert(0, f"<a href='prompts/{esc(quote(prompt, safe=''))}/history/{esc(event['id'])}' "
+                        "class='gate-evidence'>gate evidence</a>")
     return " · ".join(links)
 
 
-def _evals(data: dict[str, Any]) -> str:
+def _evals(data: dict[str, Any], filters: dict[str, Any] | None = None, page: dict[str, Any] | None = None) -> str:
     out = ["<h2 id='evals'>Evaluations</h2>", _charts(data)]
-    rows = [[f"<a href='eval/{esc(r['run_id'])}'>{esc(r['run_id'])}</a>", _pill(r["status"]), esc(r["purpose"]),
-             esc(r["started_at"][:19]), esc(r["index"]), esc(r["prompt"]),
+    rows = [[_sid(r["run_id"], f"eval/{r['run_id']}", "run"), _pill(r["status"]),  # escaped by _sid, as before
+             esc(r["purpose"]), _ts(r["started_at"]), esc(r["index"]), esc(r["prompt"]),
              esc(", ".join(r.get("served_models") or []) or (r.get("generator") or "").split(":")[-1]),
              esc(r["questions"]), *[fmt(r["metrics"].get(m)) for m in data["metrics"]]] for r in data["runs"]]
     out.append(_table(["run", "status", "purpose", "started", "index", "prompt", "served model", "questions",
-                       *data["metrics"]], rows))
-    done = [r for r in data["runs"] if r["status"] in ("success", "partial")]
+                       *data["metrics"]], rows,
+                      empty="No eval runs match the filters: clear them, or unpause nightly_eval (or run "
+                            "<code>ragops eval run</code>) to evaluate the production prompt on the golden set."))
+    out.append(_pager(page, "evals", filters or {}, "evals"))
+    done = [r for r in data.get("recent") or data["runs"] if r["status"] in ("success", "partial")]
     if len(done) > 1:
         def opts(selected: str) -> str:
             return "".join(f"<option value='{esc(r['run_id'])}'{' selected' if r['run_id'] == selected else ''}>"
-                           f"{esc(r['run_id'])} · {esc(r['prompt'])} · {esc(r['started_at'][:16])}</option>"
+                           f"{esc(r['run_id'])} · {esc(r['prompt'])} · {esc(r['started_at'][:16].replace('T', ' '))} UTC</option>"
                            for r in done)
         out.append(f"<form method='get' action='compare' id='compare-form'>Compare run <select name='b' "
                    f"aria-label='run B'>{opts(done[0]['run_id'])}</select> against <select name='a' "
@@ -340,30 +488,56 @@ def _evals(data: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _drift(data: list[dict[str, Any]], indexes: list[str]) -> str:
+def _drift_report(r: dict[str, Any]) -> str:
+    """The link of a drift check's report (``report_url`` of ragops.overview; a row that still
+    carries the stored ``report`` path links the same route), else the check's error."""
+    url = r.get("report_url") or (f"drift/{r['check_id']}/report" if r.get("report") else None)
+    if not url:
+        return esc(r.get("error") or "")
+    return f"<a href='{esc(url)}' class='drift-report'>report with plots</a>"
+
+
+def _drift(data: list[dict[str, Any]], indexes: list[str], filters: dict[str, Any] | None = None,
+           page: dict[str, Any] | None = None) -> str:
     out = ["<h2 id='drift'>Drift</h2><p>"]
     out += [_button(f"Check drift of {i} now", "check_drift", {"index": i}, f"Run check_drift on {i}?") for i in indexes]
     out.append("</p>")
-    rows = [[esc(r["check_id"]), _pill(r["status"]), esc((r["started_at"] or "")[:19]), esc(r["index"]),
+    rows = [[_sid(r["check_id"]), _pill(r["status"]), _ts(r.get("started_at")), esc(r["index"]),
              " ".join(_pill(f"{k}: {v}", v) for k, v in (r.get("checks") or {}).items()),
-             f"<a href='drift/{esc(r['check_id'])}/report'>report with plots</a>" if r.get("report") else
-             esc(r.get("error") or "")] for r in data]
-    out.append(_table(["check", "status", "started", "index", "checks", ""], rows))
+             _drift_report(r)
+             + (f" · <a href='./?{esc(_q({'action': 'drift_breach', 'index': r['index']}))}#audit'>breach entries"
+                "</a>" if r.get("status") == "breach" else "")] for r in data]
+    out.append(_table(["check", "status", "started", "index", "checks", ""], rows,
+                      empty="No drift checks match the filters: run one with the buttons above (check_drift), or "
+                            "clear the filters.", ids=[f"drift-{r['check_id']}" for r in data]))
+    out.append(_pager(page, "drift", filters or {}, "drift"))
     return "".join(out)
 
 
 def _quarantine(data: list[dict[str, Any]]) -> str:
-    rows = [[esc(q["created_at"][:19]), esc(q["index"]), esc(q["doc_id"]), esc(q["stage"]), _pill(q["reason"], "failed"),
-             esc(q["detail"][:300])] for q in data]
+    rows = [[_ts(q["created_at"]), esc(q["index"]), esc(q["doc_id"]), esc(q["stage"]), _pill(q["reason"], "failed"),
+             esc(str(q["detail"])[:300])] for q in data]
     return "<h2 id='quarantine'>Data quality: quarantine (each index's latest sync)</h2>" + _table(
-        ["when", "index", "document", "stage", "reason", "detail"], rows)
+        ["when", "index", "document", "stage", "reason", "detail"], rows,
+        empty="Nothing quarantined in the latest syncs: every document passed the quality checks.")
 
 
-def _audit(data: list[dict[str, Any]]) -> str:
-    rows = [[esc(a["at"][:19]), _who(a["actor"]), _pill(a["action"], ""), esc(a["index"] or ""),
-             f"<details><summary>evidence</summary><pre>{esc(json.dumps(a['detail'], indent=1, default=str)[:4000])}"
-             "</pre></details>"] for a in data]
-    return "<h2 id='audit'>Audit log</h2>" + _table(["when", "who", "action", "index", ""], rows)
+def _links(links: list[dict[str, str]] | None, up: str = "") -> str:
+    return " · ".join(f"<a href='{esc(up + link['href'])}' class='to-{esc(link['kind'])}'>{esc(link['label'])}</a>"
+                      for link in links or [])
+
+
+def _audit(data: list[dict[str, Any]], filters: dict[str, Any] | None = None,
+           page: dict[str, Any] | None = None) -> str:
+    rows = [[_ts(a["at"]), _who(a["actor"]), _pill(a["action"], ""), esc(a["index"] or ""),
+             (f"<a href='audit/{esc(a['id'])}' class='audit-evidence'>evidence</a>" if a.get("id") is not None
+              else "") + (" · " + _links(a.get("links")) if a.get("links") else "")] for a in data]
+    return ("<h2 id='audit'>Audit log</h2>" + _table(
+        ["when", "who", "action", "index", "evidence and what it concerns"], rows,
+        empty="No audit entries match the filters: clear them; entries appear when an index is built or swapped, a "
+              "prompt is promoted, drift breaches or a trace is reviewed.",
+        ids=[f"audit-{a.get('id')}" for a in data])
+        + _pager(page, "audit", filters or {}, "audit"))
 
 
 def _highlight(answer: str, claims: list[dict[str, Any]]) -> str:
@@ -410,8 +584,9 @@ def _review_item(r: dict[str, Any]) -> str:
             "not answer it</button>"
             "<button type='button' data-verdict='not_a_problem' onclick='review(this)'>Not a problem</button></form>")
     return (f"<div class='review' id='review-{esc(tid)}'><p><b>{esc(r.get('question'))}</b><br>"
-            f"<span class='muted'>{esc((r.get('ts') or '')[:19])} · {esc(r.get('prompt') or 'prompt ?')} · index "
-            f"{esc(r.get('index_ref') or '?')} · trace {esc(tid)}</span> "
+            f"<span class='muted'>{_ts(r.get('ts'))} · {esc(r.get('prompt') or 'prompt ?')} · index "
+            f"{esc(r.get('index_ref') or '?')} · trace {_sid(tid, 'trace/' + quote(tid, safe=''), 'trace')}"
+            f" <a href='trace/{esc(quote(tid, safe=''))}' class='open-trace'>open the trace</a></span> "
             + " ".join(_pill(x, "failed") for x in r.get("reasons") or []) + "</p>"
             f"<p><b>answer</b>{' (refused)' if r.get('refused') else ''}: {shown}</p>"
             + (f"<p><b>unsupported claims</b></p><ul>{listed}</ul>" if listed else "") + fb
@@ -446,6 +621,26 @@ def _ci(ci: Any, signed: bool = False) -> str:
     return f" <span class='muted'>[{lo}, {hi}]</span>"
 
 
+def _ref(r: dict[str, Any]) -> str:
+    return f"{r['prompt']}@{r['version']}"
+
+
+def _daily(rows: list[dict[str, Any]]) -> str:
+    """Per prompt version and UTC day: volume, hallucination and refusal rates, latency, cost, feedback."""
+    if not rows:
+        return ""
+    body = [[f"{esc(r['prompt'])}@{esc(r['version'])}", esc(r["day"]), esc(r["requests"]),
+             f"{_pct(r.get('hallucination_rate'))} <span class='muted'>of {esc(r.get('evaluated', 0))}</span>",
+             _pct(r.get("refusal_rate")), fmt(r.get("latency_p50_ms")), fmt(r.get("latency_p95_ms")),
+             esc(f"{r.get('tokens_in', 0)} / {r.get('tokens_out', 0)}"), fmt(r.get("cost_usd")),
+             f"{_pct(r.get('negative_feedback_rate'))} <span class='muted'>of {esc(r.get('feedback', 0))}</span>",
+             f"<a href='traces?{esc(_q({'prompt': _ref(r), 'since': r['day'], 'until': r['day']}))}'>traces</a>"]
+            for r in rows]
+    return ("<h3 id='production-daily'>By day (UTC)</h3>" + _table(
+        ["prompt version", "day", "requests", "hallucination", "refusals", "latency p50 ms", "latency p95 ms",
+         "tokens in / out", "cost USD", "negative feedback", ""], body))
+
+
 def _production(data: dict[str, Any] | None) -> str:
     if not data:
         return "<h2 id='production'>Production by prompt version</h2><p class='muted'>none yet</p>"
@@ -456,15 +651,17 @@ def _production(data: dict[str, Any] | None) -> str:
         gm = g.get("metrics") or {}
         cost = fmt(v.get("cost_usd")) + (f" <span class='muted'>+{esc(v['unpriced_requests'])} unpriced</span>"
                                          if v.get("unpriced_requests") else "")
+        ref = f"{v['prompt']}@{v['version']}"
         rows.append([f"{esc(v['prompt'])}@{esc(v['version'])} " + " ".join(_pill(a, "live" if a == "production" else "")
-                                                                           for a in v.get("aliases") or []),
+                                                                           for a in v.get("aliases") or [])
+                     + f"<br><a href='traces?{esc(_q({'prompt': ref}))}' class='version-traces'>traces</a>",
                      esc(v["requests"]), _pct(v.get("refusal_rate")),
                      f"{_pct(v.get('negative_feedback_rate'))} <span class='muted'>of {esc(v.get('feedback', 0))}</span>",
                      f"{_pct(h['rate'])}{_ci(h['ci'])} <span class='muted'>of {esc(h['n'])}</span>",
                      fmt(v.get("latency_p95_ms")), cost,
                      # named by its date: the run id is the link of the Evaluations table already
                      (f"<a href='eval/{esc(g['run_id'])}' title='{esc(g['run_id'])}'>"
-                      f"{esc(g['started_at'][:16].replace('T', ' '))}</a> <span class='muted'>{esc(g['index'])}, "
+                      f"{esc(g['started_at'][:16].replace('T', ' '))} UTC</a> <span class='muted'>{esc(g['index'])}, "
                       f"{esc(g['questions'])} questions</span>" if g else "–"),
                      *[fmt(gm.get(m)) for m in ("hallucination_rate", "faithfulness", "answer_f1", "hit_rate@5")]])
     out = [f"<h2 id='production'>Production by prompt version</h2><p class='muted'>Traffic of the last {esc(days)} "
@@ -472,7 +669,10 @@ def _production(data: dict[str, Any] | None) -> str:
            "version's latest eval run.</p>",
            _table(["prompt version", "requests", "refusals", "negative feedback", "hallucination [95% CI]",
                    "latency p95 ms", "cost USD", "latest eval run", "golden hallucination_rate", "faithfulness",
-                   "answer_f1", "hit_rate@5"], rows)]
+                   "answer_f1", "hit_rate@5"], rows,
+                  empty="No production traffic in this window: the application records traces with "
+                        "<code>ragops.tracing</code> and monitor_production loads them (docs/production.md)."),
+           _daily(data.get("daily") or [])]
     moves = []
     for e in data.get("promotions") or []:
         hall, neg = e["hallucination"], e["negative_feedback"]
@@ -486,7 +686,7 @@ def _production(data: dict[str, Any] | None) -> str:
                 return esc(m["status"])
             return f"{100 * m['difference']:+.1f} pt{_ci(m['ci'], True)} {_pill(m['status'], m['status'].split()[0])}"
 
-        moves.append([esc(e["at"][:19]), f"{esc(e['prompt'])} v{esc(e['from_version'])} → v{esc(e['to_version'])}",
+        moves.append([_ts(e["at"]), f"{esc(e['prompt'])} v{esc(e['from_version'])} → v{esc(e['to_version'])}",
                       _pill(e["action"]), _who(e.get("actor") or ""), side(hall), diff(hall), side(neg), diff(neg)])
     out.append(f"<h3>Promotions in production</h3><p class='muted'>Each move of a production alias older than a day: "
                f"the version before (its {esc(days)} days before the move) against the version after (up to "
@@ -517,10 +717,12 @@ def render_page(data: dict[str, Any], user: str, dags: dict[str, dict[str, Any]]
            "<a href='#production'>Production</a><a href='#review'>Review queue</a>"
            "<a href='#drift'>Drift</a><a href='#quarantine'>Quarantine</a><a href='#audit'>Audit log</a>"
            f"<span class='muted'>signed in as {esc(user)}</span></nav>")
-    body = (f"<h1>ragops LLMOps</h1>{nav}{_strip(data.get('status'), dags or {})}{_paused(dags or {})}{_indexes(data['indexes'])}{_prompts(data['prompts'])}{_evals(data['eval'])}"
-            f"{_production(production)}{_review(review)}"
-            f"{_drift(data['drift'], [i['name'] for i in data['indexes']])}{_quarantine(data['quarantine'])}"
-            f"{_audit(data['audit'])}")
+    filters, pages = data.get("filters") or {}, data.get("pages") or {}
+    body = (f"<h1>ragops LLMOps</h1>{nav}{_strip(data.get('status'), dags or {})}{_paused(dags or {})}"
+            f"{_filters_form(data)}{_indexes(data['indexes'])}{_prompts(data['prompts'], filters)}"
+            f"{_evals(data['eval'], filters, pages.get('evals'))}{_production(production)}{_review(review)}"
+            f"{_drift(data['drift'], [i['name'] for i in data['indexes']], filters, pages.get('drift'))}"
+            f"{_quarantine(data['quarantine'])}{_audit(data['audit'], filters, pages.get('audit'))}")
     return _frame("ragops LLMOps", body, CHART_HEAD)
 
 
@@ -536,14 +738,69 @@ def airflow_links(origin: dict[str, Any] | None, up: str) -> str:
             f"{esc(origin.get('task_id') or 'evaluate')} and its log</a>")
 
 
+def _cited(answer: str, anchor: str, numbers: set[str]) -> str:
+    """The answer, escaped, each ``[n]`` of a passage the question retrieved a link to that passage."""
+    import re
+
+    out, pos = [], 0
+    for m in re.finditer(r"\[(\d{1,3})\]", answer):
+        if m.group(1) not in numbers:
+            continue
+        out.append(esc(answer[pos:m.start()]))
+        out.append(f"<a class='cite' href='#{esc(anchor)}-c{m.group(1)}' title='passage [{m.group(1)}]'>"
+                   f"[{m.group(1)}]</a>")
+        pos = m.end()
+    out.append(esc(answer[pos:]))
+    return "".join(out)
+
+
+OPERATIONS = (("latency_ms_p50", "latency p50 ms"), ("latency_ms_p95", "latency p95 ms"),
+              ("retrieval_ms_p50", "retrieval p50 ms"), ("generation_ms_p50", "generation p50 ms"),
+              ("tokens_in", "tokens in"), ("tokens_out", "tokens out"), ("cost_this_run_usd", "cost of this run USD"),
+              ("cost_usd", "cost USD"), ("cost_per_1k_usd", "cost per 1,000 questions USD"),
+              ("cached_answers", "cached answers"), ("refused", "refusals"), ("refusal_share", "share refused"),
+              ("errors", "errors"))
+
+
+def _operations(ops: dict[str, Any]) -> str:
+    """Latency, tokens, cost and refusals of the run (metrics.json's operations and counts)."""
+    known = dict(OPERATIONS)
+    rows = [[esc(label), f"<span class='num'>{fmt(ops[k])}</span>"] for k, label in OPERATIONS if k in ops]
+    rows += [[f"<code>{esc(k)}</code>", f"<span class='num'>{fmt(v)}</span>"] for k, v in sorted(ops.items())
+             if k not in known and isinstance(v, (int, float))]
+    return "<h3 id='operations'>operations</h3>" + _table(["", ""], rows, empty="no latency, token or cost figures "
+                                                            "in this run's metrics.json (a run from before they "
+                                                            "were recorded)")
+
+
+def _by_tag(tags: dict[str, Any]) -> str:
+    """The per-tag table: each tag's questions and its mean of every watched metric."""
+    if not tags:
+        return ""
+    metrics = sorted({k for t in tags.values() for k in t if k != "n"})
+    rows = [[esc(t), esc(v.get("n")), *[f"<span class='num'>{fmt(v.get(m))}</span>" for m in metrics]]
+            for t, v in sorted(tags.items())]
+    return "<h3 id='by-tag'>by tag</h3>" + _table(["tag", "questions", *metrics], rows)
+
+
+def _failed(q: dict[str, Any]) -> bool:
+    m = q.get("metrics") or {}
+    return bool(q.get("error")) or m.get("hit_rate@5") == 0 or (m.get("hallucination_rate") or 0) > 0 or \
+        m.get("refusal_accuracy") == 0
+
+
 def render_eval(data: dict[str, Any]) -> str:
     r = data["run"]
+    report = r.get("report_url", r.get("output_dir"))  # a row from before report_url: the folder was there
     head = (f"<p><a href='../'>← LLMOps</a></p><h1>Evaluation {esc(r['run_id'])} {_pill(r['status'])}</h1>"
             f"<p>{esc(r['prompt'])} on index {esc(r['index'])} v{esc(r['index_version'])}, {esc(r['questions'])} "
-            f"questions of {esc(r['dataset'])}, answered by "
-            f"{esc(', '.join(r.get('served_models') or []) or r.get('generator') or '?')}. "
+            f"questions of {esc(str(r['dataset']).rsplit('/', 1)[-1])}, answered by "
+            f"{esc(', '.join(r.get('served_models') or []) or r.get('generator') or '?')}"
+            + (f", started {_ts(r['started_at'])}" if r.get("started_at") else "") + ". "
             f"Context texts from {esc(data['context_source'])}.</p><p>{airflow_links(r.get('origin'), '../../')} · "
-            f"<a href='{esc(quote(str(r['run_id']), safe=''))}/report'>report.html</a></p>"
+            + (f"<a href='{esc(quote(str(r['run_id']), safe=''))}/report'>report.html</a>" if report else
+               "<span class='muted'>report.html is not on this server</span>")
+            + f" · <a href='../?{esc(_q({'prompt': r['prompt']}))}#evals'>runs of {esc(r['prompt'])}</a></p>"
             "<p class='muted'>faithfulness and hallucination_rate: every claim of an answer checked against the "
             "passages (numbers, names, negation, meaning; docs/groundedness.md). Questions in red failed: a missed "
             "relevant document in the top 5, an unsupported claim, a wrong refusal or an error.</p>")
@@ -554,30 +811,57 @@ def render_eval(data: dict[str, Any]) -> str:
         groups.setdefault(metric_group(k), []).append(f"<tr><td><code>{esc(k)}</code></td><td class='num'>{fmt(v)}"
                                                       "</td></tr>")
     metrics = "".join(f"<h3>{esc(g)}</h3><table>{''.join(groups[g])}</table>" for g in GROUPS if g in groups)
-    out = [head, f"<h2>Metrics</h2>{metrics}<h2>Questions</h2>"]
-    for q in data["questions"]:
-        ms = ", ".join(f"{k} {fmt(v)}" for k, v in sorted((q.get("metrics") or {}).items())
+    questions = data["questions"]
+    failed = sum(_failed(q) for q in questions)
+    out = [head, f"<h2>Metrics</h2>{metrics}", _operations(data.get("operations") or {}),
+           _by_tag(data.get("by_tag") or {}),
+           f"<h2 id='questions-head'>Questions</h2><p class='q-tools'><label>sort <select id='q-sort' "
+           "aria-label='sort the questions'><option value='id'>by id</option>"
+           "<option value='failed'>failures first</option><option value='hit'>hit_rate@5, lowest first</option>"
+           "<option value='faith'>faithfulness, lowest first</option><option value='f1'>answer_f1, lowest first"
+           "</option></select></label> <label><input type='checkbox' id='only-worse'> "
+           f"failures only ({failed})</label> <input type='search' id='q-search' placeholder='search questions' "
+           "aria-label='search questions'> <span class='muted'><span id='q-shown'>"
+           f"{len(questions)}</span> shown</span></p><div id='questions'>"]
+    for q in questions:
+        m = q.get("metrics") or {}
+        ms = ", ".join(f"{k} {fmt(v)}" for k, v in sorted(m.items())
                        if k in ("hit_rate@5", "ndcg@10", "faithfulness", "hallucination_rate", "answer_f1",
                                 "refusal_accuracy"))
+        anchor = f"q-{q.get('id')}"
+        contexts = q.get("contexts") or []
+        numbers = {str(c.get("n")) for c in contexts}
         bad = (q.get("detail") or {}).get("unsupported_claims") or []
         claims = "".join(f"<li><span class='bad'>{esc(c.get('claim'))}</span> <b>{esc(c.get('reason'))}</b> "
                          f"{esc(', '.join(map(str, c.get('detail') or []))[:200])} <span class='muted'>closest "
-                         f"[{esc(c.get('passage'))}]: {esc(c.get('closest') or '')}</span></li>" for c in bad)
+                         + (f"<a class='cite' href='#{esc(anchor)}-c{esc(c.get('passage'))}'>[{esc(c.get('passage'))}]"
+                            "</a>" if str(c.get("passage")) in numbers else f"[{esc(c.get('passage'))}]")
+                         + f": {esc(c.get('closest') or '')}</span></li>" for c in bad)
         claims = f"<p><b>unsupported claims</b></p><ul>{claims}</ul>" if claims else ""
-        ctx = "".join(f"<div class='ctx'><b>[{esc(c.get('n'))}] {esc(c.get('doc_id'))}</b> "
-                      f"(score {fmt(c.get('score'))})\n{esc(c.get('text', ''))}</div>" for c in q.get("contexts") or [])
-        m = q.get("metrics") or {}
-        failed = bool(q.get("error")) or m.get("hit_rate@5") == 0 or (m.get("hallucination_rate") or 0) > 0 or \
-            m.get("refusal_accuracy") == 0
         relevant = set(q.get("relevant_doc_ids") or [])
+        ctx = "".join(f"<div class='ctx' id='{esc(anchor)}-c{esc(c.get('n'))}'><b"
+                      f"{' class=' + chr(39) + 'rel' + chr(39) if c.get('doc_id') in relevant else ''}>"
+                      f"[{esc(c.get('n'))}] {esc(c.get('doc_id'))}{' ★' if c.get('doc_id') in relevant else ''}</b> "
+                      f"(score {fmt(c.get('score'))})\n{esc(c.get('text', ''))}</div>" for c in contexts)
+        fail = _failed(q)
         retrieved = ", ".join(f"<span class='rel'>{esc(d['doc_id'])} ★</span>" if d["doc_id"] in relevant
                               else esc(d["doc_id"]) for d in q.get("retrieved_docs") or [])
-        out.append(f"<details id='q-{esc(q.get('id'))}' class='q{' q-worse' if failed else ''}'><summary><b>"
+        answer = _cited(str(q.get("answer")), anchor, numbers) if q.get("answer") else esc(q.get("error") or "")
+        sort = " ".join(f"data-{k}='{esc(m[name])}'" for k, name in (("hit", "hit_rate@5"), ("faith", "faithfulness"),
+                                                                      ("f1", "answer_f1"))
+                        if isinstance(m.get(name), (int, float)))
+        search = f"{q.get('id')} {q.get('question')} {' '.join(q.get('tags') or [])}".lower()
+        out.append(f"<details id='{esc(anchor)}' class='q{' q-worse' if fail else ''}' data-qid='{esc(q.get('id'))}' "
+                   f"data-failed='{0 if fail else 1}' {sort} data-text='{esc(search)}'><summary><b>"
                    f"{esc(q.get('id'))}</b> {esc(q.get('question'))} <span class='muted'>{esc(ms)}</span></summary>"
-                   f"<p><b>answer</b>{' (refused)' if q.get('refused') else ''}: {esc(q.get('answer') or q.get('error') or '')}</p>"
+                   f"<p><b>answer</b>{' (refused)' if q.get('refused') else ''}: {answer}</p>"
                    f"{claims}<p><b>reference</b>: {esc(q.get('reference_answer', ''))}</p>"
                    f"<p><b>relevant</b>: {esc(', '.join(q.get('relevant_doc_ids') or []))}; <b>retrieved</b> "
                    f"(★ relevant): {retrieved}</p>{ctx}</details>")
+    if not questions:
+        out.append("<p class='empty'>This run has no per-question results (it failed before the first answer: see "
+                   "its error and its Airflow task log).</p>")
+    out.append("</div>")
     return _frame(f"ragops eval {r['run_id']}", "".join(out))
 
 
@@ -615,7 +899,7 @@ def render_compare(data: dict[str, Any]) -> str:
 
     def run_row(label: str, r: dict[str, Any]) -> list[str]:
         return [label, f"<a href='eval/{esc(r['run_id'])}'>{esc(r['run_id'])}</a>", _pill(r["status"]),
-                esc(r.get("purpose") or ""), esc(r["started_at"][:19] + " UTC"), esc(r["prompt"]),
+                esc(r.get("purpose") or ""), _ts(r["started_at"]), esc(r["prompt"]),
                 esc(f"{r['index']} v{r['index_version']}"), esc(r["dataset"].rsplit("/", 1)[-1]),
                 esc(", ".join(r.get("served_models") or []) or (r.get("generator") or "").split(":")[-1]),
                 esc(r["questions"])]
@@ -644,9 +928,9 @@ def render_compare(data: dict[str, Any]) -> str:
                f"{c['only_in_a']}, only in B {c['only_in_b']}. Ordered by the change of hit_rate@5, ndcg@10, "
                "answer_f1, answer_similarity, faithfulness, hallucination_rate, refusal_accuracy and "
                "citation_validity, worst first.</p>"
-               "<p><label><input type='checkbox' id='only-worse' onchange='filterQuestions()'> only questions that got "
+               "<p><label><input type='checkbox' id='only-worse'> only questions that got "
                "worse</label> <input type='search' id='q-search' placeholder='search questions' aria-label='search "
-               "questions' oninput='filterQuestions()'> <span class='muted'><span id='q-shown'>"
+               "questions'> <span class='muted'><span id='q-shown'>"
                f"{len(data['questions'])}</span> shown</span></p>")
     for q in data["questions"]:
         kind = "worse" if q["change"] < 0 else "better" if q["change"] > 0 else "same"
@@ -675,3 +959,142 @@ def render_missing(status: int, detail: str, home: str) -> str:
     title = "Not found" if status == 404 else f"Cannot show this ({status})"
     return _frame(title, f"<p><a href='{esc(home)}'>← LLMOps</a></p><h1>{esc(title)}</h1><p>{esc(detail)}</p>"
                          f"<p>Pick an evaluation, prompt or drift check from the <a href='{esc(home)}'>LLMOps page</a>.</p>")
+
+
+def _value(v: Any) -> str:
+    """One evidence value: a number or text as it is, anything nested as JSON that wraps in its box."""
+    if isinstance(v, (dict, list)):
+        return f"<pre>{esc(json.dumps(v, indent=1, default=str)[:20000])}</pre>"
+    return fmt(v)
+
+
+def _evidence_tables(evidence: dict[str, Any]) -> str:
+    """Evidence as tables: scalars in one key/value table, each list of records (a gate's checks,
+    the worst questions) as its own table, other nested values as wrapped JSON."""
+    scalars = [[f"<code>{esc(k)}</code>", _value(v)] for k, v in evidence.items()
+               if not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))]
+    out = [_table(["", ""], scalars, empty="no further detail")]
+    for k, v in evidence.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            cols = list(dict.fromkeys(c for x in v for c in x))
+            rows = [[_value(x.get(c)) for c in cols] for x in v]
+            if k in ("checks", "failed"):
+                rows = [[_pill("failed", "failed") if x.get("passed") is False else
+                         _pill("passed", "ok") if x.get("passed") is True else "", *r] for x, r in zip(v, rows, strict=True)]
+                cols = ["", *cols]
+            out.append(f"<h3>{esc(k)}</h3>" + _table(cols, rows))
+    return "".join(out)
+
+
+def render_audit_entry(a: dict[str, Any]) -> str:
+    """One audit entry: who, when, what, the links to what it concerns, its whole evidence."""
+    body = (f"<p><a href='../#audit-{esc(a['id'])}'>← LLMOps audit log</a></p><h1>Audit entry {esc(a['id'])}: "
+            f"{esc(a['action'])}</h1><p>{_ts(a['at'])} · {_who_up(a.get('actor') or '', '../')} · index "
+            f"{esc(a.get('index') or '–')}</p>"
+            + (f"<p class='concerns'>concerns: {_links(a.get('links'), '../')}</p>" if a.get("links") else "")
+            + "<h2>Evidence</h2>" + _evidence_tables(a.get("detail") or {}))
+    return _frame(f"ragops audit {a['id']}", body)
+
+
+def render_prompt_event(e: dict[str, Any]) -> str:
+    """A prompt-history event (promotion, rejection, rollback): the gate's checks, the worst
+    questions, both eval runs, the pair compared, the versions side by side, the gate's audit entry."""
+    up = "../../../"
+    gate = (f" · <a href='{up}audit/{esc(e['gate_audit_id'])}' class='gate-audit'>the gate's audit entry</a>"
+            if e.get("gate_audit_id") else "")
+    body = (f"<p><a href='{up}?{esc(_q({'prompt': e['prompt']}))}#prompt-{esc(e['prompt'])}'>← history of "
+            f"{esc(e['prompt'])}</a></p><h1>{esc(e['prompt'])}: {esc(e['action'])} "
+            f"{_v(e.get('from'))} → {_v(e.get('to'))}</h1>"
+            f"<p>{_ts(e['at'])} · alias {esc(e['alias'])} · {_who_up(e.get('actor') or '', up)}</p>"
+            f"<p><b>why</b>: {esc(e.get('reason') or '')}</p>"
+            f"<p class='concerns'>{_links(e.get('links'), up)}{gate}</p>"
+            "<h2>Gate evidence</h2>" + _evidence_tables(e.get("evidence") or {}))
+    return _frame(f"ragops {e['prompt']} history {e['id']}", body)
+
+
+def _v(version: Any) -> str:
+    return esc(f"v{version}") if version else "–"
+
+
+def _who_up(actor: str, up: str) -> str:
+    """_who from a page ``up`` levels below the plugin's root (its Airflow link is relative)."""
+    return _who(actor).replace("href='../dags/", f"href='{esc(up)}../dags/")
+
+
+def _trace_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    def flags(t: dict[str, Any]) -> str:
+        out = []
+        if t.get("error"):
+            out.append(_pill("error", "failed"))
+        if t.get("refused"):
+            out.append(_pill("refused", ""))
+        if t.get("hallucinated") == 1:
+            out.append(_pill("unsupported claim", "failed"))
+        if t.get("feedback") is not None and t["feedback"] < 0:
+            out.append(_pill("disliked", "failed"))
+        return " ".join(out)
+
+    return [[_ts(t["ts"]), _sid(t["trace_id"], "trace/" + quote(t["trace_id"], safe=""), "trace"),
+             esc(t.get("prompt") or "–"), esc(t.get("index") or "–"), esc(str(t.get("question") or "")[:200]),
+             flags(t), fmt(t.get("latency_ms")), fmt(t.get("feedback"))] for t in rows]
+
+
+def render_traces(data: dict[str, Any]) -> str:
+    """A page of production traces (newest first) narrowed by prompt version, index and time."""
+    f = data.get("filters") or {}
+    what = ", ".join(f"{k} {v}" for k, v in f.items() if k != "per_page") or "all"
+    body = (f"<p><a href='./#production'>← LLMOps production</a></p><h1>Production traces</h1>"
+            f"<p class='muted'>{esc(what)}; newest first; times in UTC.</p>"
+            + _table(["when", "trace", "prompt", "index", "question", "", "latency ms", "feedback"],
+                     _trace_rows(data.get("rows") or []),
+                     empty="No traces match: the application records them with <code>ragops.tracing</code> and "
+                           "monitor_production loads them; widen the time range or clear the filters.")
+            + _pager(data, "traces", f, "", base="traces"))
+    return _frame("ragops production traces", body)
+
+
+def render_trace(t: dict[str, Any]) -> str:
+    """One production trace: question, retrieved contexts, answer (unsupported claims marked,
+    citations linked to their passages), the online evaluation, the user's feedback, the review."""
+    ev = t.get("evaluation") or {}
+    claims = ev.get("unsupported_claims") or []
+    contexts = t.get("contexts") or []
+    numbers = {str(c.get("n")) for c in contexts}
+    answer = t.get("answer")
+    shown = ((_highlight(answer, claims) if claims else _cited(answer, "trace", numbers)) if answer else
+             f"<span class='muted'>{esc(t.get('error') or 'no answer')}</span>")
+    ctx = "".join(f"<div class='ctx' id='trace-c{esc(c.get('n'))}'><b>[{esc(c.get('n'))}] {esc(c.get('doc_id'))}</b> "
+                  f"{esc(c.get('title') or '')} (score {fmt(c.get('score'))})\n{esc(c.get('text') or '')}</div>"
+                  for c in contexts)
+    listed = "".join(f"<li><span class='bad'>{esc(c.get('claim'))}</span> <b>{esc(c.get('reason') or '')}</b></li>"
+                     for c in claims)
+    prompt = t.get("prompt") or ""
+    evaluation = ("<p class='empty'>Not evaluated online (monitor_production samples the traces it checks).</p>"
+                  if not ev else _table(["", ""], [[esc(k), _value(ev.get(k))] for k in (
+                      "evaluated_at", "faithfulness", "hallucinated", "citation_validity", "pii", "blocklist",
+                      "injection", "judge") if ev.get(k) is not None]))
+    fb = ("<p class='muted'>no feedback from the user</p>" if t.get("feedback") is None else
+          f"<p><b>{'disliked' if t['feedback'] < 0 else 'liked'}</b> ({fmt(t['feedback'])})"
+          + (f": <q>{esc(t['feedback_comment'])}</q>" if t.get("feedback_comment") else "") + "</p>")
+    r = t.get("review")
+    review = (f"<p>reviewed {_ts(r['reviewed_at'])} by {esc(r['reviewer'])}: {_pill(r['verdict'], '')}"
+              + (f"; golden question {esc(r['question_id'])}" if r["verdict"] != "not_a_problem" else "")
+              + (f"; answer: {esc(r['reference_answer'])}" if r.get("reference_answer") else "") + "</p>" if r else
+              f"<p>waiting for review: <a href='../#review-{esc(t['trace_id'])}' class='to-review'>review it in the "
+              "queue</a></p>" if t.get("pending_review") else "<p class='muted'>not in the review queue (no negative "
+                                                                "feedback, no unsupported claim)</p>")
+    meta = (f"{_ts(t['ts'])} · prompt {esc(prompt or '?')} · index {esc(t.get('index') or '?')}"
+            f"{'@v' + esc(t['index_version']) if t.get('index_version') is not None else ''} · model "
+            f"{esc(t.get('served_model') or t.get('model') or '?')} · latency {fmt(t.get('latency_ms'))} ms · tokens "
+            f"{esc(t.get('tokens_in'))} / {esc(t.get('tokens_out'))} · cost {fmt(t.get('cost_usd'))} USD"
+            + (" · answered from the cache" if t.get("cache_hit") else ""))
+    body = ("<p><a href='../#review'>← review queue</a> · <a href='../#production'>production</a>"
+            + (f" · <a href='../traces?{esc(_q({'prompt': prompt}))}'>traces of {esc(prompt)}</a>" if prompt else "")
+            + f"</p><h1>Trace {_sid(t['trace_id'])}</h1><p class='muted'>{meta}</p>"
+            f"<h2>Question</h2><p>{esc(t.get('question') or '')}</p>"
+            f"<h2>Answer{' (refused)' if t.get('refused') else ''}</h2><p class='answer'>{shown}</p>"
+            + (f"<p><b>unsupported claims</b></p><ul>{listed}</ul>" if listed else "")
+            + f"<h2>Retrieved contexts ({len(contexts)})</h2>"
+            + (ctx or "<p class='empty'>no contexts recorded with this trace</p>")
+            + f"<h2>Online evaluation</h2>{evaluation}<h2>Feedback</h2>{fb}<h2>Review</h2>{review}")
+    return _frame(f"ragops trace {t['trace_id']}", body)
