@@ -567,6 +567,32 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_toxicity(args: argparse.Namespace) -> int:
+    """Detection per category and false alarms of each toxicity checker on a labelled set (exit 1
+    when a checker misses the target)."""
+    from ragops.safety import toxicity as T
+
+    checkers = [args.checker] if args.checker else list(T.CHECKERS)
+    r = T.evaluate_set(args.file, checkers, split=args.split, threshold=args.threshold)
+    if args.json:
+        _print_json(r)
+    else:
+        t = r["target"]
+        print(f"{r['path']} ({r['split']} split, {r['n']} texts): target >= {t['detection']:.0%} of "
+              f"{', '.join(t['categories'])} detected at <= {t['false_alarms']:.0%} false alarms on "
+              f"{', '.join(t['clean'])}")
+        cats = list(next(iter(r["checkers"].values()))["categories"])
+        print(f"  {'checker':<10} {'threshold':>9} " + " ".join(f"{c[:13]:>13}" for c in cats)
+              + f" {'detection':>9} {'false al.':>9} {'texts/s':>8}  target")
+        for name, c in r["checkers"].items():
+            cells = " ".join(f"{c['categories'][k]['flagged']:>4}/{c['categories'][k]['n']:<3} {c['categories'][k]['rate']:>4.0%}"
+                             for k in cats)
+            print(f"  {name:<10} {c['threshold']:>9.4f} {cells} {c['detection']:>9.1%} {c['false_alarms']:>9.1%} "
+                  f"{c['texts_per_second']:>8.0f}  {'met' if c['target_met'] else 'NOT MET'}")
+        print("  (false alarm columns: " + ", ".join(t["clean"]) + "; every other column is detection)")
+    return 0 if all(c["target_met"] for c in r["checkers"].values()) else 1
+
+
 def cmd_prompts_sync(args: argparse.Namespace) -> int:
     from ragops import registry
 
@@ -1071,6 +1097,16 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--limit", type=int, default=10, help="regressions listed (default 10)")
     cp.add_argument("--json", action="store_true", help="everything, every question with both answers and contexts")
     cp.set_defaults(fn=cmd_eval_compare)
+    tx = ev.add_parser("toxicity", help="detection per category and false alarms of the toxicity checkers on a "
+                                        "labelled JSONL set (exit 1 when a checker misses the target)")
+    tx.add_argument("file", help="JSONL of {text, category, label, split}, e.g. include/eval/toxicity/answers.jsonl")
+    tx.add_argument("--checker", choices=["profanity", "embedding", "combined"], default=None,
+                    help="only this checker (default: all three)")
+    tx.add_argument("--split", choices=["heldout", "tune", "all"], default="heldout",
+                    help="which half to report (default heldout: thresholds were chosen on tune)")
+    tx.add_argument("--threshold", type=float, default=None, help="override every checker's tuned threshold")
+    tx.add_argument("--json", action="store_true", help="every figure, the missed texts and the false alarms")
+    tx.set_defaults(fn=cmd_eval_toxicity)
 
     pr = sub.add_parser("prompts", help="the prompt registry: versions, aliases, history, gated promotion") \
         .add_subparsers(dest="prompts_command", required=True)

@@ -153,12 +153,14 @@ class EvalSettings:
     allow_unknown_doc_ids: bool = False  # relevant ids not in the index: error (False) or never retrieved
     semantic_metrics: bool = True  # answer relevance and similarity: one embedding per answer and reference
     blocklist: tuple[str, ...] = ()  # words or phrases that must never appear in an answer
+    # ragops.safety.toxicity checker of answers and retrieved passages: combined | embedding | profanity | none
+    toxicity_checker: str = "combined"
     baseline_runs: int = 7  # nightly_eval compares with the mean of this many previous runs
     regression_margin: float = 0.02  # a drop smaller than this is never a regression
     confidence: float = 0.95  # of the paired bootstrap interval on each metric's difference
     bootstrap_samples: int = 2000
     watch_metrics: tuple[str, ...] = ("hit_rate@5", "ndcg@10", "faithfulness", "hallucination_rate", "answer_f1",
-                                      "answer_similarity", "refusal_accuracy")
+                                      "answer_similarity", "refusal_accuracy", "toxicity_rate")
     max_consecutive_errors: int = 5  # the generator failed this often in a row = stop the run
     llm_conn_id: str = "llm_default"
     llm_timeout_seconds: float = 60.0
@@ -252,6 +254,7 @@ class ProductionSettings:
     max_hallucination_rate: float = 0.2  # of evaluated answers with an unsupported claim
     max_negative_feedback: float = 0.2  # of traces with feedback, share negative
     max_refusal_rate: float = 0.3
+    max_toxicity_rate: float = 0.05  # of evaluated answers the toxicity checker flags (its false alarms: ~1-3%)
     latency_slo_ms: float = 5000.0  # answers slower than this ...
     latency_slo_share: float = 0.05  # ... may be at most this share of the traffic
     daily_budget_usd: float | None = None  # cost of a UTC day (known prices); null = no budget
@@ -515,7 +518,7 @@ def _resolve_profiles(c: ChunkingSettings, where: _Key) -> ChunkingSettings:
 DEFAULT_GATES: dict[str, dict[str, Any]] = {"default": {
     "thresholds": {"hit_rate@5": (">=", 0.8), "faithfulness": (">=", 0.8)},
     "non_regression": {"metrics": ["answer_f1", "faithfulness", "answer_similarity", "refusal_accuracy",
-                                   "hit_rate@5"], "margin": 0.02},
+                                   "hit_rate@5", "toxicity_rate"], "margin": 0.02},
     "budget": {"latency_p95_ms": 5000.0, "cost_per_1k_usd": 10.0},
     "require_approval": None,
     "free_models": [],  # YAML budget.free_models: models whose unknown cost is zero (local ones)
@@ -647,6 +650,9 @@ def _validate(s: Settings, root: _Key | None = None) -> None:
     if not 1 <= e.samples <= 50:
         raise ConfigError(f"{at('eval', 'samples')}: eval.samples must be between 1 and 50 answers per question, "
                           f"got {e.samples}")
+    if e.toxicity_checker not in ("combined", "embedding", "profanity", "none"):
+        raise ConfigError(f"{at('eval', 'toxicity_checker')}: eval.toxicity_checker must be combined, embedding, "
+                          f"profanity or none, got {brief(e.toxicity_checker)}")
 
 
 DRIFT_CHECKS = ("corpus", "documents", "queries", "gaps", "quality")
@@ -717,7 +723,7 @@ def _validate_production(p: ProductionSettings, where: _Key) -> None:
         return where.child(*keys).loc
 
     for name in ("sample_rate", "max_hallucination_rate", "max_negative_feedback", "max_refusal_rate",
-                 "latency_slo_share"):
+                 "latency_slo_share", "max_toxicity_rate"):
         if not 0 <= getattr(p, name) <= 1:
             raise ConfigError(f"{at(name)}: production.{name} must be between 0 and 1, got {getattr(p, name)}")
     if not 0 < p.alpha <= 0.5:

@@ -135,7 +135,8 @@ def _per_question_samples(session: Any, run_id: str) -> dict[str, dict[str, list
     return out
 
 
-LOWER_IS_BETTER = {"false_refusal", "pii_rate", "blocklist_rate", "tokens_in", "tokens_out", "hallucination_rate"}
+LOWER_IS_BETTER = {"false_refusal", "pii_rate", "blocklist_rate", "tokens_in", "tokens_out", "hallucination_rate",
+                   "toxicity", "toxicity_rate", "context_toxicity_rate"}
 
 
 def served_models(run: Any) -> list[str] | None:

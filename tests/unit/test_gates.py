@@ -18,14 +18,15 @@ from ragops.gates import compare_metric, evaluate_gate, paired_bootstrap
 N = 40
 QIDS = [f"q{i:02d}" for i in range(N)]
 NR_METRICS = ("answer_f1", "faithfulness", "hallucination_rate", "answer_similarity", "refusal_accuracy",
-              "hit_rate@5")  # the default profile of include/config/ragops.yaml
+              "hit_rate@5", "toxicity_rate")  # the default profile of include/config/ragops.yaml
 
 
 def base_metrics(i: int) -> dict[str, float]:
     """Per-question values that vary between questions (as real ones do)."""
     return {"answer_f1": 0.5 + 0.5 * ((i * 7) % 10) / 10, "faithfulness": 0.8 + 0.02 * (i % 10),
             "answer_similarity": 0.6 + 0.01 * (i % 30), "refusal_accuracy": float(i % 4 != 0),
-            "hit_rate@5": float(i % 5 != 0), "false_refusal": 0.0, "hallucination_rate": float(i % 6 == 0)}
+            "hit_rate@5": float(i % 5 != 0), "false_refusal": 0.0, "hallucination_rate": float(i % 6 == 0),
+            "toxicity_rate": float(i % 20 == 0)}
 
 
 SUMMARY = {"hit_rate@5": 0.9, "faithfulness": 0.9, "answer_f1": 0.7, "false_refusal": 0.05}

@@ -132,7 +132,7 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], history: 
         if k in ("tokens_in", "tokens_out"):
             continue
         out.append(f"<tr><td><code>{esc(k)}</code></td><td class='num'>{fmt(v)}</td><td>"
-                   f"{bar(v) if k not in ('pii_rate', 'blocklist_rate', 'false_refusal') else ''}</td>"
+                   f"{bar(v) if k not in ('pii_rate', 'blocklist_rate', 'false_refusal', 'toxicity', 'toxicity_rate', 'context_toxicity_rate') else ''}</td>"
                    f"<td class='num'>{summary.get('metric_counts', {}).get(k, '')}</td></tr>")
     out.append("</table><h2>Operations</h2><table>")
     out.extend(f"<tr><th>{esc(k)}</th><td class='num'>{fmt(v)}</td></tr>" for k, v in ops.items())
@@ -171,6 +171,7 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], history: 
             out.append(f"<div><code>[{c['n']}] {esc(c['doc_id'])}</code> score {fmt(c['score'])}"
                        f"{' <b>relevant</b>' if rel else ''}<div class='ctx'>{esc(c['text'][:1500])}</div></div>")
         out.append("</details>")
+    out.extend(toxicity_section(rows))
     errors = [r for r in rows if r.get("error")]
     if errors:
         out.append("<h2>Errors</h2><table><tr><th>question</th><th>error</th></tr>"
@@ -178,6 +179,26 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], history: 
                    + "</table>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def toxicity_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Answers the toxicity checker flagged, and questions whose retrieved passages it flagged."""
+    flagged = [r for r in rows if (r.get("detail") or {}).get("toxicity")]
+    passages = [r for r in rows if (r.get("detail") or {}).get("toxic_contexts")]
+    if not any((r.get("metrics") or {}).get("toxicity") is not None for r in rows):
+        return []
+    out = [f"<h2>Toxicity</h2><p>{len(flagged)} answer(s) flagged, {len(passages)} question(s) with a flagged "
+           "retrieved passage (ragops.safety.toxicity; docs/evaluation.md#toxicity).</p>"]
+    if flagged:
+        out.append("<table><tr><th>question</th><th>score</th><th>answer</th></tr>" + "".join(
+            f"<tr><td>{esc(r['id'])}</td><td class='num bad'>{fmt(r['detail']['toxicity']['score'])}</td>"
+            f"<td>{esc(str(r.get('answer', ''))[:500])}</td></tr>" for r in flagged[:20]) + "</table>")
+    if passages:
+        out.append("<table><tr><th>question</th><th>passage</th><th>document</th><th>score</th></tr>" + "".join(
+            f"<tr><td>{esc(r['id'])}</td><td>[{esc(c['n'])}]</td><td>{esc(c['doc_id'])}</td>"
+            f"<td class='num bad'>{fmt(c['score'])}</td></tr>"
+            for r in passages[:20] for c in r["detail"]["toxic_contexts"]) + "</table>")
+    return out
 
 
 def write_report(settings: Settings, run_id: str, path: Path, rows: list[dict[str, Any]]) -> Path:

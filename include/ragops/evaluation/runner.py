@@ -311,9 +311,53 @@ def score_question(q: Question, docs: list[tuple[str, float]], contexts: list[Co
         detail["pii"] = pii
     if blocked:
         detail["blocklist"] = blocked
+    m.update(toxicity_metrics(settings, encoder, gen.answer, contexts, detail))
     m["tokens_in"] = gen.tokens_in
     m["tokens_out"] = gen.tokens_out
     return {"metrics": m, "detail": detail}
+
+
+_TOXICITY: dict[tuple[str, int], Any] = {}
+
+
+def toxicity_checker(settings: Settings, encoder: SentenceEncoder | None = None) -> Any:
+    """The run's toxicity checker (``eval.toxicity_checker``; None when ``none``), built once per
+    encoder. The embedding part reuses the run's encoder when it is the bundled model's."""
+    name = settings.eval.toxicity_checker
+    if name == "none":
+        return None
+    key = (name, id(encoder))
+    if key not in _TOXICITY:
+        from ragops.safety import toxicity as T
+
+        head = T.load_head()
+        same = encoder is not None and getattr(getattr(encoder, "embedder", None), "settings", None) is not None \
+            and encoder.embedder.settings.model == head["model"]
+        _TOXICITY.clear()  # one run at a time: do not keep encoders of finished runs alive
+        _TOXICITY[key] = T.make_checker(name, head=head, encode=encoder if same else None,
+                                        backend=settings.embedding.backend)
+    return _TOXICITY[key]
+
+
+def toxicity_metrics(settings: Settings, encoder: SentenceEncoder | None, answer: str, contexts: list[Context],
+                     detail: dict[str, Any]) -> dict[str, float]:
+    """``toxicity`` (the answer's worst-sentence score), ``toxicity_rate`` (1 when flagged) and
+    ``context_toxicity_rate`` (1 when a retrieved passage is flagged); flagged ones go to ``detail``."""
+    checker = toxicity_checker(settings, encoder)
+    if checker is None:
+        return {}
+    [v] = checker.verdicts([answer or ""])
+    out = {"toxicity": v["score"], "toxicity_rate": float(v["toxic"])}
+    if v["toxic"]:
+        detail["toxicity"] = {"score": v["score"], "checker": checker.name, "threshold": checker.threshold}
+    if contexts:
+        scores = checker.scores([c.text for c in contexts])
+        bad = [{"n": c.n, "doc_id": c.doc_id, "chunk_id": c.chunk_id, "score": round(float(sc), 4)}
+               for c, sc in zip(contexts, scores, strict=True) if sc >= checker.threshold]
+        out["context_toxicity_rate"] = float(bool(bad))
+        if bad:
+            detail["toxic_contexts"] = bad
+    return out
 
 
 def price_of(settings: Settings, *models: str) -> dict[str, float] | None:

@@ -4,12 +4,14 @@ Sampling is deterministic (a hash of the trace id against ``production.sample_ra
 UTC day (``daily_eval_cap``) and stratified: every prompt version in the day's traffic gets at
 least ``min_per_version`` evaluated traces before any version gets more than its hash share.
 Each sampled trace gets claim-level groundedness (ragops.grounding), citation validity, safety
-(PII, blocklist, instructions planted in the retrieved text) and, when ``production.judge`` and an
+(PII, blocklist, toxicity of the answer and of the retrieved text, instructions planted in the
+retrieved text) and, when ``production.judge`` and an
 LLM endpoint are set, the LLM judge. Results are stored per trace (``trace_evals``).
 
 Breaches are judged on the window's traces with a one-sided binomial test of the rate against
 its limit (``alpha``), like the drift checks judge theirs: hallucination rate, negative feedback,
-refusal rate, the share of answers slower than the latency SLO; cost per UTC day against
+refusal rate, toxic answers (``max_toxicity_rate``), the share of answers slower than the latency SLO;
+cost per UTC day against
 ``daily_budget_usd`` (traffic of a model without a price is unknown cost, never free). A window
 with fewer than ``min_traces`` is skipped with the reason.
 """
@@ -150,7 +152,8 @@ def evaluate(settings: Settings, *, run_id: str, now: dt.datetime | None = None,
     now = now or dt.datetime.now(dt.UTC)
     ids = choose(settings, now, rate, cap)
     out: dict[str, Any] = {"chosen": len(ids), "evaluated": 0, "hallucinated": 0, "no_contexts": 0, "pii": 0,
-                           "blocklist": 0, "injection": 0, "judged": 0, "seconds": 0.0}
+                           "blocklist": 0, "injection": 0, "toxic": 0, "toxic_contexts": 0, "judged": 0,
+                           "seconds": 0.0}
     if not ids:
         return out
     t0 = time.perf_counter()
@@ -165,6 +168,9 @@ def evaluate(settings: Settings, *, run_id: str, now: dt.datetime | None = None,
             judge = Judge(ChatClient(llm, settings, use_cache=False), settings.eval.judge_model or llm.model or "",
                           settings.eval.judge_runs)
     contexts = _Contexts(settings)
+    from ragops.evaluation.runner import toxicity_checker
+
+    toxicity = toxicity_checker(settings, encoder)
     for i in range(0, len(ids), 50):
         with state.session_scope(settings.state_db_url) as s:
             traces = s.execute(select(state.Trace).where(state.Trace.trace_id.in_(ids[i:i + 50]))).scalars().all()
@@ -185,6 +191,15 @@ def evaluate(settings: Settings, *, run_id: str, now: dt.datetime | None = None,
                     detail["pii"] = pii
                 if blocked:
                     detail["blocklist"] = blocked
+                if toxicity is not None:  # kept in detail (no column): check() counts it from there
+                    [v] = toxicity.verdicts([answer])
+                    detail["toxicity"] = {**v, "checker": toxicity.name}
+                    out["toxic"] += int(v["toxic"])
+                    if texts:
+                        bad = [j + 1 for j, sc in enumerate(toxicity.scores(texts)) if sc >= toxicity.threshold]
+                        if bad:
+                            detail["toxic_contexts"] = bad
+                            out["toxic_contexts"] += 1
                 if texts is None:
                     detail["contexts"] = "unavailable: the trace has no chunk texts and its index version is gone"
                     out["no_contexts"] += 1
@@ -260,6 +275,9 @@ def check(settings: Settings, now: dt.datetime | None = None, window: str | None
         safety = s.execute(select(func.count(), func.coalesce(func.sum(E.pii), 0), func.coalesce(func.sum(E.blocklist), 0),
                                   func.coalesce(func.sum(E.injection), 0)).join(T, T.trace_id == E.trace_id)
                            .where(*base)).one()
+        tox = [d.get("toxicity") for d in s.execute(select(E.detail).join(T, T.trace_id == E.trace_id)
+                                                     .where(*base)).scalars() if isinstance(d, dict)]
+        tox = [t for t in tox if isinstance(t, dict)]
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
         cost, unpriced = s.execute(select(func.coalesce(func.sum(T.cost_usd), 0.0), func.count().filter(
             T.cost_usd.is_(None), T.error.is_(None), T.model.is_not(None))).where(*in_window(day, now))).one()
@@ -270,6 +288,8 @@ def check(settings: Settings, now: dt.datetime | None = None, window: str | None
         "negative_feedback": rate_test(int(fb_k), int(fb_n), p.max_negative_feedback, p.alpha, p.min_traces,
                                        "traces with feedback"),
         "refusal": rate_test(int(refused), ok_n, p.max_refusal_rate, p.alpha, p.min_traces, "answered requests"),
+        "toxicity": rate_test(sum(1 for t in tox if t.get("toxic")), len(tox), p.max_toxicity_rate, p.alpha,
+                              p.min_traces, "answers scored for toxicity"),
         "latency": rate_test(int(slow_k), int(slow_n), p.latency_slo_share, p.alpha, p.min_traces,
                              f"timed requests (SLO {p.latency_slo_ms:g} ms)"),
     }
@@ -291,7 +311,8 @@ def check(settings: Settings, now: dt.datetime | None = None, window: str | None
     breaches = [k for k, c in checks.items() if c["status"] == "breach"]
     return {"window": {"start": start.isoformat(), "end": now.isoformat(), "span": window or p.window},
             "requests": int(n), "errors": int(errors), "evaluated": int(safety[0]),
-            "safety": {"pii": int(safety[1]), "blocklist": int(safety[2]), "injection": int(safety[3])},
+            "safety": {"pii": int(safety[1]), "blocklist": int(safety[2]), "injection": int(safety[3]),
+                       "toxic": sum(1 for t in tox if t.get("toxic"))},
             "checks": checks, "breaches": breaches,
             "worst": worst(settings, start, now, breaches) if breaches else []}
 
@@ -316,8 +337,14 @@ def worst(settings: Settings, start: dt.datetime, end: dt.datetime, breaches: li
         if "refusal" in breaches:
             queries.append(("refused", select(T, E).outerjoin(E, E.trace_id == T.trace_id).where(
                 *in_window(start, end), T.refused == 1).order_by(T.ts.desc()).limit(n)))
+        if "toxicity" in breaches:
+            rows = [(t, e) for t, e in s.execute(select(T, E).join(E, E.trace_id == T.trace_id)
+                                                  .where(*in_window(start, end))).all()
+                    if ((e.detail or {}).get("toxicity") or {}).get("toxic")]
+            rows.sort(key=lambda te: -float(te[1].detail["toxicity"]["score"]))
+            queries.insert(0, ("toxic answer", rows[:n]))
         for why, q in queries:
-            for t, e in s.execute(q).all():
+            for t, e in (q if isinstance(q, list) else s.execute(q).all()):
                 if t.trace_id in seen:
                     continue
                 seen.add(t.trace_id)
