@@ -89,8 +89,10 @@ class Filters:
     def prompt_parts(self) -> tuple[str | None, int | None]:
         if not self.prompt:
             return None, None
-        name, _, version = self.prompt.partition("@")
-        return name, int(version) if version.isdigit() else None
+        name, at, version = self.prompt.partition("@")
+        if at and not (version.isdigit() and len(version) <= 9):
+            return self.prompt, None  # not name@version: no prompt has that name
+        return name, int(version) if version else None
 
     def params(self) -> dict[str, str]:
         """The filters as query parameters (what a "next page" link carries on)."""
@@ -116,10 +118,10 @@ def parse_time(value: str | None, name: str, end: bool = False) -> dt.datetime |
             day = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
             return day + dt.timedelta(days=1) if end else day
         t = dt.datetime.fromisoformat(text)
-    except ValueError:
+        return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31, or a zone past year 1
         raise EvalError(f"{name} {value[:40]!r} is not a date or time: use 2026-11-22 or 2026-11-22T14:00 (UTC)") \
             from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def _naive_utc(t: dt.datetime) -> dt.datetime:

@@ -341,7 +341,7 @@ def test_a_reviewer_turns_a_failing_trace_into_a_golden_question(airflow, browse
     assert item.locator("mark.bad").inner_text() == "It also emails the CEO [2]."  # the unsupported claim
     item.get_by_text("retrieved contexts (2)").click()
     assert "as stored" in item.locator("div.ctx").first.inner_text()
-    assert "rag_answer@1" in frame.locator("#production ~ table").first.inner_text()  # production by version
+    assert "rag_answer@1" in frame.locator("#production ~ div.scroll table").first.inner_text()  # production by version
 
     item.locator("textarea[name=reference_answer]").fill("It moves the index alias in one transaction.")
     item.locator("input[name=relevant]").fill(docs[0])
@@ -469,3 +469,141 @@ def test_compare_the_gate_decision_from_the_prompt_history(airflow, browser) -> 
     # a run that is not there: a page that says so
     page.goto(f"{airflow['base']}/ragops/compare?a={quote(a)}&b=no-such-run")
     assert "unknown eval run 'no-such-run'" in page.locator("body").inner_text()
+
+
+# ---- issue 22: filters and paging, every link type, a production trace, the page's looks (one Airflow start)
+
+
+def llmops_frame(page):
+    """The page's frame inside Airflow's UI (for evaluating script in it)."""
+    for _ in range(100):
+        frame = next((f for f in page.frames if "/ragops/" in f.url), None)
+        if frame is not None:
+            return frame
+        page.wait_for_timeout(100)
+    pytest.fail(f"no LLMOps frame in {[f.url for f in page.frames]}")
+
+
+def open_llmops(airflow, page):
+    page.goto(f"{airflow['base']}/plugin/llmops")
+    frame = page.frame_locator("iframe")
+    frame.get_by_role("heading", name="ragops LLMOps").wait_for(timeout=60000)
+    return frame
+
+
+def test_filters_paging_and_every_link_type_inside_airflows_frame(airflow, browser) -> None:
+    """After the promotion and the drift check above: the audit log filtered by action and paged
+    through its "next page" link, then each kind of link followed to the run or page it names,
+    and the way back, all inside Airflow's frame; an Airflow run link last (it leaves the frame)."""
+    page, base, token = browser, airflow["base"], airflow["token"]
+    status, data = api(base, "/ragops/api/overview?per_page=5", token)
+    assert status == 200
+    total = len(api(base, "/ragops/api/overview?per_page=200", token)[1]["audit"])
+    assert total > 5 and data["pages"]["audit"]["next_offset"] == 5, (total, data["pages"])
+    frame = open_llmops(airflow, page)
+    # filters: rows per table, then an action, through the page's own form
+    form = frame.locator("#filters")
+    form.locator("select[name=per_page]").select_option("5")
+    form.get_by_role("button", name="filter").click()
+    frame.locator("#audit").wait_for()
+    rows = frame.locator("tr[id^=audit-]")
+    assert rows.count() == 5
+    first_page = {rows.nth(i).get_attribute("id") for i in range(5)}
+    frame.locator("a.next-audit").click()
+    frame.locator("p.pager", has_text="rows 6").first.wait_for(timeout=30000)
+    second_page = {rows.nth(i).get_attribute("id") for i in range(rows.count())}
+    assert second_page and not first_page & second_page  # older entries, none repeated
+    assert second_page == {f"audit-{a['id']}" for a in api(
+        base, "/ragops/api/overview?per_page=5&audit=5", token)[1]["audit"]}
+    form.locator("select[name=action]").select_option("prompt_gate_evaluated")
+    form.get_by_role("button", name="filter").click()
+    frame.locator("select[name=action] option[selected]", has_text="prompt_gate_evaluated").wait_for()
+    actions = frame.locator("tr[id^=audit-] td:nth-child(3)").all_inner_texts()
+    assert actions and set(actions) == {"prompt_gate_evaluated"}, actions
+    # audit entry -> the pair it evaluated, compared
+    gate = [a for a in api(base, "/ragops/api/overview?action=prompt_gate_evaluated", token)[1]["audit"]
+            if (a["detail"].get("runs") or {}).get("candidate")][0]
+    cand, prod = gate["detail"]["runs"]["candidate"], gate["detail"]["runs"]["production"]
+    frame.locator(f"#audit-{gate['id']} a.to-compare").click()
+    frame.get_by_role("heading", name=f"{cand} against {prod}").wait_for(timeout=30000)
+    # audit entry -> its evidence page -> the candidate's eval run
+    page.goto(f"{base}/plugin/llmops")
+    frame.locator(f"#audit-{gate['id']} a.audit-evidence").click()
+    frame.get_by_role("heading", name=f"Audit entry {gate['id']}: prompt_gate_evaluated").wait_for(timeout=30000)
+    frame.locator("a.to-eval", has_text=cand).click()
+    frame.get_by_role("heading", name=f"Evaluation {cand}").wait_for(timeout=30000)
+    # history row -> gate evidence (its checks) -> both eval runs
+    open_llmops(airflow, page)
+    frame.locator("#prompt-rag_answer ~ div a.gate-evidence").first.click()
+    frame.get_by_role("heading", name="rag_answer: promoted v1 → v2").wait_for(timeout=30000)
+    evidence = frame.locator("body").inner_text()
+    assert "Gate evidence" in evidence and "checks" in evidence and "hit_rate@5" in evidence
+    frame.locator("a.to-eval", has_text=prod).first.click()
+    frame.get_by_role("heading", name=f"Evaluation {prod}").wait_for(timeout=30000)
+    # eval run -> report.html -> back to the drill-down
+    frame.get_by_role("link", name="report.html").click()
+    frame.locator("a.back-to-run").click()
+    frame.get_by_role("heading", name=f"Evaluation {prod}").wait_for(timeout=30000)
+    # drift check -> its report -> back to the check's row
+    open_llmops(airflow, page)
+    frame.locator("#drift-ui-drift-1 a.drift-report").click()
+    frame.locator("a.back-to-check").click()
+    frame.locator("#drift-ui-drift-1").wait_for(timeout=30000)
+    assert "index=docs" in llmops_frame(page).url
+    # eval run (from the evaluations table) -> its Airflow DAG run, in the whole window
+    frame = open_llmops(airflow, page)
+    frame.locator(f"a.run[title='{cand}']").first.click()
+    frame.get_by_role("heading", name=f"Evaluation {cand}").wait_for(timeout=30000)
+    frame.locator("a.airflow-run").click()
+    page.wait_for_url("**/dags/promote_prompt/runs/**", timeout=60000)
+
+
+def test_review_a_production_trace_and_the_page_fits_1280_px(airflow, browser) -> None:
+    """A failing production trace opened from the review queue and from the production table's
+    traces; at 1280 px no page is wider than the window, links take keyboard focus visibly, and
+    under a dark colour scheme the page is dark (unless Airflow's own mode says light)."""
+    settings, base = airflow["settings"], airflow["base"]
+    tid, question, docs = plant_failing_trace(settings)
+    page = browser
+    page.set_viewport_size({"width": 1280, "height": 900})
+    frame = open_llmops(airflow, page)
+    frame.locator(f"#review-{tid} a.open-trace").click()
+    frame.get_by_role("heading", name=f"Trace {tid}").wait_for(timeout=30000)
+    text = frame.locator("body").inner_text()
+    assert question in text and "nobody e-mails the CEO <script>x</script>" in text  # feedback, as text
+    assert frame.locator("mark.bad").inner_text() == "It also emails the CEO [2]."  # the unsupported claim
+    assert "Passage 1 of" in text and "as stored" in text and "disliked" in text
+    status, t = api(base, f"/ragops/api/trace/{tid}", airflow["token"])
+    assert status == 200 and t["question"] == question and t["pending_review"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "llmops-trace.png"), full_page=True)
+    # the production table's traces of that version lead to the same page
+    frame.get_by_role("link", name="production", exact=True).click()
+    frame.locator("a.version-traces[href*='rag_answer%401']").click()  # the planted trace's version
+    frame.get_by_role("heading", name="Production traces").wait_for(timeout=30000)
+    frame.locator(f"a.trace[title='{tid}']").click()
+    frame.get_by_role("heading", name=f"Trace {tid}").wait_for(timeout=30000)
+    # 1280 px: nothing widens a page (long ids and evidence wrap or scroll inside their box)
+    run_id = api(base, "/ragops/api/overview", airflow["token"])[1]["eval"]["runs"][0]["run_id"]
+    for path in ("", f"eval/{quote(run_id, safe='')}", f"trace/{tid}", "audit/1"):
+        llmops_frame(page).goto(f"{base}/ragops/{path}")
+        wide = llmops_frame(page).evaluate("() => [document.documentElement.scrollWidth, "
+                                           "document.documentElement.clientWidth]")
+        assert wide[0] <= wide[1], (path, wide)
+    # keyboard: Tab reaches a link and shows where the focus is
+    frame = open_llmops(airflow, page)
+    frame.locator("nav a").first.focus()
+    page.keyboard.press("Tab")  # a keyboard move: the focus ring shows
+    assert llmops_frame(page).evaluate("() => document.activeElement.tagName") == "A"
+    outline = llmops_frame(page).evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("", "none"), outline
+    # dark mode: the browser's colour scheme, unless Airflow's own mode is detected
+    page.emulate_media(color_scheme="dark")
+    frame = open_llmops(airflow, page)
+    theme, bg = llmops_frame(page).evaluate("() => [document.documentElement.dataset.theme || '', "
+                                            "getComputedStyle(document.body).backgroundColor]")
+    if theme != "light":
+        assert bg == "rgb(16, 24, 40)", (theme, bg)
+    page.screenshot(path=str(ARTIFACTS / "llmops-dark.png"))
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size({"width": 1400, "height": 1000})

@@ -54,7 +54,8 @@ vertical-align:bottom;font-family:ui-monospace,monospace;font-size:12px}
 .filters{background:var(--panel);border:1px solid var(--line);padding:6px 8px;margin:8px 0}
 .filters label{margin-right:10px;white-space:nowrap}.pager{margin:4px 0 12px}.pager a{margin-right:12px}
 .empty{color:var(--muted);border:1px dashed var(--line);padding:8px}.cite{font-weight:bold;text-decoration:none}
-.ctx:target{outline:2px solid var(--accent)}.q-tools{margin:6px 0}
+.ctx:target{outline:2px solid var(--accent)}.q-tools{margin:6px 0}.chart{max-width:100%;overflow:hidden}
+.chart .uplot{font-family:inherit;color:var(--fg)}
 """
 SCRIPT = """
 // Airflow shows this page in a sandboxed frame without allow-modals, allow-popups or
@@ -247,7 +248,9 @@ def _filters_form(data: dict[str, Any]) -> str:
             f"<label>prompt <select name='prompt'>{options(prompts, f.get('prompt'), 'all')}</select></label>"
             f"<label>action <select name='action'>{options(data.get('actions') or [], f.get('action'), 'all')}"
             "</select></label>"
-            + (f"<input type='hidden' name='per_page' value='{esc(f['per_page'])}'>" if f.get("per_page") else "")
+            + "<label>rows per table <select name='per_page'>" + "".join(
+                f"<option{' selected' if str(n) == str(f.get('per_page') or 25) else ''}>{n}</option>"
+                for n in (5, 10, 25, 50, 100)) + "</select></label>"
             + f"<button type='submit'>filter</button> {clear} <span class='muted'>times in UTC; the evaluations, "
               "prompt history, drift and audit tables follow the filters (action: audit log and prompt history)"
               "</span></form>")

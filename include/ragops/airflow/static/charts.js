@@ -80,6 +80,10 @@
       const last = Math.max(xs[xs.length - 1], ...events.map((e) => e.t));
       const series = metrics.map((m) => points.map((p) => (typeof p.metrics[m] === "number" ? p.metrics[m] : null)));
       const hover = el.nextElementSibling;
+      // the page's colours (light, dark, or Airflow's mode): axes and grid readable on either
+      const css = getComputedStyle(document.documentElement);
+      const fg = css.getPropertyValue("--fg").trim() || "#1d2939";
+      const line = css.getPropertyValue("--line").trim() || "#eaecf0";
       const opts = {
         title: el.dataset.group + " metrics", width: Math.min(el.clientWidth || 900, 1100), height: 240,
         tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
@@ -89,7 +93,8 @@
                    return [lo - pad, hi + pad];
                  }},
                  y: {range: [0, 1]}},
-        axes: [{label: "time (UTC)"}, {}],
+        axes: [{label: "time (UTC)", stroke: fg, grid: {stroke: line}, ticks: {stroke: line}},
+               {stroke: fg, grid: {stroke: line}, ticks: {stroke: line}}],
         series: [{label: "run (UTC)", value: "{YYYY}-{MM}-{DD} {HH}:{mm}"},
                  ...metrics.map((m, i) => ({label: m, stroke: COLOURS[i % COLOURS.length], width: 2,
                                             points: {show: true, size: 6}, spanGaps: true,
