@@ -185,3 +185,21 @@ def test_status_strip_names_what_needs_attention() -> None:
     empty = render_page({**page_data(), "status": {"last_ingest": None, "last_nightly": None, "breaches": [],
                                                    "failed_alerts": 0}}, "me")
     assert "no ingest yet: run <code>ragops ingest SOURCE</code>" in empty and "no nightly run yet" in empty
+
+
+def test_empty_sections_say_what_to_do_next() -> None:
+    data = {"indexes": [], "prompts": [], "drift": [], "quarantine": [], "audit": [],
+            "eval": {"runs": [], "series": {}, "metrics": ["hit_rate@5"], "charts": {}, "chart_groups": {}}}
+    html = render_page(data, "alice", {}, review={"pending": 0, "items": []}, production=None)
+    for hint in ("No index yet: trigger ingest_documents", "No prompts yet", "Unpause nightly_eval",
+                 "No production figures yet", "Nothing waiting for review", "No drift checks match the filters",
+                 "No audit entries match the filters"):
+        assert hint in html, hint
+    assert "none yet" not in html  # no section without a next step
+
+
+def test_dark_mode_follows_the_browser_and_airflows_mode() -> None:
+    html = render_page(page_data(), "alice")
+    assert "@media (prefers-color-scheme:dark)" in html and ":root[data-theme=dark]" in html
+    assert "window.top.document.documentElement" in html  # Airflow's mode and font when inside its frame
+    assert ":focus-visible{outline:2px solid" in html

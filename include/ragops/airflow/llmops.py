@@ -7,7 +7,9 @@ all apply. The one exception is a review of a production trace (``POST /api/revi
 server records it through ragops.production.review (golden line, review row, audit entry with the
 signed-in user as reviewer), for users Airflow lets create nightly_eval runs. Every route needs
 an authenticated Airflow user (Airflow does not protect plugin apps); all text from documents,
-questions, prompts and models is escaped; charts are inline SVG.
+questions, prompts and models is escaped; the trend charts are uPlot, vendored in static/. The
+tables filter and page on the server (``page_filters``: the same query parameters for the page and
+``/api/overview``); every figure the page shows is also in the JSON API.
 
 Access (tests/e2e/test_access.py): no token, or one that does not verify (forged, expired,
 revoked), is 401; a user whom Airflow does not allow to create runs of the DAG (the Viewer role)

@@ -348,6 +348,9 @@ def _indexes(data: list[dict[str, Any]]) -> str:
     from ragops.pipelines import describe
 
     out = ["<h2 id='indexes'>Indexes</h2>"]
+    if not data:
+        out.append("<p class='empty'>No index yet: trigger ingest_documents in Airflow (or run <code>make demo</code> "
+                   "or <code>ragops ingest SOURCE --index NAME</code>), then reload this page.</p>")
     for ix in data:
         out.append(f"<h3 id='index-{esc(ix['name'])}'>{esc(ix['name'])} <span class='muted'>serving {esc(ix['live'])}, {ix['chunks']} chunks</span> "
                    + _button("Rebuild (blue/green)", "rebuild_index", {"index": ix["name"], "action": "rebuild"},
@@ -604,7 +607,8 @@ def _review(data: dict[str, Any] | None) -> str:
            "next to the golden set.</p>"]
     items = (data or {}).get("items") or []
     if not items:
-        return out[0] + "<p class='muted'>nothing waiting for review</p>"
+        return out[0] + ("<p class='empty'>Nothing waiting for review: traces a user disliked or whose answer has an "
+                         "unsupported claim appear here once monitor_production has loaded and evaluated them.</p>")
     pending = (data or {}).get("pending", len(items))
     if pending > len(items):
         out.append(f"<p class='muted'>showing the newest {len(items)} of {esc(pending)}; "
@@ -646,7 +650,9 @@ def _daily(rows: list[dict[str, Any]]) -> str:
 
 def _production(data: dict[str, Any] | None) -> str:
     if not data:
-        return "<h2 id='production'>Production by prompt version</h2><p class='muted'>none yet</p>"
+        return ("<h2 id='production'>Production by prompt version</h2><p class='empty'>No production figures yet: "
+                "the application records traces with <code>ragops.tracing</code> and monitor_production loads "
+                "them (docs/production.md).</p>")
     days = data.get("days", 7)
     rows = []
     for v in data.get("versions") or []:
