@@ -90,9 +90,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
               f"{', '.join(result['skipped'])}")
     q = result["quarantine"]
     if q["documents"]:
-        print(f"  quarantined {q['documents']} document(s): {_fmt_counts(q['reasons'])}")
+        still = int(q.get("still") or 0)
+        again = f" ({still} unchanged since they were quarantined, not read again)" if still else ""
+        print(f"  quarantined {q['documents']} document(s){again}: {_fmt_counts(q['reasons'])}")
         for e in q["entries"]:
             print(f"    {e['doc_id']}: {e['reason']}: {e['detail']}")
+    rp = result.get("repairs") or {}
+    if rp.get("repaired_documents") or rp.get("warned_documents"):
+        print(f"  repaired {rp['repaired_documents']} document(s), {rp['warned_documents']} indexed with a warning: "
+              f"{_fmt_counts(rp['kinds'])} (`ragops quarantine --all` lists them)")
+    if result.get("phases_s"):
+        print(f"  phases (s, summed over batches): {_fmt_counts(result['phases_s'])}")
     sc = result["self_check"]
     print(f"  self-check: {'OK' if sc['ok'] else 'FAILED'} ({sc['state_chunks']} chunks in state, "
           f"{sc['chroma_ids']} in Chroma)")
@@ -342,14 +350,17 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     from ragops.retrieval import quarantine_entries
 
     s = _settings(args)
-    rows = quarantine_entries(s, args.index, args.run, args.limit)
+    severities = ("failure", "repaired", "warning") if args.all else ("failure",)
+    rows = quarantine_entries(s, args.index, args.run, args.limit, severities=severities)
     if args.json:
         _print_json(rows)
         return 0
+    what = "quarantined, repaired or warned documents" if args.all else "quarantined documents"
     if not rows:
-        print(f"no quarantined documents in run {args.run}" if args.run else "no quarantined documents in the latest run")
+        print(f"no {what} in run {args.run}" if args.run else f"no {what} in the latest run")
     for r in rows:
-        print(f"{r['run_id']}  {r['doc_id']}  {r['stage']}/{r['reason']}\n    {r['detail']}")
+        tag = "" if r["severity"] == "failure" else f"[{r['severity']}] "
+        print(f"{r['run_id']}  {tag}{r['doc_id']}  {r['stage']}/{r['reason']}\n    {r['detail']}")
     return 0
 
 
@@ -963,7 +974,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragops", description="Operate the ragops RAG pipeline from a shell.")
     p.add_argument("--version", action="version", version=f"ragops {__version__}")
     p.add_argument("--config", help="settings YAML (default: $RAGOPS_CONFIG or include/config/ragops.yaml)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress and library messages to stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (also RAGOPS_PROGRESS=off)")
     sub = p.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="state store").add_subparsers(dest="db_command", required=True)
@@ -1027,6 +1039,7 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--index")
     qu.add_argument("--run", help="a sync run id")
     qu.add_argument("--limit", type=int, default=100)
+    qu.add_argument("--all", action="store_true", help="also the documents indexed after a repair or with a warning")
     qu.add_argument("--json", action="store_true")
     qu.set_defaults(fn=cmd_quarantine)
     al = sub.add_parser("alerts", help="the alert e-mail outbox").add_subparsers(dest="alerts_command", required=True)
@@ -1290,8 +1303,36 @@ def _quiet_libraries(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or not record.name.startswith(NOISY_LOGGERS)
 
 
+GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """``-v``, ``-q`` and ``--config FILE`` work after the subcommand too (``ragops ingest SRC -v``):
+    argparse only knows them before it, so they are moved to the front (not past a ``--``)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest += argv[i:]
+            break
+        if a in GLOBAL_FLAGS or a.startswith("--config="):
+            front.append(a)
+        elif a == "--config" and i + 1 < len(argv):
+            front += [a, argv[i + 1]]
+            i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from ragops import progress
+
+    args = build_parser().parse_args(hoist_global_flags(list(sys.argv[1:] if argv is None else argv)))
+    progress.configure("off" if args.quiet else None)
     root = logging.getLogger()
     before = list(root.handlers)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,

@@ -92,6 +92,12 @@ class QualitySettings:
     max_failed_share: float = 0.2
     max_duplicate_text_share: float = 0.5
     max_delete_share: float = 0.5
+    # ragops.repair: a document is quarantined as mostly_broken above this share of lost (U+FFFD) or
+    # meaningless (control) characters; repairable ones (C1 as Windows-1252, mojibake) do not count
+    max_bad_char_share: float = 0.05
+    replacement_chars: str = "keep"  # U+FFFD: keep (listed as a warning) or remove (also a warning)
+    # source URI prefix -> overrides of the settings above for documents of that source
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -426,6 +432,8 @@ def _coerce(cls: type, raw: Any, where: _Key) -> Any:
             kwargs[name] = _prices(value, key)
         elif name == "profiles":  # chunking profile name -> overrides of the default profile
             kwargs[name] = _profiles(value, key)
+        elif name == "sources" and cls is QualitySettings:  # source prefix -> quality overrides
+            kwargs[name] = _quality_sources(value, key)
         elif isinstance(default, dict):  # event type -> list of e-mail addresses
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a mapping of event type to a list of addresses")
@@ -461,6 +469,29 @@ def _coerce(cls: type, raw: Any, where: _Key) -> Any:
                 raise ConfigError(f"{key}: expected a string, got {brief(value)}")
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def _quality_sources(value: Any, key: _Key) -> dict[str, dict[str, Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of source URI prefix to quality settings, e.g. "
+                          "{'s3://legacy-exports/': {max_bad_char_share: 0.2}}")
+    out: dict[str, dict[str, Any]] = {}
+    for prefix, overrides in value.items():
+        if isinstance(overrides, dict) and "sources" in overrides:
+            raise ConfigError(f"{key.child(prefix)}: quality.sources cannot nest")
+        _coerce(QualitySettings, overrides, key.child(prefix))  # validates names and types
+        out[str(prefix)] = dict(overrides or {})
+    return out
+
+
+def quality_for(q: QualitySettings, source: str) -> QualitySettings:
+    """The quality settings for documents of ``source``: the longest matching ``quality.sources`` prefix wins."""
+    matches = [p for p in q.sources if source.startswith(p) or source.rstrip("/").startswith(p.rstrip("/"))]
+    if not matches:
+        return q
+    return dataclasses.replace(q, **q.sources[max(matches, key=len)])
 
 
 def _prices(value: Any, key: _Key) -> dict[str, dict[str, float]]:
@@ -600,11 +631,16 @@ def _validate(s: Settings, root: _Key | None = None) -> None:
                 f"{at(*keys, 'overlap_tokens')}: {where}.overlap_tokens ({c['overlap_tokens']}) must be smaller than "
                 f"{where}.chunk_tokens ({c['chunk_tokens']})"
             )
-    q = s.quality
-    for name in ("max_failed_share", "max_duplicate_text_share", "max_delete_share"):
-        v = getattr(q, name)
-        if not 0 <= v <= 1:
-            raise ConfigError(f"{at('quality', name)}: quality.{name} must be between 0 and 1, got {v}")
+    for prefix in ("", *s.quality.sources):
+        q = quality_for(s.quality, prefix) if prefix else s.quality
+        keys = ("quality", "sources", prefix) if prefix else ("quality",)
+        for name in ("max_failed_share", "max_duplicate_text_share", "max_delete_share", "max_bad_char_share"):
+            v = getattr(q, name)
+            if not 0 <= v <= 1:
+                raise ConfigError(f"{at(*keys, name)}: {dotted(keys)}.{name} must be between 0 and 1, got {v}")
+        if q.replacement_chars not in ("keep", "remove"):
+            raise ConfigError(f"{at(*keys, 'replacement_chars')}: {dotted(keys)}.replacement_chars must be 'keep' or "
+                              f"'remove', got {brief(q.replacement_chars)}")
     if s.ingest.batch_documents < 1:
         raise ConfigError(f"{at('ingest', 'batch_documents')}: ingest.batch_documents must be at least 1")
     if s.embedding.batch_size < 1:

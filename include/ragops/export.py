@@ -123,7 +123,9 @@ def _export(model_path: Path, settings: EmbeddingSettings, out: Path) -> dict[st
     t0 = time.perf_counter()
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # "Loading weights" bars on stderr: our own log lines say what happens
     pooling, normalize = _modules(model_path)
     tok = AutoTokenizer.from_pretrained(str(model_path))
     model = AutoModel.from_pretrained(str(model_path)).eval()

@@ -16,7 +16,9 @@ any difference, instead of silently diverging like other record managers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -34,7 +36,7 @@ from sqlalchemy import delete, func, insert, select
 
 from ragops import pipelines, state
 from ragops.chunking import Chunker, chunk_id, text_hash
-from ragops.config import Settings, check_index_name, settings_fingerprint
+from ragops.config import Settings, check_index_name, quality_for, settings_fingerprint
 from ragops.embedding import Embedder
 from ragops.errors import (
     DataIncidentError,
@@ -46,7 +48,9 @@ from ragops.errors import (
 )
 from ragops.lexical import LexicalIndex, build_lexical, folder_for, ids_digest
 from ragops.parsing import ParseError, parse_file, parse_record
+from ragops.progress import Progress
 from ragops.quality import validate
+from ragops.repair import Repair, repair_text
 from ragops.sources import discover, read_file_bytes, sha256
 from ragops.vectorstore import VectorStore
 
@@ -190,6 +194,9 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
             "--allow-mass-delete (Param allow_mass_delete); nothing was changed"
         )
 
+    still: list[dict[str, Any]] = []
+    if not full_resync:  # unchanged documents that were quarantined for this content are not read again
+        added, changed, still = _still_quarantined(settings, index, disc.source_id, source, fp, added, changed)
     to_process = added + changed
     batch_size = settings.ingest.batch_documents
     batches = list(range((len(to_process) + batch_size - 1) // batch_size))
@@ -201,7 +208,8 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
         "collection": target_collection or (live.collection if live else None),
         "counts": {"discovered": len(disc.docs), "added": len(added), "changed": len(changed),
                    "unchanged": len(unchanged), "deleted": len(deleted), "protected": len(protected),
-                   "source_problems": len(disc.problems), "skipped": len(disc.skipped)},
+                   "source_problems": len(disc.problems), "skipped": len(disc.skipped),
+                   "still_quarantined": len(still)},
         "batches": [] if dry_run else batches,
         "samples": {"added": [d.doc_id for d in added[:SAMPLE]], "changed": [d.doc_id for d in changed[:SAMPLE]],
                     "deleted": deleted[:SAMPLE], "protected": protected[:SAMPLE],
@@ -228,8 +236,9 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
         with store.writer():
             present = sorted(store.ids(live.collection))
         _write_json(rd / "present_ids.json", present)
-    full = dict(summary, delete_doc_ids=deleted, problems=[p.__dict__ for p in disc.problems],
-                discovered_total=len(disc.docs) + len({p.doc_id for p in disc.problems}))
+    full = dict(summary, delete_doc_ids=deleted, problems=[p.__dict__ for p in disc.problems], still_quarantined=still,
+                discovered_total=len(disc.docs) + len({p.doc_id for p in disc.problems}),
+                elapsed_s=round(time.perf_counter() - t0, 3))  # discover + plan, for the report's phases
     _write_json(rd / "plan.json", full)
     with state.session_scope(settings.state_db_url) as s:
         run = s.get(state.SyncRun, run_id)
@@ -241,6 +250,33 @@ def plan_sync(settings: Settings, source: str, index: str, run_id: str, *, full_
     (rd / "report.json").unlink(missing_ok=True)
     summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return summary
+
+
+def _still_quarantined(settings: Settings, index: str, source_id: str, source: str, fp: str, added: list[Any],
+                       changed: list[Any]) -> tuple[list[Any], list[Any], list[dict[str, Any]]]:
+    """Split off the documents whose last verdict was a quarantine of this very content and settings."""
+    cands = {d.doc_id: d for d in added + changed}
+    if not cands:
+        return added, changed, []
+    qs = quality_for(settings.quality, source)
+    last: dict[str, Any] = {}
+    ids = sorted(cands)
+    with state.session_scope(settings.state_db_url) as s:
+        for i in range(0, len(ids), 500):
+            for row in s.execute(select(state.Quarantine).where(
+                    state.Quarantine.index_name == index, state.Quarantine.source_id == source_id,
+                    state.Quarantine.doc_id.in_(ids[i:i + 500])).order_by(state.Quarantine.id)).scalars():
+                last[row.doc_id] = row  # the newest entry per document decides
+    still = []
+    for doc_id, row in last.items():
+        d = cands[doc_id]
+        if row.severity == "failure" and row.fingerprint and \
+                row.fingerprint == quarantine_fingerprint(d.content_hash, fp, qs):
+            still.append({"doc_id": doc_id, "stage": row.stage, "reason": row.reason, "detail": row.detail,
+                          "origin": d.origin, "fingerprint": row.fingerprint, "since": row.run_id})
+    skip = {e["doc_id"] for e in still}
+    return ([d for d in added if d.doc_id not in skip], [d for d in changed if d.doc_id not in skip],
+            sorted(still, key=lambda e: e["doc_id"]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,10 +304,11 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
     if fp != plan["settings_hash"]:
         raise RagopsError(f"settings changed between plan and batch {batch_no} of run {run_id}; re-run the sync")
     quarantine: list[dict[str, Any]] = []
+    qs = quality_for(settings.quality, plan["source"])
 
     def q(doc: dict[str, Any], stage: str, reason: str, detail: str) -> None:
         quarantine.append({"doc_id": doc["doc_id"], "stage": stage, "reason": reason, "detail": detail,
-                           "origin": doc["origin"]})
+                           "origin": doc["origin"], "fingerprint": quarantine_fingerprint(doc["content_hash"], fp, qs)})
 
     parsed = []
     for item in items:
@@ -292,11 +329,39 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
             continue
         parsed.append((item, doc))
 
-    doc_rows = [{"doc_id": d.doc_id, "title": d.title, "uri": it["uri"], "text": d.text} for it, d in parsed]
-    dq = validate("documents", doc_rows, settings.quality)
-    for row, reasons in dq.failed_rows.items():
-        q(parsed[row][0], "quality", reasons[0].split(":")[0], "; ".join(reasons))
+    t_parse = time.perf_counter()
+    repaired, doc_rows = [], []
+    for it, d in parsed:
+        d, rep = _repair(d, qs.replacement_chars)
+        repaired.append((it, d, rep))
+        doc_rows.append({"doc_id": d.doc_id, "title": d.title, "uri": it["uri"], "text": d.text,
+                         "bad_char_share": rep.bad_share(), "n_repairs": sum(rep.repairs.values())})
+    parsed = [(it, d) for it, d, _ in repaired]
+    t_repair = time.perf_counter()
+    dq = validate("documents", doc_rows, qs)
+    for row, (_, _, rep) in enumerate(repaired):  # e.g. an escape in the title, which the suite does not read
+        if rep.dangerous and row not in dq.failed_rows:
+            dq.failed_rows[row] = ["invalid_characters: terminal escapes"]
+    for row, reasons in sorted(dq.failed_rows.items()):
+        code = reasons[0].split(":")[0]
+        rep = repaired[row][2]
+        detail = rep.dangerous if code == "invalid_characters" and rep.dangerous else "; ".join(reasons)
+        if code == "mostly_broken":
+            detail = (f"{rep.bad_share():.1%} of the characters ({rep.bad_chars} of {rep.length}) were lost upstream "
+                      f"(U+FFFD) or are controls with no meaning, above quality.max_bad_char_share="
+                      f"{qs.max_bad_char_share:.1%}; re-export the document from its original, or raise the "
+                      "threshold for this source under quality.sources")
+        q(parsed[row][0], "quality", code, detail)
+    findings = []
+    for i, (it, d, rep) in enumerate(repaired):
+        if i in dq.failed_rows:
+            continue
+        entries = rep.findings() + [{"severity": "warning", "kind": "reader", "count": 1, "detail": w}
+                                    for w in getattr(d, "warnings", ())]
+        if entries:
+            findings.append({"doc_id": d.doc_id, "origin": it["origin"], "findings": entries})
     parsed = [p for i, p in enumerate(parsed) if i not in dq.failed_rows]
+    t_quality = time.perf_counter()
 
     chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens, embedder.fingerprint)
     prepared: list[_Prepared] = []
@@ -325,8 +390,10 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
                                                                if i not in bad_docs])
     to_embed = [r for r in chunk_rows if r["chunk_id"] not in existing and _suffix(r["chunk_id"]) not in
                 reusable.get(r["doc_id"], {})]
+    t_embed = time.perf_counter()
     vectors = embedder.encode([r["_piece"].text for r in to_embed]) if to_embed else None
     vec_of = {r["chunk_id"]: vectors[i] for i, r in enumerate(to_embed)} if vectors is not None else {}
+    t_write = time.perf_counter()
 
     out_rows = []
     for r in chunk_rows:
@@ -354,10 +421,64 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
               "reused": sum(1 for r in out_rows if r["embedding"] is None and r["copy_from"] is None),
               "copied": sum(1 for r in out_rows if r["copy_from"] is not None),
               "incidents": dq.incidents + cq.incidents, "elapsed_s": round(time.perf_counter() - t0, 3)}
+    ok_ids = {d["doc_id"] for d in ok_docs}
+    findings = [f for f in findings if f["doc_id"] in ok_ids]
+    result["repaired"] = sum(1 for f in findings if any(e["severity"] == "repaired" for e in f["findings"]))
+    result["warned"] = sum(1 for f in findings if any(e["severity"] == "warning" for e in f["findings"]))
+    t_end = time.perf_counter()
+    result["phases_s"] = {"parse": round(t_parse - t0, 3), "repair": round(t_repair - t_parse, 3),
+                          "quality": round(t_quality - t_repair, 3),
+                          "chunk": round(t_embed - t_quality, 3), "embed": round(t_write - t_embed, 3),
+                          "write": round(t_end - t_write, 3)}
     _write_json(rd / f"batch-{batch_no:05d}.docs.json",
-                {"docs": ok_docs, "quarantine": quarantine, "summary": result})
+                {"docs": ok_docs, "quarantine": quarantine, "findings": findings, "summary": result})
     log.info("batch %d of run %s: %s", batch_no, run_id, result)
     return result
+
+
+def quarantine_fingerprint(content_hash: str, settings_hash: str, quality: Any) -> str:
+    """What a quarantine verdict depends on: the content, the pipeline and the quality settings."""
+    q = {f.name: getattr(quality, f.name) for f in dataclasses.fields(quality) if f.name != "sources"}
+    return hashlib.sha256(json.dumps([content_hash, settings_hash, q], sort_keys=True, default=str)
+                          .encode()).hexdigest()
+
+
+def _repair(doc: Any, replacement_chars: str) -> tuple[Any, Repair]:
+    """Repair a parsed document's title and text (ragops.repair); page offsets move with the text.
+
+    A dangerous text is returned as it came, so that the quality suite refuses it."""
+    title = repair_text(doc.title or "", replacement_chars)
+    starts = tuple(getattr(doc, "page_starts", ()) or ())
+    if starts:  # repair page by page: a repair may change a page's length
+        bounds = [*starts, len(doc.text)]
+        parts = [repair_text(doc.text[bounds[i]:bounds[i + 1]], replacement_chars) for i in range(len(starts))]
+        head = repair_text(doc.text[:starts[0]], replacement_chars) if starts[0] else None
+        pieces = ([head] if head else []) + parts
+        rep = Repair("".join(p.text for p in pieces), length=len(doc.text))
+        for p in pieces:
+            for k, n in p.repairs.items():
+                rep.repairs[k] = rep.repairs.get(k, 0) + n
+            for k, n in p.warnings.items():
+                rep.warnings[k] = rep.warnings.get(k, 0) + n
+            rep.bad_chars += p.bad_chars
+            rep.dangerous = rep.dangerous or p.dangerous
+        new_starts, at = [], len(head.text) if head else 0
+        for p in parts:
+            new_starts.append(at)
+            at += len(p.text)
+    else:
+        rep = repair_text(doc.text, replacement_chars)
+    for k, n in title.repairs.items():
+        rep.repairs[k] = rep.repairs.get(k, 0) + n
+    for k, n in title.warnings.items():
+        rep.warnings[k] = rep.warnings.get(k, 0) + n
+    rep.dangerous = rep.dangerous or title.dangerous
+    if rep.dangerous or (not rep.repairs and not rep.warnings):
+        return doc, rep
+    changes: dict[str, Any] = {"title": title.text, "text": rep.text}
+    if starts:
+        changes["page_starts"] = tuple(new_starts)
+    return dataclasses.replace(doc, **changes), rep
 
 
 def _embedder_for(settings: Settings, embedder: Embedder | None) -> Embedder:
@@ -434,8 +555,11 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
     ok_docs: list[dict[str, Any]] = []
     quarantine = [{"doc_id": p["doc_id"], "stage": p["stage"], "reason": p["reason"], "detail": p["detail"],
                    "origin": p["origin"]} for p in plan["problems"]]
+    still = list(plan.get("still_quarantined") or [])
+    quarantine += still
     incidents: list[str] = []
     batch_summaries: list[dict[str, Any]] = []
+    findings: list[dict[str, Any]] = []
     for b in plan["batches"]:
         f = rd / f"batch-{b:05d}.docs.json"
         if not f.exists():
@@ -443,6 +567,7 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
         data = _read_json(f)
         ok_docs += data["docs"]
         quarantine += data["quarantine"]
+        findings += data.get("findings") or []
         incidents += data["summary"]["incidents"]
         batch_summaries.append(data["summary"])
 
@@ -455,7 +580,7 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
                                        f"failed quality, above quality.max_failed_share="
                                        f"{settings.quality.max_failed_share:.0%}")
         _record_run(settings, run_id, plan, "incident", {"quarantined": len(q_docs), "reasons": dict(reasons),
-                                                         "incident": why}, quarantine)
+                                                         "incident": why}, quarantine, findings)
         raise DataIncidentError(
             f"data incident in run {run_id} (index {index}, source {source_id}): {why}. Top reasons: "
             f"{dict(reasons.most_common(5))}. Nothing was changed in the index; see `ragops quarantine "
@@ -524,18 +649,24 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
 
     report = {
         "run_id": run_id, "index": index, "collection": collection, "source_id": source_id,
-        "counts": dict(plan["counts"], indexed=len(ok_docs), quarantined=len(q_docs)),
+        "counts": dict(plan["counts"], indexed=len(ok_docs), quarantined=len(q_docs - {e["doc_id"] for e in still}),
+                       still_quarantined=len(still), repaired=_count(findings, "repaired"),
+                       warned=_count(findings, "warning")),
         "chunks": {"upserted": upserted, "embedded": sum(b["embedded"] for b in batch_summaries),
                    "reused": sum(b["reused"] for b in batch_summaries), "copied": copied,
                    "deleted": len(stale), "repaired_orphans": check["repaired"]},
         "quarantine": {"documents": len(q_docs), "reasons": dict(reasons),
+                       "still": len(still),
                        "entries": [{k: q[k] for k in ("doc_id", "reason", "detail")} for q in quarantine[:SAMPLE]]},
+        "repairs": _findings_summary(findings),
+        "phases_s": _phases(plan, batch_summaries),
         "self_check": check, "elapsed_s": round(time.perf_counter() - t0, 3),
         "pipeline_drift": plan.get("pipeline_drift"),
         "skipped": plan.get("samples", {}).get("skipped", []),  # files not read (unsupported type), a sample
     }
+    report["phases_s"]["commit"] = report["elapsed_s"]  # write to Chroma and the state store, self-check
     if not check["ok"]:
-        _record_run(settings, run_id, plan, "self_check_failed", report, quarantine)
+        _record_run(settings, run_id, plan, "self_check_failed", report, quarantine, findings)
         raise SyncMismatchError(
             f"self-check failed for index {index} ({collection}): {check['missing']} chunk ids in the state store "
             f"are missing from Chroma and {check['extra']} ids in Chroma are not in the state store (e.g. "
@@ -543,7 +674,7 @@ def commit_sync(settings: Settings, run_id: str, *, store: VectorStore | None = 
         )
     if lexical is not None:
         report["lexical"] = lexical
-    _record_run(settings, run_id, plan, "committed", report, quarantine)
+    _record_run(settings, run_id, plan, "committed", report, quarantine, findings)
     _write_json(rd / "report.json", report)
     for f in rd.glob("batch-*"):
         f.unlink(missing_ok=True)
@@ -647,15 +778,61 @@ def _insert_chunks(s: Any, rd: Path, plan: dict[str, Any], index: str, source_id
     return ids
 
 
+def _count(findings: list[dict[str, Any]], severity: str) -> int:
+    return sum(1 for f in findings if any(e["severity"] == severity for e in f["findings"]))
+
+
+def _findings_summary(findings: list[dict[str, Any]]) -> dict[str, Any]:
+    """Repairs and warnings of the run: documents, counts per kind, and a sample per document."""
+    kinds: Counter[str] = Counter()
+    for f in findings:
+        for e in f["findings"]:
+            kinds[f"{e['severity']}:{e['kind']}"] += int(e.get("count", 1))
+    return {"repaired_documents": _count(findings, "repaired"), "warned_documents": _count(findings, "warning"),
+            "kinds": dict(sorted(kinds.items())),
+            "entries": [{"doc_id": f["doc_id"], "findings": f["findings"]} for f in findings[:SAMPLE]]}
+
+
+def _phases(plan: dict[str, Any], batches: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds per phase over the run's batches (summed: batches may run in parallel)."""
+    out: dict[str, float] = {"discover_plan": float(plan.get("elapsed_s") or 0.0)}
+    for b in batches:
+        for k, v in (b.get("phases_s") or {}).items():
+            out[k] = round(out.get(k, 0.0) + float(v), 3)
+    return out
+
+
+def _finding_text(e: dict[str, Any]) -> str:
+    if e.get("detail"):
+        return str(e["detail"])
+    n = int(e.get("count", 1))
+    return {
+        "c1_as_cp1252": f"{n} C1 control character(s) were Windows-1252 punctuation and became those characters",
+        "mojibake": "mojibake (UTF-8 read as Windows-1252 or Latin-1) was decoded back to the intended text",
+        "lossy_mojibake": "mojibake that could not be decoded was replaced with U+FFFD",
+        "surrogates": f"{n} lone surrogate(s) replaced",
+        "control_chars_removed": f"{n} control character(s) with no meaning were removed",
+        "replacement_chars": f"{n} U+FFFD character(s) kept: an earlier export lost these characters",
+        "replacement_chars_removed": f"{n} U+FFFD character(s) removed (quality.replacement_chars: remove)",
+    }.get(str(e["kind"]), f"{e['kind']} ({n})")
+
+
 def _record_run(settings: Settings, run_id: str, plan: dict[str, Any], status: str, stats: dict[str, Any],
-                quarantine: list[dict[str, Any]]) -> None:
+                quarantine: list[dict[str, Any]], findings: list[dict[str, Any]] | None = None) -> None:
     """Idempotent: a retried commit replaces this run's quarantine entries, never duplicates them."""
     with state.session_scope(settings.state_db_url) as s:
         s.execute(delete(state.Quarantine).where(state.Quarantine.run_id == run_id))
         for q in quarantine:
             s.add(state.Quarantine(run_id=run_id, index_name=plan["index"], source_id=plan["source_id"],
                                    doc_id=q["doc_id"][:1024], stage=q["stage"], reason=q["reason"],
-                                   detail=q["detail"][:4000], created_at=state.utcnow()))
+                                   detail=q["detail"][:4000], severity="failure", fingerprint=q.get("fingerprint"),
+                                   created_at=state.utcnow()))
+        for f in findings or []:
+            for e in f["findings"]:
+                s.add(state.Quarantine(run_id=run_id, index_name=plan["index"], source_id=plan["source_id"],
+                                       doc_id=f["doc_id"][:1024], stage="repair", reason=str(e["kind"])[:64],
+                                       detail=_finding_text(e)[:4000], severity=e["severity"],
+                                       created_at=state.utcnow()))
         run = s.get(state.SyncRun, run_id)
         if run is None:
             run = state.SyncRun(run_id=run_id, index_name=plan["index"], source_id=plan["source_id"],
@@ -713,8 +890,15 @@ def sync(settings: Settings, source: str, index: str, *, run_id: str | None = No
     plan = plan_sync(settings, source, index, run_id, full_resync=full_resync, dry_run=dry_run,
                      allow_mass_delete=allow_mass_delete, allow_create=allow_create, trigger=trigger, fs=fs,
                      storage_options=storage_options, embedder=embedder, store=store)
+    t0 = time.perf_counter()
     if plan["batches"]:
         embedder = _embedder_for(pipelines.apply(settings, plan["pipeline"]), embedder)  # load the model once
-    for b in plan["batches"]:
-        process_batch(settings, run_id, b, embedder=embedder, fs=fs, storage_options=storage_options)
-    return commit_sync(settings, run_id, store=store, actor=trigger)
+    todo = int(plan["counts"]["added"]) + int(plan["counts"]["changed"])
+    with Progress(todo if plan["batches"] else 0, "documents", f"ingest {index}") as bar:
+        for b in plan["batches"]:
+            r = process_batch(settings, run_id, b, embedder=embedder, fs=fs, storage_options=storage_options)
+            bar.update(r["documents"], chunks=r["chunks"], quarantined=r["quarantined"])
+    report = commit_sync(settings, run_id, store=store, actor=trigger)
+    if not report.get("dry_run"):  # the whole run: plan + batches + commit (elapsed_s is the commit's)
+        report["run_elapsed_s"] = round(float(plan.get("elapsed_s") or 0.0) + time.perf_counter() - t0, 3)
+    return report

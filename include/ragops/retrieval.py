@@ -249,7 +249,8 @@ def index_status(settings: Settings, index: str | None = None, *, store: VectorS
             last = s.execute(select(state.SyncRun).where(state.SyncRun.index_name == name)
                              .order_by(state.SyncRun.started_at.desc()).limit(1)).scalar_one_or_none()
             quarantined = s.execute(select(func.count()).select_from(state.Quarantine)
-                                    .where(state.Quarantine.run_id == last.run_id)).scalar() if last else 0
+                                    .where(state.Quarantine.run_id == last.run_id,
+                                           state.Quarantine.severity == "failure")).scalar() if last else 0
             vers = s.execute(select(state.IndexVersion).where(state.IndexVersion.index_name == name)
                              .order_by(state.IndexVersion.version)).scalars().all()
             out.append({
@@ -307,10 +308,13 @@ def describe_retrieval(record: dict[str, Any] | None, settings: Settings) -> str
 
 
 def quarantine_entries(settings: Settings, index: str | None = None, run_id: str | None = None,
-                       limit: int = 100) -> list[dict[str, Any]]:
+                       limit: int = 100, severities: tuple[str, ...] = ("failure",)) -> list[dict[str, Any]]:
+    """Quarantined documents of the latest (or a given) sync run; with ``severities`` also the
+    documents that were indexed after a repair (``repaired``) or with a warning (``warning``)."""
     state.require_schema(settings.state_db_url)
     with state.session_scope(settings.state_db_url) as s:
-        q = select(state.Quarantine).order_by(state.Quarantine.id.desc()).limit(limit)
+        q = select(state.Quarantine).where(state.Quarantine.severity.in_(severities)) \
+            .order_by(state.Quarantine.id.desc()).limit(limit)
         if index:
             q = q.where(state.Quarantine.index_name == index)
         if run_id:
@@ -322,5 +326,5 @@ def quarantine_entries(settings: Settings, index: str | None = None, run_id: str
             if last:
                 q = q.where(state.Quarantine.run_id == last)
         return [{"run_id": r.run_id, "index": r.index_name, "doc_id": r.doc_id, "stage": r.stage,
-                 "reason": r.reason, "detail": r.detail, "source_id": r.source_id,
+                 "reason": r.reason, "detail": r.detail, "source_id": r.source_id, "severity": r.severity,
                  "created_at": r.created_at.isoformat()} for r in s.execute(q).scalars()]

@@ -561,7 +561,14 @@ def head_revision() -> str:
 
 
 def require_schema(url: str) -> None:
-    """Fail with the fix when the state store has not been migrated to this code's schema."""
+    """Fail with the fix when the state store has not been migrated to this code's schema.
+
+    A SQLite file that does not exist yet is not created by asking (a failed command leaves nothing behind)."""
+    sqlite_file = _sqlite_path(url)
+    if sqlite_file is not None and not sqlite_file.exists():
+        raise StateStoreError(
+            f"the state store at {redact_url(url)} does not exist yet: run `ragops db upgrade` (or `make demo`) first"
+        )
     engine = get_engine(url)
     if not inspect(engine).has_table("documents"):
         raise StateStoreError(
@@ -574,6 +581,17 @@ def require_schema(url: str) -> None:
             f"the state store at {redact_url(url)} is at migration {cur}, this code needs {head}: "
             "run `ragops db upgrade`"
         )
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a file-backed SQLite URL, else None (memory databases, other dialects)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if not u.drivername.startswith("sqlite") or not u.database or u.database == ":memory:" or \
+            u.database.startswith("file:"):
+        return None
+    return Path(u.database)
 
 
 def redact_url(url: str) -> str:

@@ -112,3 +112,33 @@ def test_cli_eval_validate_unknown_index_before_any_ingest(tmp_path: Path) -> No
     proc = ragops("eval", "validate", str(golden), "--index", "nope", env_dir=d, ok=False)
     assert proc.returncode == 2 and "unknown index 'nope': known indexes are (none yet)" in proc.stderr
     assert "unknown id" not in proc.stderr
+
+
+def test_cli_global_flags_progress_and_clean_failures(tmp_path: Path, corpus: Path) -> None:
+    """-v/-q/--config after the subcommand; progress on stderr only; no state file from a failed start."""
+    d = tmp_path / "cli-data"
+    early = ragops("ingest", str(corpus), env_dir=d, ok=False)  # before `db upgrade`
+    assert early.returncode == 2 and "ragops db upgrade" in early.stderr
+    assert not (d / "state.db").exists(), "a command that fails before it starts leaves no state file behind"
+
+    ragops("db", "upgrade", env_dir=d)
+    env = dict(os.environ, RAGOPS_DATA_DIR=str(d), RAGOPS_PROGRESS="bar")  # a bar even though stderr is a pipe
+    proc = subprocess.run([RAGOPS, "ingest", str(corpus), "--json", "-v"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)  # stdout is the JSON report only
+    assert "ingest docs" in proc.stderr and "4/4" in proc.stderr and "documents" in proc.stderr
+    assert " INFO " in proc.stderr  # -v after the subcommand took effect
+    assert out["run_elapsed_s"] >= out["elapsed_s"] > 0
+    assert set(out["phases_s"]) >= {"discover_plan", "parse", "repair", "quality", "chunk", "embed", "write",
+                                    "commit"}
+    quiet = subprocess.run([RAGOPS, "ingest", str(corpus), "--full-resync", "--json", "--quiet"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert quiet.returncode == 0 and "documents" not in quiet.stderr and json.loads(quiet.stdout)["counts"]
+    # without -v, library INFO lines (Great Expectations, Chroma) stay out of stderr
+    plain = ragops("ingest", str(corpus), "--full-resync", env_dir=d)
+    assert "great_expectations" not in plain.stderr and "chromadb" not in plain.stderr and " INFO " not in plain.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("quality:\n  max_bad_char_share: 2\n")
+    wrong = ragops("index", "status", "--config", str(bad), env_dir=d, ok=False)
+    assert wrong.returncode == 2 and "max_bad_char_share must be between 0 and 1" in wrong.stderr
