@@ -505,7 +505,7 @@ def test_filters_paging_and_every_link_type_inside_airflows_frame(airflow, brows
     form = frame.locator("#filters")
     form.locator("select[name=per_page]").select_option("5")
     form.get_by_role("button", name="filter").click()
-    frame.locator("#audit").wait_for()
+    frame.locator("select[name=per_page] option[selected]:text-is('5')").wait_for(timeout=30000)  # the new page
     rows = frame.locator("tr[id^=audit-]")
     assert rows.count() == 5
     first_page = {rows.nth(i).get_attribute("id") for i in range(5)}
@@ -527,7 +527,8 @@ def test_filters_paging_and_every_link_type_inside_airflows_frame(airflow, brows
     frame.locator(f"#audit-{gate['id']} a.to-compare").click()
     frame.get_by_role("heading", name=f"{cand} against {prod}").wait_for(timeout=30000)
     # audit entry -> its evidence page -> the candidate's eval run
-    page.goto(f"{base}/plugin/llmops")
+    open_llmops(airflow, page)
+    llmops_frame(page).goto(f"{base}/ragops/?action=prompt_gate_evaluated")
     frame.locator(f"#audit-{gate['id']} a.audit-evidence").click()
     frame.get_by_role("heading", name=f"Audit entry {gate['id']}: prompt_gate_evaluated").wait_for(timeout=30000)
     frame.locator("a.to-eval", has_text=cand).click()

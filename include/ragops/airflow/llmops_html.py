@@ -777,7 +777,7 @@ def _operations(ops: dict[str, Any]) -> str:
     rows = [[esc(label), f"<span class='num'>{fmt(ops[k])}</span>"] for k, label in OPERATIONS if k in ops]
     rows += [[f"<code>{esc(k)}</code>", f"<span class='num'>{fmt(v)}</span>"] for k, v in sorted(ops.items())
              if k not in known and isinstance(v, (int, float))]
-    return "<h3 id='operations'>operations</h3>" + _table(["", ""], rows, empty="no latency, token or cost figures "
+    return "<h3 id='operations'>latency, tokens, cost, refusals</h3>" + _table(["figure", "value"], rows, empty="no latency, token or cost figures "
                                                             "in this run's metrics.json (a run from before they "
                                                             "were recorded)")
 
