@@ -405,7 +405,7 @@ def cmd_eval_import_beir(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_validate(args: argparse.Namespace) -> int:
-    from ragops.evaluation.datasets import load_dataset
+    from ragops.evaluation.datasets import UnknownDocsError, load_dataset
     from ragops.evaluation.runner import index_doc_ids
 
     known = None
@@ -415,7 +415,12 @@ def cmd_eval_validate(args: argparse.Namespace) -> int:
 
         live_collection(s, args.index)  # an index that does not exist is named as such, with the known ones
         known = index_doc_ids(s, args.index)
-    ds = load_dataset(_path_arg(args.dataset), known)
+    try:
+        ds = load_dataset(_path_arg(args.dataset), known)
+    except UnknownDocsError as exc:
+        from ragops.retrieval import explain_unknown_docs_error
+
+        raise explain_unknown_docs_error(s, args.index, exc) from exc
     una = sum(1 for q in ds.questions if not q.answerable)
     print(f"{args.dataset}: {len(ds)} questions ({len(ds) - una} answerable, {una} unanswerable), "
           f"sha256 {ds.sha256[:12]}" + (f"; every relevant document is in index {args.index}" if args.index else ""))

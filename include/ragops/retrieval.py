@@ -328,3 +328,61 @@ def quarantine_entries(settings: Settings, index: str | None = None, run_id: str
         return [{"run_id": r.run_id, "index": r.index_name, "doc_id": r.doc_id, "stage": r.stage,
                  "reason": r.reason, "detail": r.detail, "source_id": r.source_id, "severity": r.severity,
                  "created_at": r.created_at.isoformat()} for r in s.execute(q).scalars()]
+
+
+def explain_missing_docs(settings: Settings, index: str, doc_ids: list[str]) -> dict[str, str]:
+    """Why each document id is not in ``index``: quarantined by which run and why, held by another
+    index, or never seen by any sync of this index (unknown to its sources)."""
+    state.require_schema(settings.state_db_url)
+    out: dict[str, str] = {}
+    ids = sorted(set(doc_ids))
+    with state.session_scope(settings.state_db_url) as s:
+        sources = sorted(set(s.execute(select(state.SyncRun.source_id).where(
+            state.SyncRun.index_name == index)).scalars()))
+        quarantined: dict[str, Any] = {}
+        elsewhere: dict[str, list[str]] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            for row in s.execute(select(state.Quarantine).where(
+                    state.Quarantine.index_name == index, state.Quarantine.severity == "failure",
+                    state.Quarantine.doc_id.in_(part)).order_by(state.Quarantine.id)).scalars():
+                quarantined[row.doc_id] = row  # the newest entry wins
+            for doc_id, other in s.execute(select(state.Document.doc_id, state.Document.index_name).where(
+                    state.Document.index_name != index, state.Document.doc_id.in_(part))).all():
+                elsewhere.setdefault(doc_id, []).append(other)
+    for d in ids:
+        row = quarantined.get(d)
+        if row is not None:
+            when = row.created_at.strftime("%Y-%m-%d %H:%M UTC") if row.created_at else "?"
+            out[d] = (f"quarantined by sync run {row.run_id} ({when}) at the {row.stage} stage, reason {row.reason}: "
+                      f"{row.detail[:300]}; fix the document at its source and re-ingest (`ragops quarantine --run "
+                      f"{row.run_id}` lists the run's entries)")
+        elif d in elsewhere:
+            out[d] = (f"never ingested into index {index!r}, but index(es) {', '.join(sorted(elsewhere[d]))} hold it: "
+                      "evaluate against that index (--index) or ingest its source into this one")
+        else:
+            where = ", ".join(sources) if sources else "(no sync of this index yet)"
+            out[d] = (f"unknown to every source synced into index {index!r} ({where}): check the id (record ids keep "
+                      "their file prefix, e.g. corpus.jsonl#<id>), or ingest the source that has it")
+    return out
+
+
+def explain_unknown_docs_error(settings: Settings, index: str, err: Any, limit: int = 10) -> Exception:
+    """A DatasetError for relevant documents missing from ``index`` that says why, per id."""
+    from ragops.errors import DatasetError
+
+    missing = list(getattr(err, "missing", []) or [])
+    if not missing:
+        return err
+    why = explain_missing_docs(settings, index, [d for _, d, _ in missing])
+    lines = []
+    for qid, d, line in missing[:limit]:
+        at = f", line {line}" if line else ""
+        lines.append(f"  - document {d!r} (question {qid!r}{at}): {why[d]}")
+    more = f"\n  ... and {len(missing) - limit} more" if len(missing) > limit else ""
+    return DatasetError(
+        f"{getattr(err, 'path', 'dataset')}: {len(missing)} relevant document id(s) are not in index {index!r}:\n"
+        + "\n".join(lines) + more +
+        "\nFix the ids or the documents; or pass --allow-unknown-docs (eval.allow_unknown_doc_ids: true) to evaluate "
+        "anyway: those documents cannot be retrieved, so their questions count as misses")
+

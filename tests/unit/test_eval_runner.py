@@ -141,8 +141,8 @@ def test_prompt_parameters_change_the_offline_answers(env, embedder) -> None:
 
 @pytest.mark.parametrize(("case", "error", "needle"), [
     ("empty", DatasetError, "has no questions"),
-    ("unknown_doc", DatasetError, "u.jsonl:2: field 'relevant_doc_ids': document 'missing.md' of question 'q1' "
-                                  "is not in the index"),
+    ("unknown_doc", DatasetError, "document 'missing.md' (question 'q1', line 2): unknown to every source synced "
+                                  "into index 'docs'"),
     ("bad_line", DatasetError, ":2: field 'answerable'"),
     ("template_missing_variable", PromptError, "declares context but the template never uses"),
     ("no_llm", EvalError, "llm_default"),

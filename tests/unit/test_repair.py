@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from ragops.config import ConfigError, QualitySettings, load_settings, quality_for
+from ragops.config import QualitySettings, load_settings, quality_for
+from ragops.errors import ConfigError, DatasetError
+from ragops.evaluation.runner import run_eval
 from ragops.indexing import sync
 from ragops.quality import validate
 from ragops.repair import repair_text
-from ragops.retrieval import quarantine_entries
+from ragops.retrieval import explain_missing_docs, quarantine_entries
 from tests.conftest import PARA, doc, write
 
 CLEAN = [
@@ -150,6 +152,16 @@ def test_sync_repairs_warns_quarantines_and_does_not_reread(settings, dirty: Pat
     assert (c["added"], c["changed"], c["quarantined"], c["still_quarantined"]) == (0, 0, 0, 2)
     assert r2["chunks"]["embedded"] == 0 and r2["quarantine"]["documents"] == 2
     assert {e["doc_id"] for e in quarantine_entries(settings, "docs")} == {"broken.txt", "ansi.txt"}
+
+    # a golden question that needs a quarantined document says why it is missing, and the way out
+    why = explain_missing_docs(settings, "docs", ["broken.txt", "nope.md"])
+    assert why["broken.txt"].startswith(f"quarantined by sync run {r2['run_id']}") and "mostly_broken" in why["broken.txt"]
+    assert why["nope.md"].startswith("unknown to every source synced into index 'docs'")
+    golden = dirty.parent / "golden.jsonl"
+    golden.write_text(json.dumps({"id": "q1", "question": "What is broken?", "relevant_doc_ids": ["broken.txt"]}) + "\n")
+    with pytest.raises(DatasetError) as err:
+        run_eval(settings, golden, "rag_answer@1", "docs", embedder=embedder)
+    assert "quarantined by sync run" in str(err.value) and "--allow-unknown-docs" in str(err.value)
 
     # a fixed document is read again and indexed
     write(dirty, "ansi.txt", "ANSI\n\n" + PARA.format(topic="Colour red") * 3)

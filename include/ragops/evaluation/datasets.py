@@ -183,11 +183,23 @@ def check_doc_ids(questions: list[Question] | tuple[Question, ...], known: set[s
     if bad:
         q, d = bad[0]
         line = (lines or {}).get(q.id, "?")
-        raise DatasetError(
+        err = UnknownDocsError(
             f"{path}:{line}: field 'relevant_doc_ids': document {brief(d)} of question {brief(q.id)} is not in the index "
             f"({len(bad)} unknown id(s) in all); fix the id, or ingest the document first. Ids look like "
-            f"{', '.join(sorted(known)[:3]) or '(index is empty)'}"
+            f"{', '.join(sorted(known)[:3]) or '(index is empty)'}. To evaluate anyway, pass --allow-unknown-docs "
+            "(eval.allow_unknown_doc_ids)"
         )
+        err.missing = [(q.id, d, (lines or {}).get(q.id)) for q, d in bad]
+        err.path = str(path)
+        raise err
+
+
+class UnknownDocsError(DatasetError):
+    """Relevant documents missing from the index; ``missing`` holds (question id, doc id, line) so a
+    caller that can read the state store says why each one is missing (ragops.retrieval.explain_missing_docs)."""
+
+    missing: list[tuple[str, str, int | None]]
+    path: str
 
 
 def import_beir(folder: str | Path, split: str, out: str | Path, doc_prefix: str = "",

@@ -24,7 +24,7 @@ from ragops.config import Settings
 from ragops.embedding import Embedder
 from ragops.errors import EvalError, LlmError, RagopsError, UnknownIndexError
 from ragops.evaluation import metrics as M
-from ragops.evaluation.datasets import Dataset, Question, load_dataset
+from ragops.evaluation.datasets import Dataset, Question, UnknownDocsError, load_dataset
 from ragops.grounding.checker import GroundednessChecker, answer_relevance
 from ragops.llm import (
     ChatClient,
@@ -473,7 +473,12 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     ds_path = Path(settings.resolve_path(str(dataset or default_ds)))
     known_ids = index_doc_ids(settings, index)
     allow = settings.eval.allow_unknown_doc_ids if allow_unknown_docs is None else allow_unknown_docs
-    ds: Dataset = load_dataset(ds_path, None if allow else known_ids)  # refuses unknown ids unless allowed
+    try:
+        ds: Dataset = load_dataset(ds_path, None if allow else known_ids)  # refuses unknown ids unless allowed
+    except UnknownDocsError as exc:
+        from ragops.retrieval import explain_unknown_docs_error
+
+        raise explain_unknown_docs_error(settings, index, exc) from exc
     files = [{"path": ds.path, "sha256": ds.sha256, "questions": len(ds)}]
     # the run's baseline family is its golden file: reviewed questions join the run (and are paired by
     # id with earlier runs that asked them) without restarting the nightly baseline on every review
