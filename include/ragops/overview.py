@@ -42,8 +42,10 @@ def indexes(settings: Settings) -> list[dict[str, Any]]:
     for name in names:
         vs = versions(settings, name)
         live = next((v for v in vs if v["live"]), None)
+        for v in vs:  # build figures and pipelines may name files of the server: their names only
+            v["stats"], v["pipeline"] = public_detail(v.get("stats")), public_detail(v.get("pipeline"))
         out.append({"name": name, "live": live["collection"] if live else None, "chunks": chunks[name],
-                    "versions": vs, "last_sync": last_runs.get(name)})
+                    "versions": vs, "last_sync": public_detail(last_runs.get(name))})
     return out
 
 
