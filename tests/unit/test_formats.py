@@ -84,7 +84,9 @@ def test_pdf_headings_become_markdown_headers_and_table_rows_stay_rows() -> None
     lines = doc.text.split("\n")
     assert doc.title == "Operations guide"
     assert "# Operations guide" in lines and "## Restarting the scheduler" in lines and "## Backups" in lines
-    assert "Service Port Owner" in lines and "scheduler 8793 platform" in lines and "api-server 8080 web" in lines
+    table = lines.index("| Service | Port | Owner |")  # cells far apart: a Markdown table, one row per line
+    assert lines[table + 1:table + 4] == ["| --- | --- | --- |", "| scheduler | 8793 | platform |",
+                                          "| api-server | 8080 | web |"]
     assert not any(ln.startswith("#") and "heartbeat" in ln for ln in lines), "body text is not a heading"
     assert doc.page_starts[0] == 0 and doc.text[doc.page_starts[1]:].startswith("## Backups")
     assert doc.warnings == ()

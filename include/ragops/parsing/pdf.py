@@ -4,7 +4,9 @@ nowhere else (docs/formats.md compares it with pypdf, pdfplumber and markitdown)
 A PDF has no headings, only glyphs of some size: a line set in a font clearly larger than the
 document's body text becomes a Markdown heading, one level per distinct size, largest first, so
 the header-aware chunker splits on it. Table rows stay one row per line (PDFium joins the cells
-of a row). Pages are read one at a time and closed before the next: a 500-page file never holds
+of a row); where PDFium had to invent the space between two cells because they are far apart,
+the cells are kept apart, and two or more such lines in a row with the same number of cells
+become a Markdown table. Pages are read one at a time and closed before the next: a 500-page file never holds
 more than one page's objects, only the text extracted so far. A page without text but with an
 image is a scan: a file made only of such pages is refused (``no_text_layer``), never indexed
 empty; a file with some is indexed and warns which pages were left out.
@@ -13,6 +15,7 @@ empty; a file with some is indexed and warns which pages were left out.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from typing import Any
 
@@ -23,6 +26,8 @@ log = logging.getLogger(__name__)
 HEADING_RATIO = 1.15  # a line at least this much larger than the body text is a heading
 MAX_HEADING_CHARS = 150  # longer lines are emphasised prose, not headings
 MAX_LEVELS = 6
+CELL_GAP = 2.0  # a generated space wider than this many font sizes separates two table cells
+Line = tuple[list[str], float]  # (cells: one unless the line is a table row, font size)
 
 
 def _fmt_pages(pages: list[int]) -> str:
@@ -44,12 +49,13 @@ def _open(doc_id: str, data: bytes) -> Any:
                                     "(e.g. qpdf --repair), or remove it") from exc
 
 
-def _page_lines(page: Any, raw: Any) -> list[tuple[str, float]]:
-    """(line, font size) for every non-blank line of one page, in PDFium's reading order.
+def _page_lines(page: Any, raw: Any) -> list[Line]:
+    """(cells, font size) for every non-blank line of one page, in PDFium's reading order.
 
     A line's size is the smaller of the sizes of its first and middle glyph (a heading is large
     throughout, a body line with one large glyph is not); characters PDFium generated (spaces,
-    line breaks) have no font and are never sampled."""
+    line breaks) have no font and are never sampled. A generated space over a wide gap splits
+    the line into cells."""
     textpage = page.get_textpage()
     try:
         n = textpage.count_chars()
@@ -66,10 +72,32 @@ def _page_lines(page: Any, raw: Any) -> list[tuple[str, float]]:
             for idx in (first, first + len(stripped) // 2):
                 if idx < n and not raw.FPDFText_IsGenerated(textpage, idx):
                     sizes.append(raw.FPDFText_GetFontSize(textpage, idx))
-            out.append((stripped, round(min(sizes), 1) if sizes else 0.0))
+            size = round(min(sizes), 1) if sizes else 0.0
+            out.append((_cells(textpage, raw, line, start, size) if size else [stripped], size))
         return out
     finally:
         textpage.close()
+
+
+def _cells(textpage: Any, raw: Any, line: str, start: int, size: float) -> list[str]:
+    """The line's cells: split at generated spaces over a gap wider than CELL_GAP font sizes.
+    PDFium covers a line whose glyphs run on with one rectangle; only a line of several
+    (separate text runs: cells, or a font change) has its spaces looked at."""
+    if raw.FPDFText_CountRects(textpage, start, len(line)) <= 1:
+        return [line.strip()]
+    cuts = []
+    pos = line.find(" ")
+    while pos > 0:
+        idx = start + pos
+        if raw.FPDFText_IsGenerated(textpage, idx) == 1 and pos + 1 < len(line) and line[pos + 1] != " ":
+            gap = textpage.get_charbox(idx + 1)[0] - textpage.get_charbox(idx - 1)[2]
+            if gap > CELL_GAP * size:
+                cuts.append(pos)
+        pos = line.find(" ", pos + 1)
+    if not cuts:
+        return [line.strip()]
+    bounds = [-1, *cuts, len(line)]
+    return [c for c in (line[a + 1:b].strip() for a, b in zip(bounds, bounds[1:], strict=False)) if c]
 
 
 def _has_image(page: Any, raw: Any) -> bool:
@@ -82,7 +110,7 @@ def read_pdf(doc_id: str, data: bytes) -> ParsedDoc:
     import pypdfium2.raw as raw
 
     pdf = _open(doc_id, data)
-    pages: list[list[tuple[str, float]]] = []
+    pages: list[list[Line]] = []
     scanned: list[int] = []
     try:
         n_pages = len(pdf)
@@ -120,14 +148,14 @@ def read_pdf(doc_id: str, data: bytes) -> ParsedDoc:
                      page_starts=starts, warnings=warnings)
 
 
-def _markdown(pages: list[list[tuple[str, float]]]) -> tuple[str, tuple[int, ...], list[tuple[int, str]]]:
+def _markdown(pages: list[list[Line]]) -> tuple[str, tuple[int, ...], list[tuple[int, str]]]:
     """Join pages into Markdown; returns the text, each page's start offset and the headings."""
     weights: Counter[float] = Counter()
     for lines in pages:
-        for line, size in lines:
-            weights[size] += len(line)
+        for cells, size in lines:
+            weights[size] += sum(map(len, cells))
     body = weights.most_common(1)[0][0] if weights else 0.0
-    big = sorted({s for lines in pages for ln, s in lines if _is_heading(ln, s, body)}, reverse=True)
+    big = sorted({s for lines in pages for c, s in lines if len(c) == 1 and _is_heading(c[0], s, body)}, reverse=True)
     level = {s: min(i + 1, MAX_LEVELS) for i, s in enumerate(big)}
     parts: list[str] = []
     starts: list[int] = []
@@ -136,8 +164,18 @@ def _markdown(pages: list[list[tuple[str, float]]]) -> tuple[str, tuple[int, ...
     for lines in pages:
         out: list[str] = []
         prev_size = None
-        for line, size in lines:
-            if _is_heading(line, size, body):
+        for i, (cells, size) in enumerate(lines):
+            line = " ".join(cells)
+            if len(cells) > 1 and _in_table(lines, i):
+                if out and not out[-1].startswith("|"):
+                    out.append("")
+                out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+                if not _in_table(lines, i - 1):  # the first row is the header row
+                    out.append("|" + " --- |" * len(cells))
+                if not _in_table(lines, i + 1):
+                    out.append("")
+                prev_size = None
+            elif _is_heading(line, size, body) and len(cells) == 1:
                 if prev_size == size and out and out[-1].startswith("#"):  # a heading wrapped over two lines
                     out[-1] += " " + line
                     headings[-1] = (headings[-1][0], headings[-1][1] + " " + line)
@@ -148,7 +186,7 @@ def _markdown(pages: list[list[tuple[str, float]]]) -> tuple[str, tuple[int, ...
             else:
                 out.append(line)
                 prev_size = None
-        page_text = normalise("\n".join(out).replace("\n\n\n", "\n\n"))
+        page_text = normalise(re.sub(r"\n{3,}", "\n\n", "\n".join(out)))
         if parts and page_text:
             length += 2  # the blank line between pages
         starts.append(length)
@@ -156,6 +194,14 @@ def _markdown(pages: list[list[tuple[str, float]]]) -> tuple[str, tuple[int, ...
             parts.append(page_text)
             length += len(page_text)
     return "\n\n".join(parts), tuple(starts), headings
+
+
+def _in_table(lines: list[Line], i: int) -> bool:
+    """Line i is a row of a table: it has cells, and so has a neighbour with as many."""
+    if not 0 <= i < len(lines) or len(lines[i][0]) < 2:
+        return False
+    n = len(lines[i][0])
+    return any(0 <= j < len(lines) and len(lines[j][0]) == n for j in (i - 1, i + 1))
 
 
 def _is_heading(line: str, size: float, body: float) -> bool:

@@ -60,6 +60,11 @@ def read_docx(doc_id: str, data: bytes) -> ParsedDoc:
     from docx.table import Table
 
     document = _open(doc_id, data)
+    # style id -> name once: Paragraph.style looks the style up in the styles part on every call
+    names = {st.style_id: st.name or "" for st in document.styles}
+    default = next((st.name for st in document.styles if getattr(st, "type", None) == 1 and
+                    st.element.get("{http://schemas.openxmlformats.org/wordprocessingml/2006/main}default") == "1"),
+                   "Normal")
     out: list[str] = []
     first_heading = None
     for block in document.iter_inner_content():
@@ -69,7 +74,8 @@ def read_docx(doc_id: str, data: bytes) -> ParsedDoc:
         text = " ".join(block.text.split())
         if not text:
             continue
-        style = (block.style.name if block.style is not None else "") or ""
+        style_id = block._p.style  # noqa: SLF001 - the w:pStyle value, None for the default style
+        style = names.get(style_id, "") if style_id else default
         m = HEADING_STYLE.match(style)
         level = 1 if style.lower() == "title" else int(m.group(1)) if m else 0
         if level:
