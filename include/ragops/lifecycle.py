@@ -43,6 +43,7 @@ from ragops.embedding import Embedder
 from ragops.errors import RagopsError, SourceError, SourceUnreachableError, UnknownIndexError
 from ragops.indexing import _embedder_for, collection_name
 from ragops.lexical import folder_bytes, folder_for
+from ragops.progress import Progress
 from ragops.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,7 @@ def _copy_or_embed(settings: Settings, store: VectorStore, index: str, live_coll
                            .where(state.Chunk.index_name == index).order_by(state.Chunk.chunk_id)).all()
     reused = embedded = 0
     t0 = time.perf_counter()
+    bar = Progress(len(chunks), "chunks", f"rebuild {new_collection}")
     for i in range(0, len(chunks), PAGE):
         page = chunks[i:i + PAGE]
         have = {} if force else store.get_embeddings(live_collection, [c[0] for c in page])
@@ -176,9 +178,11 @@ def _copy_or_embed(settings: Settings, store: VectorStore, index: str, live_coll
         store.upsert(new_collection, [c[0] for c in page], np.asarray([have[c[0]] for c in page], dtype=np.float32),
                      [c[1] for c in page], [dict(c[2] or {}) for c in page])
         done = min(i + PAGE, len(chunks))
+        bar.update(len(page), embedded=len(todo))
         rate = done / max(time.perf_counter() - t0, 1e-9)
         log.info("rebuild %s: %d/%d chunks written (%d reused, %d embedded; %.0f/s, ETA %.0fs)", new_collection,
                  done, len(chunks), reused, embedded, rate, (len(chunks) - done) / rate)
+    bar.close()
     return reused, embedded
 
 
@@ -204,8 +208,11 @@ def _reingest(settings: Settings, store: VectorStore, index: str, shadow: str, n
             raise kind(f"a new pipeline re-reads the index's sources, and source {source} cannot be read ({exc}); "
                        f"mount it (or re-ingest with `ragops ingest SOURCE --index {index}`) and rebuild again; the "
                        "live version keeps serving") from exc
-        for b in plan["batches"]:
-            process_batch(settings, run_id, b, embedder=embedder)
+        todo = int(plan["counts"]["added"]) + int(plan["counts"]["changed"])
+        with Progress(todo if plan["batches"] else 0, "documents", f"rebuild {new_collection} from {source}") as bar:
+            for b in plan["batches"]:
+                r = process_batch(settings, run_id, b, embedder=embedder)
+                bar.update(r["documents"], chunks=r["chunks"])
         report = commit_sync(settings, run_id, store=store, actor=actor)
         embedded += report["chunks"]["embedded"]
     return 0, embedded

@@ -37,6 +37,7 @@ from ragops.llm import (
     LlmSettings,
     SentenceEncoder,
 )
+from ragops.progress import Progress
 from ragops.prompts import Prompt
 from ragops.registry import load_prompt
 from ragops.vectorstore import VectorStore
@@ -557,8 +558,9 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     encoder(["warm-up"])  # load the model before the clock starts, so latencies are per question
     t_start = last_log = time.perf_counter()
     questions = list(ds.questions)
+    bar = Progress(len(questions), "questions", f"eval {prompt_obj.ref}")
     try:
-        with (out / "results.jsonl").open("w", encoding="utf-8") as fh:
+        with bar, (out / "results.jsonl").open("w", encoding="utf-8") as fh:
             for b in range(0, len(questions), BLOCK):
                 block = questions[b:b + BLOCK]
                 t0 = time.perf_counter()
@@ -613,6 +615,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                 with state.session_scope(settings.state_db_url) as s:
                     s.add_all(state.EvalResult(run_id=run_id, question_id=r["id"], ok=0 if r["error"] else 1,
                                                payload=stored_payload(r)) for r in block_rows)
+                bar.update(len(block_rows), errors=sum(1 for r in block_rows if r.get("error")))
                 now = time.perf_counter()
                 if now - last_log >= 10 or len(rows) == len(questions) or abort is not None:
                     rate = len(rows) / max(now - t_start, 1e-9)
