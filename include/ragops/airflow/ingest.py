@@ -86,7 +86,11 @@ def quarantine_alert(report: dict[str, Any]) -> Any:
         summary="These documents were not indexed (a previously indexed version, if any, keeps serving). "
                 "Fix them at the source; the next sync picks them up. `ragops quarantine --run RUN` lists all.",
         facts=[("index", report["index"]), ("source", report["source_id"]), ("run", report["run_id"]),
-               ("reasons", ", ".join(f"{k}: {v}" for k, v in q["reasons"].items()))],
+               ("reasons", ", ".join(f"{k}: {v}" for k, v in q["reasons"].items())),
+               ("unchanged since quarantined", str(q.get("still", 0))),
+               ("repaired / indexed with a warning", "{} / {}".format(
+                   (report.get("repairs") or {}).get("repaired_documents", 0),
+                   (report.get("repairs") or {}).get("warned_documents", 0)))],
         items=[{"title": e["doc_id"], "detail": f"{e['reason']}: {e['detail']}"} for e in q["entries"]],
         links=[("Open the run in Airflow", run_link("ingest_documents", report["run_id"]))],
     )
