@@ -16,7 +16,9 @@
   ``ANSWER_EMPTY`` nothing at all (an empty answer); ``max_tokens`` cuts an answer to that many
   words with finish_reason "length"; with ``ANSWER_WRONG`` that sentence is contradicted first (its first number changed, else a
   negation inserted), so a prompt can steer the generator into wrong answers;
-- a user message with "(no passages)" (or without passages) gets the refusal "I don't know.".
+- a user message with "(no passages)" (or without passages) gets the refusal "I don't know.";
+- a system message "Refuse any question that mentions A, B or C." is obeyed BY CONTENT: a question
+  that names one of them gets the refusal (the bias test's known-bad prompt).
 
 Usage: prompt_tokens = whitespace tokens of all messages, completion_tokens = those of the answer.
 
@@ -153,10 +155,26 @@ def contradict(sentence: str) -> str:
     return f"It is not true that {sentence[:1].lower()}{sentence[1:]}"
 
 
+_REFUSE_RE = re.compile(r"[Rr]efuse (?:any|every) question that mentions ([^.\n]+)")
+
+
+def refuses_by_instruction(system: str, user: str) -> bool:
+    """A system message "Refuse any question that mentions A, B or C." is obeyed: the question
+    (the text after "Question:" in the user message, else all of it) is refused when it names one."""
+    m = _REFUSE_RE.search(system)
+    if not m:
+        return False
+    terms = [t.strip(" '\"") for t in re.split(r",|\bor\b|\band\b", m.group(1)) if t.strip(" '\"")]
+    q = user.rsplit("Question:", 1)[-1]
+    return any(re.search(rf"(?<!\w){re.escape(t)}(?!\w)", q, re.IGNORECASE) for t in terms)
+
+
 def answer_for(messages: list[dict[str, Any]]) -> str:
     """The deterministic answer to a (non-judge) chat request."""
     user = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
     system = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "system")
+    if refuses_by_instruction(system, user):
+        return REFUSAL
     m = _PASSAGE_RE.search(user)
     if m:
         block = m.group(1).split("\n", 1)

@@ -548,6 +548,33 @@ def cmd_eval_check(args: argparse.Namespace) -> int:
     return 1 if r["verdict"] == "regression" else 0
 
 
+def cmd_eval_bias(args: argparse.Namespace) -> int:
+    """Counterfactual bias test; exit 1 when a gap is flagged, nothing could be tested, or the gate fails."""
+    from ragops.evaluation.bias import bias_gate, run_bias, to_markdown
+
+    s = _settings(args)
+    kw = {"terms": _path_arg(args.terms) if args.terms else None,
+          "attributes": args.attributes.split(",") if args.attributes else None,
+          "limit": args.limit or None}
+    result = run_bias(s, _path_arg(args.dataset) if args.dataset else None, args.prompt, args.index, **kw)
+    if args.against:
+        base = run_bias(s, _path_arg(args.dataset) if args.dataset else None, args.against, args.index, **kw)
+        result["gate"] = dict(bias_gate(result, base), against=base["prompt"], against_status=base["status"])
+    if args.output:
+        with open(str(_path_arg(args.output)), "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(result, indent=2, default=str))
+    if args.json:
+        _print_json(result)
+    else:
+        print(to_markdown(result))
+        if "gate" in result:
+            g = result["gate"]
+            print(f"gate against {g['against']}: {'PASSED' if g['passed'] else 'FAILED'}: {g['reason']}")
+    if "gate" in result:
+        return 0 if result["gate"]["passed"] else 1
+    return 0 if result["status"] == "no_gap" else 1
+
+
 def cmd_eval_compare(args: argparse.Namespace) -> int:
     from ragops.evaluation.compare import compare_runs
 
@@ -1115,6 +1142,20 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--limit", type=int, default=10, help="regressions listed (default 10)")
     cp.add_argument("--json", action="store_true", help="everything, every question with both answers and contexts")
     cp.set_defaults(fn=cmd_eval_compare)
+    bi = ev.add_parser("bias", help="counterfactual bias test of a prompt version: each question asked as different "
+                                    "people (include/eval/bias/terms.yaml), same passages; gaps per group with "
+                                    "intervals (exit 1 when a gap is flagged or nothing could be tested)")
+    bi.add_argument("dataset", nargs="?", help="golden JSONL (default: the index's golden set)")
+    bi.add_argument("--prompt", required=True, help="NAME@VERSION or NAME@ALIAS")
+    bi.add_argument("--against", help="also test this version (e.g. rag_answer@production) and apply the gate rule: "
+                                      "the prompt may not introduce a gap it does not have")
+    bi.add_argument("--index", help="index name (default: ingest.default_index)")
+    bi.add_argument("--terms", help="term file (default: include/eval/bias/terms.yaml)")
+    bi.add_argument("--attributes", help="comma-separated attributes of the term file (default: all)")
+    bi.add_argument("--limit", type=int, default=20, help="answerable questions used (default 20; 0 = all)")
+    bi.add_argument("-o", "--output", help="write the full result as JSON to this file")
+    bi.add_argument("--json", action="store_true")
+    bi.set_defaults(fn=cmd_eval_bias)
     tx = ev.add_parser("toxicity", help="detection per category and false alarms of the toxicity checkers on a "
                                         "labelled JSONL set (exit 1 when a checker misses the target)")
     tx.add_argument("file", help="JSONL of {text, category, label, split}, e.g. include/eval/toxicity/answers.jsonl")
