@@ -254,6 +254,7 @@ def eval_run(settings: Settings, run_id: str) -> dict[str, Any]:
         if run is None:
             raise EvalError(f"unknown eval run {run_id!r}; see `ragops eval runs`")
         row = run_row(run)
+        row["dataset_sha256"] = run.dataset_hash  # which golden set, now that its path is not shown
         summary = run.metrics or {}  # what the run wrote to metrics.json too
         results = {r.question_id: dict(r.payload or {}, ok=bool(r.ok)) for r in s.execute(
             select(state.EvalResult).where(state.EvalResult.run_id == run_id)).scalars()}

@@ -477,7 +477,8 @@ def test_compare_the_gate_decision_from_the_prompt_history(airflow, browser) -> 
 def llmops_frame(page):
     """The page's frame inside Airflow's UI (for evaluating script in it)."""
     for _ in range(100):
-        frame = next((f for f in page.frames if "/ragops/" in f.url), None)
+        # not the main frame: Airflow's own address for the view reads /plugin/llmops/ragops/
+        frame = next((f for f in page.frames if f is not page.main_frame and "/ragops/" in f.url), None)
         if frame is not None:
             return frame
         page.wait_for_timeout(100)
@@ -505,7 +506,7 @@ def test_filters_paging_and_every_link_type_inside_airflows_frame(airflow, brows
     form = frame.locator("#filters")
     form.locator("select[name=per_page]").select_option("5")
     form.get_by_role("button", name="filter").click()
-    frame.locator("select[name=per_page] option[selected]:text-is('5')").wait_for(timeout=30000)  # the new page
+    frame.locator("select[name=per_page] option[selected]:text-is('5')").wait_for(state="attached", timeout=30000)
     rows = frame.locator("tr[id^=audit-]")
     assert rows.count() == 5
     first_page = {rows.nth(i).get_attribute("id") for i in range(5)}
@@ -517,7 +518,7 @@ def test_filters_paging_and_every_link_type_inside_airflows_frame(airflow, brows
         base, "/ragops/api/overview?per_page=5&audit=5", token)[1]["audit"]}
     form.locator("select[name=action]").select_option("prompt_gate_evaluated")
     form.get_by_role("button", name="filter").click()
-    frame.locator("select[name=action] option[selected]", has_text="prompt_gate_evaluated").wait_for()
+    frame.locator("select[name=action] option[selected]", has_text="prompt_gate_evaluated").wait_for(state="attached")
     actions = frame.locator("tr[id^=audit-] td:nth-child(3)").all_inner_texts()
     assert actions and set(actions) == {"prompt_gate_evaluated"}, actions
     # audit entry -> the pair it evaluated, compared
@@ -593,10 +594,10 @@ def test_review_a_production_trace_and_the_page_fits_1280_px(airflow, browser) -
         assert wide[0] <= wide[1], (path, wide)
     # keyboard: Tab reaches a link and shows where the focus is
     frame = open_llmops(airflow, page)
-    frame.locator("nav a").first.focus()
-    page.keyboard.press("Tab")  # a keyboard move: the focus ring shows
-    assert llmops_frame(page).evaluate("() => document.activeElement.tagName") == "A"
-    outline = llmops_frame(page).evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    frame.locator("nav a").first.press("Tab")  # a keyboard move from the first link: the focus ring shows
+    focused = frame.locator("nav a:focus")
+    assert focused.count() == 1 and focused.inner_text() == "Prompts"
+    outline = focused.evaluate("(a) => getComputedStyle(a).outlineStyle")
     assert outline not in ("", "none"), outline
     # dark mode: the browser's colour scheme, unless Airflow's own mode is detected
     page.emulate_media(color_scheme="dark")

@@ -74,6 +74,13 @@ def test_removed_documents_make_their_questions_the_worst_regressions(corpus_run
     assert worst["relevant_doc_ids"][0] not in worst["b"]["retrieved_docs"]
     assert worst["a"]["contexts"] and all(c["text"] for c in worst["a"]["contexts"] + worst["b"]["contexts"])
     assert "output_dir" not in cmp["a"] and "output_dir" not in cmp["b"]  # no server paths
+    assert cmp["a"]["dataset"] == "docs.jsonl" and not cmp["warnings"] and not same["warnings"]
+    # known-bad: another golden set (the same file name, other questions) is named, not taken as the same
+    other = corpus.parent / "golden" / "docs.jsonl"
+    other.parent.mkdir()
+    other.write_text("".join(GOLDEN.read_text().splitlines(keepends=True)[:10]))
+    subset = run_eval(settings, other, "rag_answer@1", "docs", allow_unknown_docs=True)["run_id"]
+    assert any("different datasets" in w for w in compare_runs(settings, after, subset)["warnings"])
 
     # the command line: the same figures, the worst question named first
     from ragops.cli import main

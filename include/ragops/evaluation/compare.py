@@ -61,7 +61,6 @@ def _load(settings: Settings, run_id: str) -> tuple[dict[str, Any], dict[str, di
     from ragops.overview import eval_run
 
     data = eval_run(settings, run_id)
-    data["run"].pop("output_dir", None)  # a server path: not shown
     return data["run"], {q["id"]: q for q in data["questions"]}
 
 
@@ -101,7 +100,7 @@ def compare_runs(settings: Settings, a: str, b: str, *, samples: int | None = No
     run_a, res_a = _load(settings, a)
     run_b, res_b = _load(settings, b)
     warnings = []
-    if run_a["dataset"] != run_b["dataset"]:
+    if (run_a["dataset"], run_a.get("dataset_sha256")) != (run_b["dataset"], run_b.get("dataset_sha256")):
         warnings.append("the runs used different datasets: only the questions with the same id are paired")
     if (run_a["index"], run_a["index_version"]) != (run_b["index"], run_b["index_version"]):
         warnings.append(f"the runs searched different index versions ({run_a['index']} v{run_a['index_version']} "
