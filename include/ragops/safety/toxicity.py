@@ -8,15 +8,16 @@ Three checkers, measured on the labelled set ``include/eval/toxicity/answers.jso
   threats and stereotypes that use no offensive word.
 - ``embedding``: a logistic regression on the bundled sentence embeddings (all-MiniLM-L6-v2),
   whose weights are ``toxicity_head.json`` beside this file, fitted by ``python -m
-  ragops.safety.train`` on the set's tuning half only. It reads meaning, so it catches threats,
+  ragops.safety.train`` on the set's tuning half only (with the sentences of the tuning half of the
+  bundled corpus as clean examples). It reads meaning, so it catches threats,
   insults without a listed word and many stereotypes; it is slower (one embedding per sentence).
 - ``combined`` (the default): the larger of the two scores, each first rescaled so that its own
   threshold maps to 0.5.
 
 A text is scored sentence by sentence and takes its worst sentence's score: one insult inside a
 long, polite answer is not diluted by the rest. Every threshold was chosen on the tuning half
-(the lowest score with at most ``max_false_alarms`` of the clean tuning texts flagged, see
-``train``); the held-out half is only ever reported.
+(the lowest score with at most 2% of the clean tuning answers and 0.2% of the tuning corpus
+sentences flagged, see ``train``); the held-out halves are only ever reported.
 """
 
 from __future__ import annotations
