@@ -982,7 +982,7 @@ def _evidence_tables(evidence: dict[str, Any]) -> str:
     the worst questions) as its own table, other nested values as wrapped JSON."""
     scalars = [[f"<code>{esc(k)}</code>", _value(v)] for k, v in evidence.items()
                if not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))]
-    out = [_table(["", ""], scalars, empty="no further detail")]
+    out = [_table(["field", "value"], scalars, empty="no further detail")]
     for k, v in evidence.items():
         if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
             cols = list(dict.fromkeys(c for x in v for c in x))
@@ -1079,7 +1079,7 @@ def render_trace(t: dict[str, Any]) -> str:
                      for c in claims)
     prompt = t.get("prompt") or ""
     evaluation = ("<p class='empty'>Not evaluated online (monitor_production samples the traces it checks).</p>"
-                  if not ev else _table(["", ""], [[esc(k), _value(ev.get(k))] for k in (
+                  if not ev else _table(["check", "value"], [[esc(k), _value(ev.get(k))] for k in (
                       "evaluated_at", "faithfulness", "hallucinated", "citation_validity", "pii", "blocklist",
                       "injection", "judge") if ev.get(k) is not None]))
     fb = ("<p class='muted'>no feedback from the user</p>" if t.get("feedback") is None else
