@@ -132,8 +132,9 @@ def read_pdf(doc_id: str, data: bytes) -> ParsedDoc:
         pdf.close()
     if not any(pages):
         if scanned:
-            raise ParseError("no_text_layer", f"{doc_id}: no text layer: run OCR first (all {n_pages} pages are "
-                                              "images, e.g. a scan; ocrmypdf adds the text layer)")
+            which = "its only page is an image" if n_pages == 1 else f"all {n_pages} pages are images"
+            raise ParseError("no_text_layer", f"{doc_id}: no text layer: run OCR first ({which}, e.g. a scan; "
+                                              "ocrmypdf adds the text layer)")
         raise ParseError("empty", f"{doc_id} has no text ({n_pages} blank pages); nothing to index")
     text, starts, headings = _markdown(pages)
     title = meta_title or next((h for lvl, h in headings if lvl == 1), None) or \
