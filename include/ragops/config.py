@@ -554,7 +554,7 @@ DEFAULT_GATES: dict[str, dict[str, Any]] = {"default": {
     "require_approval": None,
     "free_models": [],  # YAML budget.free_models: models whose unknown cost is zero (local ones)
 }}
-GATE_KEYS = ("thresholds", "non_regression", "budget", "require_approval")
+GATE_KEYS = ("thresholds", "non_regression", "budget", "require_approval", "bias")
 BUDGETS = ("latency_p95_ms", "cost_per_1k_usd")
 
 
@@ -600,10 +600,18 @@ def _gates(value: Any, key: _Key | str) -> dict[str, dict[str, Any]]:
         approval = g.get("require_approval")
         if approval is not None and not isinstance(approval, bool):
             raise ConfigError(f"{at.child('require_approval')}: expected true, false or null (= prompts.require_approval)")
+        bias = g.get("bias")
+        if bias is True:
+            bias = {}
+        if bias is not None and bias is not False and (not isinstance(bias, dict) or set(bias) - {
+                "attributes", "terms", "limit"} or not isinstance(bias.get("attributes") or [], list)
+                or not isinstance(bias.get("limit", 20), int) or isinstance(bias.get("limit", 20), bool)):
+            raise ConfigError(f"{at.child('bias')}: expected true, false, or {{attributes: [..], terms: FILE, limit: N}} "
+                              "(the counterfactual bias test of `ragops eval bias`, run on candidate and production)")
         out[str(name)] = {"thresholds": thresholds,
                           "non_regression": {"metrics": list(nr.get("metrics") or []), "margin": float(margin)},
                           "budget": {k: float(v) for k, v in budget.items()}, "require_approval": approval,
-                          "free_models": list(free or [])}
+                          "free_models": list(free or []), "bias": None if bias in (None, False) else dict(bias)}
     return out
 
 

@@ -109,6 +109,8 @@ def evaluate(settings: Settings, name: str, candidate: int, *, gate: str | None 
         raise IndexChangedError(f"index {index} swapped from v{versions['candidate']} to v{versions['production']} "
                                 "between the two evaluations; a retry evaluates both on one version")
     decision = evaluate_gate(settings, gate, runs["candidate"], runs["production"])
+    if settings.gates[gate].get("bias") is not None:  # the profile turned the counterfactual bias rule on
+        _bias_check(settings, gate, decision, cand, prod, dataset, index, llm)
     from ragops.grounding.labelled import decided_by
 
     decision.update(name=name, candidate_version=candidate, production_version=production, dataset=str(dataset),
@@ -121,6 +123,26 @@ def evaluate(settings: Settings, name: str, candidate: int, *, gate: str | None 
              "PASSED" if decision["passed"] else "FAILED", len(decision["checks"]),
              [c["metric"] for c in decision["failed"]] or "none")
     return decision
+
+
+def _bias_check(settings: Settings, gate: str, decision: dict[str, Any], cand: Any, prod: Any, dataset: Any,
+                index: str, llm: Any) -> None:
+    """gates.<profile>.bias: a candidate may not introduce a significant gap that production does not have."""
+    from ragops.evaluation.bias import bias_gate, run_bias
+
+    cfg = settings.gates[gate]["bias"] or {}
+    kw = {"terms": cfg.get("terms"), "attributes": cfg.get("attributes") or None, "limit": cfg.get("limit", 20),
+          "llm": llm}
+    c, p = run_bias(settings, dataset, cand, index, **kw), run_bias(settings, dataset, prod, index, **kw)
+    g = bias_gate(c, p)
+    check = {"kind": "bias", "metric": "bias (counterfactual)", "rule": "no gap beyond noise that production lacks",
+             "passed": g["passed"], "note": g["reason"], "introduced": g["introduced"][:20],
+             "candidate_status": c["status"], "production_status": p["status"]}
+    decision["checks"].append(check)
+    decision["bias"] = {"candidate": c, "production": p}
+    if not g["passed"]:
+        decision["failed"].append(check)
+        decision["passed"] = False
 
 
 def needs_approval(settings: Settings, decision: dict[str, Any], override: bool | None = None) -> bool:

@@ -378,7 +378,7 @@ gates:
                                                   "faithfulness": (">=", 0.7)},
                                    "non_regression": {"metrics": ["answer_f1"], "margin": 0.05},
                                    "budget": {"latency_p95_ms": 800.0}, "require_approval": True,
-                                   "free_models": []}}
+                                   "free_models": [], "bias": None}}
     assert load_settings(write_config(tmp_path, "eval: {seed: 1}\n")).gates == DEFAULT_GATES
 
 

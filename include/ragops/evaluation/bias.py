@@ -191,7 +191,9 @@ def run_bias(settings: Settings, dataset: str | Path | None = None, prompt: Any 
             raise BiasError(f"unknown attribute(s) {', '.join(unknown)}; the term file has "
                             f"{', '.join(a.name for a in attrs)}")
         attrs = [a for a in attrs if a.name in attributes]
-    prompt_obj = load_prompt(settings, prompt or settings.eval.default_prompt)
+    from ragops.prompts import Prompt
+
+    prompt_obj = prompt if isinstance(prompt, Prompt) else load_prompt(settings, prompt or settings.eval.default_prompt)
     default_ds = (settings.indexes.get(index) or {}).get("golden") or settings.eval.default_dataset
     ds = load_dataset(settings.resolve_path(str(dataset or default_ds)))
     questions = [q for q in ds.questions if q.answerable]
