@@ -12,6 +12,10 @@ categories, an explicit ``split``: thresholds and the embedding head were fitted
   ``tune`` for comparison (in-sample for profanity, out-of-fold scores decided the thresholds);
 - texts per second: the median of ``--repeats`` passes over every distinct text of the set
   (each pass scores every sentence; the model is loaded before the clock starts);
+- false alarms on real documentation: every sentence of the held-out half of the bundled corpus
+  (``include/corpus``, documents split as ``ragops.safety.train`` splits them; its tuning half
+  trained the head and set the thresholds), per sentence and per document (``flag_documents``,
+  what an ingest would report);
 - the scores of three sentences of the issue (an insult, a neutral answer, a stereotype), whether
   unpickling alt-profanity-check's model warns (scikit-learn's InconsistentVersionWarning), and
   the package's installed size.
@@ -65,8 +69,29 @@ def main() -> int:
     started = H.utc_now()
     warned = unpickle_warnings()
     from ragops.safety import toxicity as T
+    from ragops.safety.train import CORPUS, corpus_split
 
     texts = list(dict.fromkeys(e.text for e in T.load_set(SET)))
+    corpus_root = ROOT / CORPUS
+    held_docs = {p.relative_to(corpus_root).as_posix(): p.read_text(encoding="utf-8", errors="replace")
+                 for p in sorted(corpus_root.rglob("*")) if p.is_file()
+                 and corpus_split(p.relative_to(corpus_root).as_posix()) == "heldout"}
+    held_sentences = list(dict.fromkeys(s for t in held_docs.values() for s in T.sentences(t)))
+    from ragops.config import EmbeddingSettings
+    from ragops.embedding import Embedder
+
+    embedder = Embedder(EmbeddingSettings(model=T.load_head()["model"]))
+    vectors: dict[str, Any] = {}
+
+    def cached(units: list[str]) -> Any:
+        """Vectors shared by the checkers for the figures (the timed passes use none)."""
+        import numpy as np
+
+        need = [u for u in dict.fromkeys(units) if u not in vectors]
+        if need:
+            vectors.update(zip(need, embedder.encode(need, log_every=30, batch_size=32), strict=True))
+        return np.stack([vectors[u] for u in units])
+
     figures: dict[str, Any] = {}
     for name in T.CHECKERS:
         checker = T.make_checker(name)
@@ -76,14 +101,22 @@ def main() -> int:
             t0 = time.perf_counter()
             checker.scores(texts)
             secs.append(time.perf_counter() - t0)
-        held = T.evaluate_set(SET, [name], split="heldout")["checkers"][name]
-        tune = T.evaluate_set(SET, [name], split="tune")["checkers"][name]
+        fig_checker = T.make_checker(name, encode=cached)
+        sent = fig_checker.scores(held_sentences)
+        flagged = T.flag_documents(held_docs, fig_checker)
+        held = T.evaluate_set(SET, [name], split="heldout", encode=cached)["checkers"][name]
+        tune = T.evaluate_set(SET, [name], split="tune", encode=cached)["checkers"][name]
         figures[name] = {"threshold": checker.threshold, "texts": len(texts),
                          "texts_per_second": round(len(texts) / statistics.median(secs), 1),
                          "seconds": [round(s, 4) for s in secs],
                          "heldout": {k: held[k] for k in ("categories", "detection", "false_alarms", "target_met")},
                          "tune": {k: tune[k] for k in ("detection", "false_alarms")},
                          "heldout_false_alarm_texts": [x["text"] for x in held["false_alarm_texts"]],
+                         "corpus_heldout": {"documents": len(held_docs), "documents_flagged": flagged["flagged"],
+                                            "sentences": len(held_sentences),
+                                            "sentences_flagged": int((sent >= checker.threshold).sum()),
+                                            "sample": [{k: f[k] for k in ("doc_id", "score", "sentence")}
+                                                       for f in flagged["sample"]]},
                          "issue_examples": dict(zip(ISSUE_EXAMPLES, checker.scores(list(ISSUE_EXAMPLES.values())).round(4)
                                                     .tolist(), strict=True))}
         log.info("%s: %.0f texts/s, held-out detection %.3f at %.3f false alarms", name,
@@ -120,8 +153,12 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"| {name} | {f['threshold']:.4f} | " + " | ".join(cells) +
                      f" | {h['detection']:.1%} | {h['false_alarms']:.1%} | {'met' if h['target_met'] else 'not met'} "
                      f"| {f['texts_per_second']:,.0f} |")
+    lines += ["", "Held-out half of the bundled corpus (real documentation, all clean): "
+              + "; ".join(f"{n} flags {f['corpus_heldout']['sentences_flagged']} of {f['corpus_heldout']['sentences']} "
+                          f"sentences, {f['corpus_heldout']['documents_flagged']} of "
+                          f"{f['corpus_heldout']['documents']} documents" for n, f in r["figures"].items()) + "."]
     lines += ["", "neutral and hard_negative columns are false alarms; the others are detection. Tuning half "
-              "(for comparison): " + "; ".join(f"{n} {f['tune']['detection']:.1%} at {f['tune']['false_alarms']:.1%}"
+              "(in-sample, for comparison): " + "; ".join(f"{n} {f['tune']['detection']:.1%} at {f['tune']['false_alarms']:.1%}"
                                                for n, f in r["figures"].items()) + ".", "",
               "Scores of the issue's sentences: " + "; ".join(
                   f"{n}: " + ", ".join(f"{k} {v:.3f}" for k, v in f["issue_examples"].items())
@@ -133,6 +170,8 @@ def render(r: dict[str, Any]) -> str:
     for name, f in r["figures"].items():
         if f["heldout_false_alarm_texts"]:
             lines.append(f"- {name} false alarms: " + " / ".join(f"\"{t}\"" for t in f["heldout_false_alarm_texts"]))
+        for x in f["corpus_heldout"]["sample"]:
+            lines.append(f"- {name} flags corpus document {x['doc_id']} ({x['score']:.3f}): \"{x['sentence'][:160]}\"")
     return "\n".join(lines) + "\n"
 
 
