@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,15 @@ def sentences(text: str) -> list[str]:
     return parts or ([text.strip()] if (text or "").strip() else [])
 
 
+UNIT_CACHE_SIZE = 200_000
+_UNIT_SCORES: OrderedDict[tuple[str, str], float] = OrderedDict()  # (checker key, sentence) -> score
+
+
+def clear_cache() -> None:
+    """Forget every cached sentence score (benchmarks time the checkers, not the cache)."""
+    _UNIT_SCORES.clear()
+
+
 class Checker:
     """Scores in [0, 1]; a text is toxic when its score is >= ``threshold``."""
 
@@ -152,10 +162,23 @@ class Checker:
                 pairs.append((i, index[s]))
         out = np.zeros(len(texts), dtype=np.float64)
         if units:
-            got = np.asarray(self.score_units(units), dtype=np.float64)
+            key = self.cache_key()
+            got = np.array([_UNIT_SCORES.get((key, u), np.nan) for u in units], dtype=np.float64)
+            todo = [j for j in range(len(units)) if np.isnan(got[j])]
+            if todo:  # retrieved passages repeat across questions and runs: score each sentence once
+                fresh = np.asarray(self.score_units([units[j] for j in todo]), dtype=np.float64)
+                got[todo] = fresh
+                for j, v in zip(todo, fresh, strict=True):
+                    _UNIT_SCORES[(key, units[j])] = float(v)
+                while len(_UNIT_SCORES) > UNIT_CACHE_SIZE:
+                    _UNIT_SCORES.popitem(last=False)
             for i, j in pairs:
                 out[i] = max(out[i], got[j])
         return out
+
+    def cache_key(self) -> str:
+        """What a sentence's score depends on besides the sentence (the threshold does not count)."""
+        return self.name
 
     def verdicts(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         return [{"score": round(float(s), 6), "toxic": bool(s >= self.threshold)} for s in self.scores(texts)]
@@ -194,6 +217,9 @@ class EmbeddingChecker(Checker):
             self._encode = lambda texts: embedder.encode(texts, log_every=1e9, batch_size=32)
         return np.asarray(self._encode(units), dtype=np.float64)
 
+    def cache_key(self) -> str:
+        return f"embedding:{self.model}:{self.intercept!r}:{float(self.weights.sum())!r}:{self._backend}"
+
     def score_units(self, units: list[str]) -> np.ndarray:
         x = self.encode(units)
         if x.shape[1] != self.weights.size:
@@ -216,6 +242,9 @@ class CombinedChecker(Checker):
     def __init__(self, threshold: float, parts: Sequence[Checker]) -> None:
         super().__init__(threshold)
         self.parts = list(parts)
+
+    def cache_key(self) -> str:
+        return "combined:" + "|".join(f"{p.cache_key()}@{p.threshold!r}" for p in self.parts)
 
     def score_units(self, units: list[str]) -> np.ndarray:
         return np.max([rescale(p.score_units(units), p.threshold) for p in self.parts], axis=0)
@@ -314,6 +343,7 @@ def evaluate_set(path: str | Path, checkers: Sequence[str] = CHECKERS, split: st
     for name in checkers:
         checker = make_checker(name, threshold=threshold, encode=encode)
         checker.scores(texts[:1])  # load the model before the clock starts
+        clear_cache()
         t0 = time.perf_counter()
         scores = checker.scores(texts)
         secs = time.perf_counter() - t0
