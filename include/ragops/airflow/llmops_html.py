@@ -25,13 +25,13 @@ PAGE_CSS = CSS + """
 --warn-bg:#4e1d09;--warn-line:#93370d;--info-bg:#102a56;--info-line:#1849a9;--pill:#344054;--chg:#4e1d09;
 color-scheme:dark}}
 html{background:var(--bg)}body{max-width:1250px;color:var(--fg);background:var(--bg);font-family:var(--font,
-Inter,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);margin:16px 20px;overflow-wrap:anywhere}
+Inter,system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);margin:16px 20px;overflow-wrap:break-word}
 a{color:var(--accent)}h2{border-color:var(--line)}td,th{border-color:var(--line)}th{background:var(--panel)}
 .muted{color:var(--muted)}.bad{color:var(--bad)}.ctx{background:var(--panel);color:var(--fg)}
 :focus-visible{outline:2px solid var(--accent);outline-offset:2px}
-.scroll{overflow-x:auto;max-width:100%}table{max-width:100%}td{overflow-wrap:anywhere}
+.scroll{overflow-x:auto;max-width:100%}td{overflow-wrap:break-word}th{white-space:nowrap}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%;background:var(--panel);padding:6px;margin:4px 0}
-nav a{margin-right:14px}.pill{display:inline-block;padding:1px 7px;border-radius:9px;
+nav a{margin-right:14px}.pill{display:inline-block;padding:1px 7px;border-radius:9px;white-space:nowrap;
 font-size:12px;background:var(--pill)}.live{background:var(--good-bg);color:var(--good)}.breach,.rejected,.failed{
 background:var(--bad-bg);color:var(--bad)}.ok,.success,.promoted{background:var(--good-bg);color:var(--good)}
 button,select,input,textarea{font:inherit;font-size:12px;color:var(--fg);background:var(--bg);
