@@ -96,6 +96,9 @@ class QualitySettings:
     # meaningless (control) characters; repairable ones (C1 as Windows-1252, mojibake) do not count
     max_bad_char_share: float = 0.05
     replacement_chars: str = "keep"  # U+FFFD: keep (listed as a warning) or remove (also a warning)
+    # ragops.safety.toxicity at ingest: documents with a toxic sentence are indexed with a warning finding
+    # (none | profanity | embedding | combined; profanity is nearly free, the others embed every sentence)
+    toxicity_checker: str = "profanity"
     # source URI prefix -> overrides of the settings above for documents of that source
     sources: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
 
@@ -646,6 +649,9 @@ def _validate(s: Settings, root: _Key | None = None) -> None:
             v = getattr(q, name)
             if not 0 <= v <= 1:
                 raise ConfigError(f"{at(*keys, name)}: {dotted(keys)}.{name} must be between 0 and 1, got {v}")
+        if q.toxicity_checker not in ("none", "profanity", "embedding", "combined"):
+            raise ConfigError(f"{at(*keys, 'toxicity_checker')}: {dotted(keys)}.toxicity_checker must be none, "
+                              f"profanity, embedding or combined, got {brief(q.toxicity_checker)}")
         if q.replacement_chars not in ("keep", "remove"):
             raise ConfigError(f"{at(*keys, 'replacement_chars')}: {dotted(keys)}.replacement_chars must be 'keep' or "
                               f"'remove', got {brief(q.replacement_chars)}")

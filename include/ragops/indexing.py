@@ -361,6 +361,13 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
         if entries:
             findings.append({"doc_id": d.doc_id, "origin": it["origin"], "findings": entries})
     parsed = [p for i, p in enumerate(parsed) if i not in dq.failed_rows]
+    if qs.toxicity_checker != "none" and parsed:  # a toxic document is a finding, not silently indexed
+        by_doc = {f["doc_id"]: f for f in findings}
+        for f in _toxicity_findings(qs.toxicity_checker, settings.embedding.backend, parsed):
+            if f["doc_id"] in by_doc:
+                by_doc[f["doc_id"]]["findings"] += f["findings"]
+            else:
+                findings.append(f)
     t_quality = time.perf_counter()
 
     chunker = Chunker(settings.chunking, embedder.tokenizer, embedder.max_tokens, embedder.fingerprint)
@@ -434,6 +441,20 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
                 {"docs": ok_docs, "quarantine": quarantine, "findings": findings, "summary": result})
     log.info("batch %d of run %s: %s", batch_no, run_id, result)
     return result
+
+
+def _toxicity_findings(checker_name: str, backend: str, parsed: list[tuple[dict[str, Any], Any]]) -> list[dict[str, Any]]:
+    """Warning findings for documents with a toxic sentence (ragops.safety.toxicity); indexed, and listed."""
+    from ragops.safety.toxicity import flag_documents, make_checker
+
+    checker = make_checker(checker_name, backend=backend)
+    found = flag_documents([(d.doc_id, f"{d.title}\n{d.text}") for _, d in parsed], checker)
+    origin = {d.doc_id: it["origin"] for it, d in parsed}
+    return [{"doc_id": f["doc_id"], "origin": origin[f["doc_id"]], "findings": [{
+        "severity": "warning", "kind": "toxicity", "count": f["toxic_sentences"],
+        "detail": f"{f['toxic_sentences']} sentence(s) the {found['checker']} toxicity checker flags (worst "
+                  f"{f['score']:.2f} >= {found['threshold']:.2f}): {f['sentence'][:200]!r}; indexed: read it and "
+                  "fix or remove the document at its source if it should not be served"}]} for f in found["all"]]
 
 
 def quarantine_fingerprint(content_hash: str, settings_hash: str, quality: Any) -> str:

@@ -119,6 +119,8 @@ def dirty(tmp_path: Path) -> Path:
     write(root, "lost.txt", "Lost characters\n\n" + PARA.format(topic="A p-value of 10 \ufffd 12") * 3)
     write(root, "broken.txt", "Broken\n\n" + ("\ufffd\ufffd\ufffd ab " * 80))
     write(root, "ansi.txt", "ANSI\n\n" + PARA.format(topic="Colour \x1b[31mred\x1b[0m") * 3)
+    write(root, "rant.txt", "Support reply\n\n" + PARA.format(topic="Scheduling") +
+          "You are an idiot and your question is stupid. " + PARA.format(topic="Pools"))
     records = [{"id": "r1", "title": "Record \u0096 one", "text": PARA.format(topic="Record en dash 2\u00963") * 3}]
     write(root, "records.jsonl", "\n".join(json.dumps(r) for r in records) + "\n")
     return root
@@ -127,12 +129,12 @@ def dirty(tmp_path: Path) -> Path:
 def test_sync_repairs_warns_quarantines_and_does_not_reread(settings, dirty: Path, embedder) -> None:
     r1 = sync(settings, str(dirty), "docs", embedder=embedder)
     c = r1["counts"]
-    assert (c["indexed"], c["quarantined"], c["still_quarantined"]) == (10, 2, 0)
+    assert (c["indexed"], c["quarantined"], c["still_quarantined"]) == (11, 2, 0)
     assert r1["quarantine"]["reasons"] == {"mostly_broken": 1, "invalid_characters": 1}
     detail = {e["doc_id"]: e["detail"] for e in r1["quarantine"]["entries"]}
     assert "quality.max_bad_char_share" in detail["broken.txt"] and "ESC" in detail["ansi.txt"]
     rp = r1["repairs"]
-    assert rp["repaired_documents"] == 2 and rp["warned_documents"] == 1
+    assert rp["repaired_documents"] == 2 and rp["warned_documents"] == 2  # U+FFFD kept; an insult (toxicity)
     assert rp["kinds"]["repaired:c1_as_cp1252"] == 3 + 4 and rp["kinds"]["warning:replacement_chars"] == 3
     assert set(r1["phases_s"]) >= {"discover_plan", "parse", "repair", "quality", "chunk", "embed", "write"}
 
@@ -142,7 +144,8 @@ def test_sync_repairs_warns_quarantines_and_does_not_reread(settings, dirty: Pat
     assert "1–4" in texts["cp1252.txt"] and "\x96" not in texts["cp1252.txt"]
     every = quarantine_entries(settings, "docs", severities=("failure", "repaired", "warning"))
     kinds = {(e["doc_id"], e["severity"], e["reason"]) for e in every}
-    assert ("lost.txt", "warning", "replacement_chars") in kinds
+    assert ("lost.txt", "warning", "replacement_chars") in kinds and ("rant.txt", "warning", "toxicity") in kinds
+    assert not any(k[2] == "toxicity" and k[0] != "rant.txt" for k in kinds)  # clean documents are not flagged
     assert ("records.jsonl#r1", "repaired", "c1_as_cp1252") in kinds
     assert {e["doc_id"] for e in quarantine_entries(settings, "docs")} == {"broken.txt", "ansi.txt"}
 
@@ -173,4 +176,4 @@ def test_a_source_may_raise_the_broken_share(settings, dirty: Path, embedder) ->
     loose = dataclasses.replace(settings, quality=dataclasses.replace(
         settings.quality, sources={str(dirty): {"max_bad_char_share": 0.9}}))
     r = sync(loose, str(dirty), "docs", embedder=embedder)
-    assert r["quarantine"]["reasons"] == {"invalid_characters": 1} and r["counts"]["indexed"] == 11
+    assert r["quarantine"]["reasons"] == {"invalid_characters": 1} and r["counts"]["indexed"] == 12
