@@ -34,9 +34,13 @@ def indexes(settings: Settings) -> list[dict[str, Any]]:
             run = s.execute(select(state.SyncRun).where(state.SyncRun.index_name == name)
                             .order_by(state.SyncRun.started_at.desc()).limit(1)).scalar_one_or_none()
             if run is not None:
+                st = run.stats or {}
                 last_runs[name] = {"run_id": run.run_id, "status": run.status, "trigger": run.trigger,
                                    "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-                                   "counts": (run.stats or {}).get("counts") or {}}
+                                   "counts": st.get("counts") or {},
+                                   "skipped": list(st.get("skipped") or [])[:20],  # files of types not read
+                                   "repairs": {k: v for k, v in (st.get("repairs") or {}).items() if k != "entries"},
+                                   "phases_s": st.get("phases_s") or {}}
         chunks = {n: s.query(state.Chunk).filter(state.Chunk.index_name == n).count() for n in names}
     out = []
     for name in names:
@@ -532,7 +536,8 @@ def overview(settings: Settings, f: Filters | None = None) -> dict[str, Any]:
     state.require_schema(settings.state_db_url)
     ixs = indexes(settings)
     quarantine = [q for ix in ixs if not f.index or ix["name"] == f.index
-                  for q in quarantine_entries(settings, ix["name"], limit=200)]  # latest sync each
+                  for q in quarantine_entries(settings, ix["name"], limit=200,  # latest sync each
+                                              severities=("failure", "repaired", "warning"))]
     for q in quarantine:
         q["detail"] = public_detail(q.get("detail"))
     plist = prompts(settings, f)

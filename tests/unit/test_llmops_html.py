@@ -203,3 +203,44 @@ def test_dark_mode_follows_the_browser_and_airflows_mode() -> None:
     assert "@media (prefers-color-scheme:dark)" in html and ":root[data-theme=dark]" in html
     assert "window.top.document.documentElement" in html  # Airflow's mode and font when inside its frame
     assert ":focus-visible{outline:2px solid" in html
+
+
+def test_data_quality_shows_repairs_warnings_and_skipped_files() -> None:
+    """Issue 24: every repair and warning, and the files of types ragops does not read, are on the page."""
+    data = page_data()
+    data["indexes"][0]["last_sync"] = {
+        "run_id": "r2", "status": "committed", "counts": {"added": 3, "skipped": 2, "still_quarantined": 1},
+        "skipped": ["diagram.png (unsupported type .png)", f"{EVIL}.pptx (unsupported type .pptx)"],
+        "repairs": {"repaired_documents": 1, "warned_documents": 1,
+                    "kinds": {"repaired:c1_as_cp1252": 3, "warning:replacement_chars": 1}}}
+    data["quarantine"] = [
+        {"created_at": "2026-11-22T08:00:00", "index": "docs", "doc_id": "a.txt", "stage": "quality",
+         "reason": "mostly_broken", "detail": "12.0% of the characters ...", "severity": "failure"},
+        {"created_at": "2026-11-22T08:00:00", "index": "docs", "doc_id": "b.txt", "stage": "repair",
+         "reason": "c1_as_cp1252", "detail": "3 C1 control character(s) were Windows-1252 punctuation",
+         "severity": "repaired"},
+        {"created_at": "2026-11-22T08:00:00", "index": "docs", "doc_id": EVIL, "stage": "repair",
+         "reason": "replacement_chars", "detail": EVIL, "severity": "warning"}]
+    html = render_page(data, "tester")
+    assert_no_live_markup(html)
+    assert "skipped 2 file(s) of a type ragops does not read: diagram.png (unsupported type .png)" in html
+    assert "repaired 1 document(s), 1 indexed with a warning: repaired:c1_as_cp1252 3" in html
+    table = html[html.index("id='quarantine'"):]
+    # failures first, then warnings, then repairs, each with its outcome
+    assert table.index("mostly_broken") < table.index("replacement_chars") < table.index("c1_as_cp1252")
+    assert "pill failed'>quarantined<" in table and "pill warn'>indexed, warning<" in table
+    assert "pill ok'>indexed, repaired<" in table
+
+
+def test_drill_down_shows_the_pdf_page_of_a_passage() -> None:
+    data = {"run": {"run_id": "eval-1", "status": "success", "prompt": "rag_answer@1", "index": "docs",
+                    "index_version": 1, "questions": 1, "dataset": "d.jsonl", "metrics": {}},
+            "context_source": "results.jsonl",
+            "questions": [{"id": "q1", "question": "Where are backups?", "answer": "Nightly [1].",
+                           "reference_answer": "", "relevant_doc_ids": ["guide.pdf"],
+                           "retrieved_docs": [{"doc_id": "guide.pdf"}], "metrics": {},
+                           "contexts": [{"n": 1, "doc_id": "guide.pdf", "score": 0.8, "text": "Backups run.",
+                                         "page": "2-3"},
+                                        {"n": 2, "doc_id": "notes.md", "score": 0.5, "text": "x"}]}]}
+    html = render_eval(data)
+    assert "<span class='page'>pp. 2-3</span>" in html and html.count("class='page'") == 1

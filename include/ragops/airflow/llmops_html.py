@@ -34,6 +34,7 @@ pre{white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%;background:var(--
 nav a{margin-right:14px}.pill{display:inline-block;padding:1px 7px;border-radius:9px;white-space:nowrap;
 font-size:12px;background:var(--pill)}.live{background:var(--good-bg);color:var(--good)}.breach,.rejected,.failed{
 background:var(--bad-bg);color:var(--bad)}.ok,.success,.promoted{background:var(--good-bg);color:var(--good)}
+.pill.warn{background:var(--warn-bg);border:1px solid var(--warn-line)}
 button,select,input,textarea{font:inherit;font-size:12px;color:var(--fg);background:var(--bg);
 border:1px solid var(--line);border-radius:4px;padding:2px 6px}button{margin:1px;cursor:pointer;background:var(--panel)}
 #msg{position:sticky;top:0;background:var(--warn-bg);padding:6px;display:none;border:1px solid var(--warn-line)}
@@ -256,6 +257,12 @@ def _filters_form(data: dict[str, Any]) -> str:
               "</span></form>")
 
 
+def _page(c: dict[str, Any]) -> str:
+    """The PDF page(s) a passage comes from ("p. 3", "pp. 3-4"), when the chunk records them."""
+    pages = str(c.get("page") or "")
+    return f" <span class='page'>{'pp.' if '-' in pages else 'p.'} {esc(pages)}</span>" if pages else ""
+
+
 def _pill(text: Any, cls: str = "") -> str:
     return f"<span class='pill {esc(cls or text)}'>{esc(text)}</span>"
 
@@ -371,9 +378,7 @@ def _indexes(data: list[dict[str, Any]]) -> str:
         out.append(_table(["version", "collection", "status", "pipeline", "retrieval", "built by", "chunks", "created",
                            ""], rows))
         if ix.get("last_sync"):
-            ls = ix["last_sync"]
-            counts = ", ".join(f"{k} {v}" for k, v in (ls.get("counts") or {}).items())
-            out.append(f"<p class='muted'>last sync {esc(ls['run_id'])}: {esc(ls['status'])} ({esc(counts)})</p>")
+            out.append(_last_sync(ix["last_sync"]))
     return "".join(out)
 
 
@@ -520,12 +525,37 @@ def _drift(data: list[dict[str, Any]], indexes: list[str], filters: dict[str, An
     return "".join(out)
 
 
+SEVERITY_PILL = {"failure": ("quarantined", "failed"), "warning": ("indexed, warning", "warn"),
+                 "repaired": ("indexed, repaired", "ok")}
+
+
 def _quarantine(data: list[dict[str, Any]]) -> str:
-    rows = [[_ts(q["created_at"]), esc(q["index"]), esc(q["doc_id"]), esc(q["stage"]), _pill(q["reason"], "failed"),
-             esc(str(q["detail"])[:300])] for q in data]
-    return "<h2 id='quarantine'>Data quality: quarantine (each index's latest sync)</h2>" + _table(
-        ["when", "index", "document", "stage", "reason", "detail"], rows,
-        empty="Nothing quarantined in the latest syncs: every document passed the quality checks.")
+    order = {"failure": 0, "warning": 1, "repaired": 2}
+    data = sorted(data, key=lambda q: order.get(q.get("severity") or "failure", 3))
+    rows = []
+    for q in data:
+        label, cls = SEVERITY_PILL.get(q.get("severity") or "failure", ("?", ""))
+        rows.append([_ts(q["created_at"]), esc(q["index"]), esc(q["doc_id"]), _pill(label, cls), esc(q["stage"]),
+                     _pill(q["reason"], cls), esc(str(q["detail"])[:300])])
+    return ("<h2 id='quarantine'>Data quality: quarantined, repaired and warned documents (each index's latest "
+            "sync)</h2>" + _table(
+                ["when", "index", "document", "outcome", "stage", "reason", "detail"], rows,
+                empty="Nothing quarantined, repaired or flagged in the latest syncs: every document passed the "
+                      "quality checks as it was."))
+
+
+def _last_sync(ls: dict[str, Any]) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in (ls.get("counts") or {}).items())
+    out = f"<p class='muted'>last sync {esc(ls['run_id'])}: {esc(ls['status'])} ({esc(counts)})</p>"
+    rp = ls.get("repairs") or {}
+    if rp.get("kinds"):
+        kinds = ", ".join(f"{k} {v}" for k, v in rp["kinds"].items())
+        out += (f"<p class='muted'>repaired {esc(rp.get('repaired_documents', 0))} document(s), "
+                f"{esc(rp.get('warned_documents', 0))} indexed with a warning: {esc(kinds)}</p>")
+    if ls.get("skipped"):
+        out += (f"<p class='muted skipped'>skipped {esc((ls.get('counts') or {}).get('skipped', len(ls['skipped'])))} "
+                f"file(s) of a type ragops does not read: {esc(', '.join(ls['skipped']))}</p>")
+    return out
 
 
 def _links(links: list[dict[str, str]] | None, up: str = "") -> str:
@@ -571,8 +601,9 @@ def _review_item(r: dict[str, Any]) -> str:
     shown = (_highlight(answer, claims) if answer else f"<span class='muted'>{esc(r.get('error') or 'no answer')}</span>")
     listed = "".join(f"<li><span class='bad'>{esc(c.get('claim'))}</span> <b>{esc(c.get('reason') or '')}</b></li>"
                      for c in claims)
-    ctx = "".join(f"<div class='ctx'><b>[{esc(c.get('n'))}] {esc(c.get('doc_id'))}</b> {esc(c.get('title') or '')} "
-                  f"(score {fmt(c.get('score'))})\n{esc(c.get('text') or '')}</div>" for c in r.get("contexts") or [])
+    ctx = "".join(f"<div class='ctx'><b>[{esc(c.get('n'))}] {esc(c.get('doc_id'))}</b>{_page(c)} "
+                  f"{esc(c.get('title') or '')} (score {fmt(c.get('score'))})\n{esc(c.get('text') or '')}</div>"
+                  for c in r.get("contexts") or [])
     docs = list(dict.fromkeys(str(c.get("doc_id")) for c in r.get("contexts") or [] if c.get("doc_id")))
     fb = ""
     if r.get("feedback") is not None:
@@ -850,8 +881,8 @@ def render_eval(data: dict[str, Any]) -> str:
         relevant = set(q.get("relevant_doc_ids") or [])
         ctx = "".join(f"<div class='ctx' id='{esc(anchor)}-c{esc(c.get('n'))}'><b"
                       f"{' class=' + chr(39) + 'rel' + chr(39) if c.get('doc_id') in relevant else ''}>"
-                      f"[{esc(c.get('n'))}] {esc(c.get('doc_id'))}{' ★' if c.get('doc_id') in relevant else ''}</b> "
-                      f"(score {fmt(c.get('score'))})\n{esc(c.get('text', ''))}</div>" for c in contexts)
+                      f"[{esc(c.get('n'))}] {esc(c.get('doc_id'))}{' ★' if c.get('doc_id') in relevant else ''}</b>"
+                      f"{_page(c)} (score {fmt(c.get('score'))})\n{esc(c.get('text', ''))}</div>" for c in contexts)
         fail = _failed(q)
         retrieved = ", ".join(f"<span class='rel'>{esc(d['doc_id'])} ★</span>" if d["doc_id"] in relevant
                               else esc(d["doc_id"]) for d in q.get("retrieved_docs") or [])
@@ -1072,8 +1103,8 @@ def render_trace(t: dict[str, Any]) -> str:
     answer = t.get("answer")
     shown = ((_highlight(answer, claims) if claims else _cited(answer, "trace", numbers)) if answer else
              f"<span class='muted'>{esc(t.get('error') or 'no answer')}</span>")
-    ctx = "".join(f"<div class='ctx' id='trace-c{esc(c.get('n'))}'><b>[{esc(c.get('n'))}] {esc(c.get('doc_id'))}</b> "
-                  f"{esc(c.get('title') or '')} (score {fmt(c.get('score'))})\n{esc(c.get('text') or '')}</div>"
+    ctx = "".join(f"<div class='ctx' id='trace-c{esc(c.get('n'))}'><b>[{esc(c.get('n'))}] {esc(c.get('doc_id'))}</b>"
+                  f"{_page(c)} {esc(c.get('title') or '')} (score {fmt(c.get('score'))})\n{esc(c.get('text') or '')}</div>"
                   for c in contexts)
     listed = "".join(f"<li><span class='bad'>{esc(c.get('claim'))}</span> <b>{esc(c.get('reason') or '')}</b></li>"
                      for c in claims)
