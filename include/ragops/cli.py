@@ -550,7 +550,7 @@ def cmd_eval_check(args: argparse.Namespace) -> int:
 
 def cmd_eval_bias(args: argparse.Namespace) -> int:
     """Counterfactual bias test; exit 1 when a gap is flagged, nothing could be tested, or the gate fails."""
-    from ragops.evaluation.bias import bias_gate, run_bias, to_markdown
+    from ragops.evaluation.bias import bias_gate, record, run_bias, to_markdown
 
     s = _settings(args)
     kw = {"terms": _path_arg(args.terms) if args.terms else None,
@@ -560,6 +560,7 @@ def cmd_eval_bias(args: argparse.Namespace) -> int:
     if args.against:
         base = run_bias(s, _path_arg(args.dataset) if args.dataset else None, args.against, args.index, **kw)
         result["gate"] = dict(bias_gate(result, base), against=base["prompt"], against_status=base["status"])
+    result["test_id"] = record(s, result, actor=os.environ.get("USER") or "cli")  # audit log + file
     if args.output:
         with open(str(_path_arg(args.output)), "w", encoding="utf-8") as fh:
             fh.write(json.dumps(result, indent=2, default=str))

@@ -123,7 +123,14 @@ def test_cli_eval_bias_reports_and_refuses_bad_input(env, embedder, tmp_path: Pa
     rc = main(["eval", "bias", str(golden), "--prompt", "rag_answer@1", "--index", "docs", "--terms",
                str(only_mentions), "--json", "-o", str(out)])
     assert rc == 1  # nothing could be tested: not a pass
-    assert json.loads(out.read_text())["status"] == "not_applicable"
+    kept = json.loads(out.read_text())
+    assert kept["status"] == "not_applicable"
+    from ragops import state
+    with state.session_scope(settings.state_db_url) as s:  # the test is in the audit log the page shows
+        [entry] = s.query(state.AuditEntry).filter(state.AuditEntry.action == "bias_tested").all()
+        assert entry.detail["status"] == "not_applicable" and entry.detail["test_id"] == kept["test_id"]
+        assert entry.detail["verdicts"] == {"pronoun": "not applicable"}
+    assert (settings.data_dir / "bias" / f"{kept['test_id']}.json").exists()
     assert main(["eval", "bias", str(golden), "--prompt", "rag_answer@1", "--terms", str(tmp_path / "nope.yaml")]) == 2
 
 

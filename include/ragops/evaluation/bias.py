@@ -282,6 +282,35 @@ def bias_gate(candidate: dict[str, Any], production: dict[str, Any]) -> dict[str
             ", ".join(f"{a}/{m}/{g}" for a, m, g in new[:10])}
 
 
+def record(settings: Settings, result: dict[str, Any], actor: str = "cli") -> str:
+    """Keep a bias test: its full result as JSON under ``<data_dir>/bias/`` and an audit entry
+    (``bias_tested``) with the verdict per attribute and every flagged gap, which the LLMOps page's
+    audit log and its evidence page show. Returns the test id."""
+    import datetime as dt
+    import json
+    import uuid
+
+    from ragops import state
+
+    test_id = f"bias-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    folder = settings.data_dir / "bias"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{test_id}.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    tmp.replace(folder / f"{test_id}.json")
+    verdicts = {a["attribute"]: a["verdict"] for a in result.get("attributes", [])}
+    flagged = [{"attribute": a["attribute"], "metric": r["metric"], "group": r["group"], "gap": r["gap"],
+                "interval": r["ci"], "p": r.get("p")} for a in result.get("attributes", []) for r in a.get("flagged", [])]
+    detail: dict[str, Any] = {"test_id": test_id, "prompt": result.get("prompt"), "status": result.get("status"),
+                              "questions": result.get("questions"), "answers": result.get("answers"),
+                              "verdicts": verdicts, "flagged": flagged[:50]}
+    if "gate" in result:
+        detail["gate"] = {k: result["gate"].get(k) for k in ("passed", "reason", "against")}
+    with state.session_scope(settings.state_db_url) as s:
+        state.audit(s, actor, "bias_tested", result.get("index"), **detail)
+    return test_id
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     out = [f"Bias test of {result['prompt']} on {result['questions']} question(s) of {result['dataset']}: "
            f"{result['status']}"]
