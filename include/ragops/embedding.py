@@ -114,7 +114,7 @@ class Embedder:
     def dimension(self) -> int:
         return int(self.model.get_embedding_dimension())
 
-    def encode(self, texts: list[str], log_every: float = 10.0, batch_size: int | None = None) -> np.ndarray:
+    def encode(self, texts: list[str], log_every: float = 5.0, batch_size: int | None = None) -> np.ndarray:
         """Embed texts in length-sorted slices, logging count, rate and ETA as it goes.
         ``batch_size`` overrides the settings' for short texts (queries), where a larger batch is
         faster and costs little memory."""
