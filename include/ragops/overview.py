@@ -152,19 +152,24 @@ def _page(rows: list[Any], f: Filters, table: str) -> dict[str, Any]:
             "next_offset": f.offset(table) + f.per_page if more else None}
 
 
+def _scope_where(f: Filters, index_col: Any, name_col: Any, version_col: Any) -> list[Any]:
+    """The index and prompt (``name`` or ``name@version``) filters as SQL conditions on these columns."""
+    where = [index_col == f.index] if f.index else []
+    name, version = f.prompt_parts()
+    if name:
+        where.append(name_col == name)
+    if version is not None:
+        where.append(version_col == version)
+    return where
+
+
 def eval_table(settings: Settings, f: Filters) -> dict[str, Any]:
     """One page of eval runs, newest first, narrowed by time, index and prompt."""
     from ragops.evaluation.runner import run_row
 
     R = state.EvalRun
-    where = _time_where(R.started_at, f, settings.state_db_url)
-    if f.index:
-        where.append(R.index_name == f.index)
-    name, version = f.prompt_parts()
-    if name:
-        where.append(R.prompt_name == name)
-    if version is not None:
-        where.append(R.prompt_version == version)
+    where = _time_where(R.started_at, f, settings.state_db_url) + _scope_where(
+        f, R.index_name, R.prompt_name, R.prompt_version)
     with state.session_scope(settings.state_db_url) as s:
         rows = [public_run(run_row(r)) for r in s.execute(
             select(R).where(*where).order_by(R.started_at.desc(), R.run_id.desc())
@@ -600,14 +605,7 @@ def production_daily(settings: Settings, days: int = 7, f: Filters | None = None
 def trace_list(settings: Settings, f: Filters) -> dict[str, Any]:
     """One page of production traces, newest first, narrowed by time, index and prompt (version)."""
     T, E = state.Trace, state.TraceEval
-    where = _time_where(T.ts, f, settings.state_db_url)
-    if f.index:
-        where.append(T.index_name == f.index)
-    name, version = f.prompt_parts()
-    if name:
-        where.append(T.prompt_name == name)
-    if version is not None:
-        where.append(T.prompt_version == version)
+    where = _time_where(T.ts, f, settings.state_db_url) + _scope_where(f, T.index_name, T.prompt_name, T.prompt_version)
     state.require_schema(settings.state_db_url)
     with state.session_scope(settings.state_db_url) as s:
         rows = [{"trace_id": t.trace_id, "ts": _utc_iso(t.ts), "index": t.index_name,

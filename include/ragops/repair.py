@@ -55,10 +55,6 @@ class Repair:
     bad_chars: int = 0  # characters lost upstream (U+FFFD) or with no meaning (removed controls)
     length: int = 0  # characters of the text as given
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.repairs) or "replacement_chars_removed" in self.warnings
-
     def bad_share(self) -> float:
         """The "mostly broken" measure: bad characters over the text's length as given."""
         return self.bad_chars / max(self.length, 1)
