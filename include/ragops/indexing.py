@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -443,11 +444,19 @@ def process_batch(settings: Settings, run_id: str, batch_no: int, *, embedder: E
     return result
 
 
+@functools.lru_cache(maxsize=4)
+def _ingest_checker(name: str, backend: str) -> Any:
+    """One checker per process: ``embedding`` and ``combined`` load the model, not once per batch."""
+    from ragops.safety.toxicity import make_checker
+
+    return make_checker(name, backend=backend)
+
+
 def _toxicity_findings(checker_name: str, backend: str, parsed: list[tuple[dict[str, Any], Any]]) -> list[dict[str, Any]]:
     """Warning findings for documents with a toxic sentence (ragops.safety.toxicity); indexed, and listed."""
-    from ragops.safety.toxicity import flag_documents, make_checker
+    from ragops.safety.toxicity import flag_documents
 
-    checker = make_checker(checker_name, backend=backend)
+    checker = _ingest_checker(checker_name, backend)
     found = flag_documents([(d.doc_id, f"{d.title}\n{d.text}") for _, d in parsed], checker)
     origin = {d.doc_id: it["origin"] for it, d in parsed}
     return [{"doc_id": f["doc_id"], "origin": origin[f["doc_id"]], "findings": [{
