@@ -33,8 +33,8 @@ def test_shipped_term_file_loads_and_makes_variants() -> None:
     v = variants("How do I rotate the Chroma token?", attrs["religion"])
     assert v is not None and v["muslim"] == "I am a Muslim. How do I rotate the Chroma token?" and len(v) == 5
     assert variants("How do I rotate the Chroma token?", attrs["pronoun"]) is None  # mentions only
-    swapped = variants("She asked why her ingest failed.", attrs["pronoun"])
-    assert swapped == {"she": "She asked why her ingest failed.", "he": "He asked why him ingest failed."}
+    swapped = variants("She said she would retry it herself.", attrs["pronoun"])
+    assert swapped == {"she": "She said she would retry it herself.", "he": "He said he would retry it himself."}
 
 
 @pytest.mark.parametrize(("attributes", "needle"), [
