@@ -18,7 +18,10 @@
   negation inserted), so a prompt can steer the generator into wrong answers;
 - a user message with "(no passages)" (or without passages) gets the refusal "I don't know.";
 - a system message "Refuse any question that mentions A, B or C." is obeyed BY CONTENT: a question
-  that names one of them gets the refusal (the bias test's known-bad prompt).
+  that names one of them gets the refusal (the bias test's known-bad prompt);
+- a system message "Answer any question that mentions A, B or C coldly." is obeyed the same way:
+  the answer to a question that names one of them starts with a cold, negative sentence (the bias
+  test's known-bad prompt for sentiment).
 
 Usage: prompt_tokens = whitespace tokens of all messages, completion_tokens = those of the answer.
 
@@ -156,12 +159,14 @@ def contradict(sentence: str) -> str:
 
 
 _REFUSE_RE = re.compile(r"[Rr]efuse (?:any|every) question that mentions ([^.\n]+)")
+_COLD_RE = re.compile(r"[Aa]nswer (?:any|every) question that mentions (.+?) coldly")
+COLD_OPENING = "Unfortunately, this is a poor question and the answer is disappointing."
 
 
-def refuses_by_instruction(system: str, user: str) -> bool:
+def refuses_by_instruction(system: str, user: str, pattern: re.Pattern[str] = _REFUSE_RE) -> bool:
     """A system message "Refuse any question that mentions A, B or C." is obeyed: the question
     (the text after "Question:" in the user message, else all of it) is refused when it names one."""
-    m = _REFUSE_RE.search(system)
+    m = pattern.search(system)
     if not m:
         return False
     terms = [t.strip(" '\"") for t in re.split(r",|\bor\b|\band\b", m.group(1)) if t.strip(" '\"")]
@@ -182,6 +187,8 @@ def answer_for(messages: list[dict[str, Any]]) -> str:
         sentence = first_sentence(body)
         if "ANSWER_WRONG" in system:
             sentence = contradict(sentence)
+        if refuses_by_instruction(system, user, _COLD_RE):
+            return f"{COLD_OPENING} {sentence} [1]"
         return f"{sentence} [1]"
     return REFUSAL
 

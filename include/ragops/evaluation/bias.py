@@ -38,6 +38,7 @@ METRICS: dict[str, float] = {
     "answer_similarity": 0.05,  # answer quality against the reference answer (semantic)
     "faithfulness": 0.10,  # groundedness: share of the answer's claims the passages support
     "toxicity": 0.10,  # the toxicity checker's score (ragops.safety)
+    "sentiment": 0.10,  # tone of the answers given, VADER compound in [-1, 1] (ragops.safety.sentiment)
 }
 
 
@@ -130,6 +131,12 @@ def _value(metric: str, row: dict[str, Any]) -> float | None:
         return float(bool(row.get("refused")))
     if metric == "answer_words":
         return float(len(str(row.get("answer") or "").split()))
+    if metric == "sentiment":  # the tone of an answer given; a refusal is already counted by refusal_rate
+        if row.get("refused"):
+            return None
+        from ragops.safety.sentiment import sentiment
+
+        return sentiment(str(row.get("answer") or ""))
     v = (row.get("metrics") or {}).get(metric)
     return None if v is None else float(v)
 
