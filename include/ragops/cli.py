@@ -564,6 +564,11 @@ def cmd_eval_bias(args: argparse.Namespace) -> int:
     if args.output:
         with open(str(_path_arg(args.output)), "w", encoding="utf-8") as fh:
             fh.write(json.dumps(result, indent=2, default=str))
+    if args.html:
+        from ragops.evaluation.bias_report import write_bias_report
+
+        page = write_bias_report(result, str(_path_arg(args.html)))
+        print(f"bias report (tables per attribute): {page}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         _print_json(result)
     else:
@@ -1155,6 +1160,8 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--attributes", help="comma-separated attributes of the term file (default: all)")
     bi.add_argument("--limit", type=int, default=20, help="answerable questions used (default 20; 0 = all)")
     bi.add_argument("-o", "--output", help="write the full result as JSON to this file")
+    bi.add_argument("--html", metavar="FILE", help="write the tables per attribute (group, n, each metric's mean, "
+                                                   "gap and interval, verdict) as a standalone HTML report")
     bi.add_argument("--json", action="store_true")
     bi.set_defaults(fn=cmd_eval_bias)
     tx = ev.add_parser("toxicity", help="detection per category and false alarms of the toxicity checkers on a "

@@ -313,7 +313,8 @@ def page_filters(since: Annotated[str | None, Query(max_length=40)] = None,
                  audit: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                  drift: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                  history: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-                 traces: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> Any:
+                 traces: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+                 bias: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> Any:
     """The tables' filters and each table's offset, from the query (ragops.overview.Filters): a
     time range (a UTC date or ISO time), index, prompt (name or name@version), action."""
     from ragops.errors import RagopsError
@@ -327,7 +328,7 @@ def page_filters(since: Annotated[str | None, Query(max_length=40)] = None,
         raise HTTPException(status_code=400, detail="since must be before until (both in UTC)")
     return Filters(since=start, until=end, index=index or None, prompt=prompt or None, action=action or None,
                    per_page=per_page, offsets={"evals": evals, "audit": audit, "drift": drift, "history": history,
-                                               "traces": traces})
+                                               "traces": traces, "bias": bias})
 
 
 PageFilters = Annotated[Any, Depends(page_filters)]
@@ -382,6 +383,42 @@ async def api_trace(trace_id: Annotated[str, FPath(max_length=64)], user: User) 
     from ragops.overview import trace
 
     return _json(await _read(lambda: trace(_settings(), trace_id)))
+
+
+BIAS_ID = Annotated[str, FPath(max_length=64)]  # then checked against bias_report.TEST_ID (404, not quoted back)
+
+
+def _bias_test(test_id: str) -> dict[str, Any]:
+    from ragops.evaluation.bias_report import load_test, valid_test_id
+
+    if not valid_test_id(test_id):  # before anything is read; the refusal does not quote the id
+        raise HTTPException(status_code=404, detail="unknown bias test: a test id looks like "
+                                                    "bias-20261122T120000-0a1b2c; pick one from the page's Bias tests")
+    return load_test(_settings(), test_id)
+
+
+@app.get("/api/bias")
+async def api_bias_tests(user: User, f: PageFilters) -> JSONResponse:
+    """The kept bias tests (ragops eval bias), newest first, by time range, index and prompt, paged
+    (offset ``bias``)."""
+    from ragops.evaluation.bias_report import recent_tests
+
+    return _json(await _read(lambda: recent_tests(_settings(), f)))
+
+
+@app.get("/api/bias/{test_id}")
+async def api_bias_test(test_id: BIAS_ID, user: User) -> JSONResponse:
+    """One kept bias test: its whole result (per attribute the rows of every metric and group,
+    examples, the gate with ``--against``), its audit entry; no server paths."""
+    return _json(await _read(_bias_test, test_id))
+
+
+@app.get("/bias/{test_id}", response_class=HTMLResponse)
+async def bias_page(test_id: BIAS_ID, user: User) -> HTMLResponse:
+    """One kept bias test as tables: per attribute, a row per group, a column per metric."""
+    from ragops.airflow.llmops_html import render_bias
+
+    return HTMLResponse(render_bias(await _read(_bias_test, test_id)))
 
 
 @app.get("/audit/{entry_id}", response_class=HTMLResponse)
@@ -459,6 +496,7 @@ async def api_production(user: User, days: Annotated[int, Query(ge=1, le=90)] = 
 @app.get("/", response_class=HTMLResponse)
 async def page(user: User, f: PageFilters) -> HTMLResponse:
     from ragops.airflow.llmops_html import render_page
+    from ragops.evaluation.bias_report import recent_tests
     from ragops.overview import overview, production_daily
     from ragops.production import review
     from ragops.production.versions import production_view
@@ -468,12 +506,13 @@ async def page(user: User, f: PageFilters) -> HTMLResponse:
         production = production_view(s)
         production["daily"] = production_daily(s, production["days"], f)
         return (overview(s, f), {"pending": review.pending_count(s, f.index),
-                                 "items": review.queue(s, f.index, limit=PAGE_REVIEWS)}, production)
+                                 "items": review.queue(s, f.index, limit=PAGE_REVIEWS)}, production,
+                recent_tests(s, f))
 
-    data, queue, production = await _read(read)
+    data, queue, production, bias = await _read(read)
     dags = await asyncio.to_thread(_dag_states)
     return HTMLResponse(render_page(data, getattr(user, "get_name", lambda: "")(), dags, review=queue,
-                                    production=production))
+                                    production=production, bias=bias))
 
 
 def _dag_states() -> dict[str, dict[str, Any]]:

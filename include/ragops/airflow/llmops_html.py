@@ -567,7 +567,8 @@ def _audit(data: list[dict[str, Any]], filters: dict[str, Any] | None = None,
            page: dict[str, Any] | None = None) -> str:
     rows = [[_ts(a["at"]), _who(a["actor"]), _pill(a["action"], ""), esc(a["index"] or ""),
              (f"<a href='audit/{esc(a['id'])}' class='audit-evidence'>evidence</a>" if a.get("id") is not None
-              else "") + (" · " + _links(a.get("links")) if a.get("links") else "")] for a in data]
+              else "") + (" · " + _bias_link(a) if _bias_link(a) else "")
+             + (" · " + _links(a.get("links")) if a.get("links") else "")] for a in data]
     return ("<h2 id='audit'>Audit log</h2>" + _table(
         ["when", "who", "action", "index", "evidence and what it concerns"], rows,
         empty="No audit entries match the filters: clear them; entries appear when an index is built or swapped, a "
@@ -738,6 +739,83 @@ def _production(data: dict[str, Any] | None) -> str:
     return "".join(out)
 
 
+BIAS_STATUS = {"flagged": ("gap beyond noise", "failed"), "no_gap": ("no gap beyond noise", "ok"),
+               "not_applicable": ("not applicable", "warn")}
+
+
+def _bias_status(status: Any) -> str:
+    text, cls = BIAS_STATUS.get(str(status), (str(status or "?"), ""))
+    return _pill(text, cls)
+
+
+def _bias_gate_cell(gate: dict[str, Any] | None) -> str:
+    if not gate:
+        return "<span class='muted'>–</span>"
+    verdict = _pill("passed", "ok") if gate.get("passed") is True else _pill("failed", "failed")
+    return (f"<span title='{esc(gate.get('reason') or '')}'>{verdict} against {esc(gate.get('against') or '?')}</span>")
+
+
+def _bias_tests(data: dict[str, Any] | None, filters: dict[str, Any] | None = None) -> str:
+    """Recent counterfactual bias tests (``bias_tested`` audit entries), newest first, each linking
+    its tables (``bias/<test id>``)."""
+    rows = []
+    for t in (data or {}).get("rows") or []:
+        tid = t.get("test_id")
+        link = (_sid(tid, f"bias/{tid}", "bias-test") if tid else "<span class='muted'>no test id</span>")
+        flagged = int(t.get("flagged") or 0)
+        rows.append([_ts(t.get("at")), link, esc(t.get("prompt") or "?"), esc(t.get("index") or "–"),
+                     _bias_status(t.get("status")),
+                     f"<span class='{'bad' if flagged else ''}'>{flagged}</span>", _bias_gate_cell(t.get("gate")),
+                     esc(f"{t.get('questions', '?')} / {t.get('answers', '?')}"), _who(t.get("actor") or "")])
+    return ("<h2 id='bias'>Bias tests</h2><p class='muted'>Counterfactual bias tests (<code>ragops eval bias</code>): "
+            "each question asked as different people with the same passages; per attribute a table of the groups' "
+            "gaps with intervals. Newest first; times in UTC; they follow the time, index and prompt filters.</p>"
+            + _table(["when", "test", "prompt", "index", "status", "flagged gaps", "gate", "questions / answers",
+                      "who"], rows,
+                     empty="No bias tests match the filters: run <code>ragops eval bias --prompt NAME@V</code> (add "
+                           "<code>--against NAME@production</code> for the gate rule); each test is kept and listed "
+                           "here with its tables.",
+                     ids=[f"bias-{t.get('test_id')}" for t in (data or {}).get("rows") or []])
+            + _pager(data, "bias", filters or {}, "bias"))
+
+
+def _bias_head() -> str:
+    from ragops.evaluation.bias_report import BIAS_CSS
+
+    return f"<style>{BIAS_CSS}</style>"
+
+
+def render_bias(t: dict[str, Any]) -> str:
+    """One kept bias test (ragops.evaluation.bias_report.load_test): its tables, the way back, its
+    audit entry and the prompt's history."""
+    from ragops.evaluation.bias_report import bias_tables_html
+
+    tid = t.get("test_id") or "?"
+    prompt = str(t.get("prompt") or "")
+    pname = prompt.partition("@")[0]
+    audit = t.get("audit") or {}
+    links = ["<a href='../#bias' class='back-to-bias'>← LLMOps bias tests</a>"]
+    if audit.get("id") is not None:
+        links.append(f"<a href='../audit/{esc(audit['id'])}' class='bias-audit'>its audit entry</a>")
+    if pname:
+        links.append(f"<a href='../?{esc(_q({'prompt': pname}))}#prompt-{esc(pname)}'>history of {esc(pname)}</a>")
+    meta = (f"<p class='muted'>{_ts(audit.get('at'))} · {_who_up(audit.get('actor') or '', '../')}</p>"
+            if audit else "")
+    body = (f"<p>{' · '.join(links)}</p><h1>Bias test {_sid(tid)}</h1>{meta}" + bias_tables_html(t))
+    return _frame(f"ragops bias test {tid}", body, _bias_head())
+
+
+def _bias_link(a: dict[str, Any], up: str = "") -> str:
+    """The tables of a ``bias_tested`` audit entry (its test id, checked against the id pattern)."""
+    from ragops.evaluation.bias_report import valid_test_id
+
+    detail = a.get("detail")
+    tid = detail.get("test_id") if isinstance(detail, dict) else None
+    if a.get("action") != "bias_tested" or not valid_test_id(tid):
+        return ""
+    return f"<a href='{esc(up)}bias/{esc(tid)}' class='to-bias'>bias tables of {esc(tid)}</a>"
+
+
 CHART_HEAD = ("<link rel='stylesheet' href='static/uPlot.min.css'><script src='static/uPlot.iife.min.js'></script>"
               "<script src='static/charts.js'></script>")  # vendored uPlot 1.6.32 (MIT) and our charts
 
@@ -750,17 +828,19 @@ def _frame(title: str, body: str, head: str = "") -> str:
 
 
 def render_page(data: dict[str, Any], user: str, dags: dict[str, dict[str, Any]] | None = None,
-                review: dict[str, Any] | None = None, production: dict[str, Any] | None = None) -> str:
+                review: dict[str, Any] | None = None, production: dict[str, Any] | None = None,
+                bias: dict[str, Any] | None = None) -> str:
     """``review``: {pending, items} of ragops.production.review; ``production``:
-    ragops.production.versions.production_view."""
+    ragops.production.versions.production_view; ``bias``: ragops.evaluation.bias_report.recent_tests."""
     nav = ("<nav><a href='#indexes'>Indexes</a><a href='#prompts'>Prompts</a><a href='#evals'>Evaluations</a>"
-           "<a href='#production'>Production</a><a href='#review'>Review queue</a>"
+           "<a href='#bias'>Bias tests</a><a href='#production'>Production</a><a href='#review'>Review queue</a>"
            "<a href='#drift'>Drift</a><a href='#quarantine'>Quarantine</a><a href='#audit'>Audit log</a>"
            f"<span class='muted'>signed in as {esc(user)}</span></nav>")
     filters, pages = data.get("filters") or {}, data.get("pages") or {}
     body = (f"<h1>ragops LLMOps</h1>{nav}{_strip(data.get('status'), dags or {})}{_paused(dags or {})}"
             f"{_filters_form(data)}{_indexes(data['indexes'])}{_prompts(data['prompts'], filters)}"
-            f"{_evals(data['eval'], filters, pages.get('evals'))}{_production(production)}{_review(review)}"
+            f"{_evals(data['eval'], filters, pages.get('evals'))}{_bias_tests(bias, filters)}"
+            f"{_production(production)}{_review(review)}"
             f"{_drift(data['drift'], [i['name'] for i in data['indexes']], filters, pages.get('drift'))}"
             f"{_quarantine(data['quarantine'])}{_audit(data['audit'], filters, pages.get('audit'))}")
     return _frame("ragops LLMOps", body, CHART_HEAD)
@@ -1032,6 +1112,7 @@ def render_audit_entry(a: dict[str, Any]) -> str:
             f"{esc(a['action'])}</h1><p>{_ts(a['at'])} · {_who_up(a.get('actor') or '', '../')} · index "
             f"{esc(a.get('index') or '–')}</p>"
             + (f"<p class='concerns'>concerns: {_links(a.get('links'), '../')}</p>" if a.get("links") else "")
+            + (f"<p class='bias-tables'>{_bias_link(a, '../')}</p>" if _bias_link(a) else "")
             + "<h2>Evidence</h2>" + _evidence_tables(a.get("detail") or {}))
     return _frame(f"ragops audit {a['id']}", body)
 
@@ -1048,8 +1129,34 @@ def render_prompt_event(e: dict[str, Any]) -> str:
             f"<p>{_ts(e['at'])} · alias {esc(e['alias'])} · {_who_up(e.get('actor') or '', up)}</p>"
             f"<p><b>why</b>: {esc(e.get('reason') or '')}</p>"
             f"<p class='concerns'>{_links(e.get('links'), up)}{gate}</p>"
-            "<h2>Gate evidence</h2>" + _evidence_tables(e.get("evidence") or {}))
-    return _frame(f"ragops {e['prompt']} history {e['id']}", body)
+            "<h2>Gate evidence</h2>" + _evidence_tables({k: v for k, v in (e.get("evidence") or {}).items()
+                                                          if k != "bias"})
+            + _gate_bias(e, up))
+    return _frame(f"ragops {e['prompt']} history {e['id']}", body, _bias_head())
+
+
+def _gate_bias(e: dict[str, Any], up: str) -> str:
+    """The gate's bias rule: the candidate's and production's tables when the evidence holds both
+    results (``bias``: {candidate, production}); when it holds only the bias check's verdict, where
+    to see the tables."""
+    from ragops.evaluation.bias_report import bias_tables_html
+
+    ev = e.get("evidence") or {}
+    bias = ev.get("bias")
+    if isinstance(bias, dict) and any(isinstance(bias.get(k), dict) for k in ("candidate", "production")):
+        out = ["<h2 id='gate-bias'>Bias (counterfactual)</h2>"]
+        for label in ("candidate", "production"):
+            if isinstance(bias.get(label), dict):
+                out.append(f"<h3 class='bias-{label}'>{esc(label)}</h3>" + bias_tables_html(bias[label], level=4))
+        return "".join(out)
+    checks = [c for c in ev.get("checks") or [] if isinstance(c, dict) and c.get("kind") == "bias"]
+    if not checks:
+        return ""
+    pname = str(e.get("prompt") or "")
+    return ("<h2 id='gate-bias'>Bias (counterfactual)</h2><p class='empty'>This gate evidence keeps the bias "
+            "check's verdict (in the checks above), not the per-group tables. To see them, run <code>ragops eval bias "
+            f"--prompt {esc(pname)}@{esc(e.get('to') or 'V')} --against {esc(pname)}@production</code>; "
+            f"the <a href='{esc(up)}?{esc(_q({'prompt': pname}))}#bias'>bias tests of {esc(pname)}</a> list it.</p>")
 
 
 def _v(version: Any) -> str:
