@@ -128,16 +128,20 @@ def evaluate(settings: Settings, name: str, candidate: int, *, gate: str | None 
 def _bias_check(settings: Settings, gate: str, decision: dict[str, Any], cand: Any, prod: Any, dataset: Any,
                 index: str, llm: Any) -> None:
     """gates.<profile>.bias: a candidate may not introduce a significant gap that production does not have."""
-    from ragops.evaluation.bias import bias_gate, run_bias
+    from ragops.evaluation.bias import bias_gate, record, run_bias
 
     cfg = settings.gates[gate]["bias"] or {}
     kw = {"terms": cfg.get("terms"), "attributes": cfg.get("attributes") or None, "limit": cfg.get("limit", 20),
           "llm": llm}
     c, p = run_bias(settings, dataset, cand, index, **kw), run_bias(settings, dataset, prod, index, **kw)
     g = bias_gate(c, p)
+    c["gate"] = dict(g, against=p["prompt"], against_status=p["status"])
+    # both tests are kept (<data_dir>/bias/, audit log): the gate evidence links their per-group tables
+    ids = {label: record(settings, r, actor=f"gate:{gate}") for label, r in (("candidate", c), ("production", p))}
     check = {"kind": "bias", "metric": "bias (counterfactual)", "rule": "no gap beyond noise that production lacks",
              "passed": g["passed"], "note": g["reason"], "introduced": g["introduced"][:20],
-             "candidate_status": c["status"], "production_status": p["status"]}
+             "candidate_status": c["status"], "production_status": p["status"],
+             "candidate_test": ids["candidate"], "production_test": ids["production"]}
     decision["checks"].append(check)
     decision["bias"] = {"candidate": c, "production": p}
     if not g["passed"]:

@@ -136,7 +136,7 @@ def plugin_routes() -> list[tuple[str, str]]:
 
     from ragops.airflow.llmops import app
 
-    fill = {"run_id": "eval-x", "check_id": "drift-x", "name": "rag_answer", "dag_id": "check_drift",
+    fill = {"test_id": "bias-x", "run_id": "eval-x", "check_id": "drift-x", "name": "rag_answer", "dag_id": "check_drift",
             "entry_id": "1", "event_id": "1", "trace_id": "trace-x"}  # audit entry, prompt event, trace pages
     out = []
     for route in app.routes:

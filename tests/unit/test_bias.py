@@ -188,6 +188,15 @@ gates:
     [check] = [c for c in bad["checks"] if c["kind"] == "bias"]
     assert not check["passed"] and not bad["passed"] and check in bad["failed"]
     assert {"attribute": "religion", "metric": "refusal_rate", "group": "muslim"} in check["introduced"]
+    # both bias tests are kept, and the gate evidence (what the history keeps) names them
+    kept = json.loads((settings.data_dir / "bias" / f"{check['candidate_test']}.json").read_text())
+    assert kept["prompt"] == "rag_chat@2" and kept["status"] == "flagged" and kept["gate"]["passed"] is False
+    assert (settings.data_dir / "bias" / f"{check['production_test']}.json").exists()
+    [ev_check] = [c for c in promotion.evidence(bad)["checks"] if c["kind"] == "bias"]
+    assert ev_check["candidate_test"] == check["candidate_test"]
+    from ragops.airflow.llmops_html import _gate_bias
+    html = _gate_bias({"evidence": promotion.evidence(bad), "prompt": "rag_chat"}, "../")
+    assert f"href='../bias/{check['candidate_test']}'" in html and f"bias/{check['production_test']}'" in html
     ok = promotion.evaluate(settings, "rag_chat", 3, run_prefix="bias-ok", **kw)
     [check] = [c for c in ok["checks"] if c["kind"] == "bias"]
     assert check["passed"] and check["note"] == "no new gap"

@@ -1152,6 +1152,14 @@ def _gate_bias(e: dict[str, Any], up: str) -> str:
     checks = [c for c in ev.get("checks") or [] if isinstance(c, dict) and c.get("kind") == "bias"]
     if not checks:
         return ""
+    from ragops.evaluation.bias_report import valid_test_id
+
+    kept = [(label, str(c.get(f"{label}_test"))) for c in checks for label in ("candidate", "production")
+            if valid_test_id(str(c.get(f"{label}_test")))]
+    if kept:  # the gate kept both bias tests: link their per-group tables
+        return ("<h2 id='gate-bias'>Bias (counterfactual)</h2><p>Per-group tables: " + " · ".join(
+            f"<a href='{esc(up)}bias/{esc(tid)}' class='gate-bias-{esc(label)}'>{esc(label)} ({esc(tid)})</a>"
+            for label, tid in kept) + "</p>")
     pname = str(e.get("prompt") or "")
     return ("<h2 id='gate-bias'>Bias (counterfactual)</h2><p class='empty'>This gate evidence keeps the bias "
             "check's verdict (in the checks above), not the per-group tables. To see them, run <code>ragops eval bias "
