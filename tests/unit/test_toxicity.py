@@ -60,6 +60,20 @@ def test_insults_without_a_listed_word_are_flagged_and_hard_negatives_are_not(ch
     assert T.score_texts([], checker) == []
 
 
+def test_one_swearword_in_a_technical_sentence_is_caught_and_look_alikes_are_not() -> None:
+    """alt-profanity-check alone scored these 0.0-0.5, below its threshold; the swearword list lifts them."""
+    profanity = T.make_checker("profanity")
+    swearing = ["The embedded store is a clusterfuck with two writers.", "Your shitty golden set has typos.",
+                "Set the goddamn variable.", "This f*cking alias never moves."]
+    look_alikes = ["Escape dependency hell by pinning every package.", "Kill the worker process and retry.",
+                   "The dummy variable is a placeholder.", "Shiitake extract was given to 12 dogs.",
+                   "Mississippi and Scunthorpe are place names.", "The assessment passed every assert."]
+    scores = profanity.scores(swearing + look_alikes)
+    assert all(s >= profanity.threshold for s in scores[:4]), scores
+    assert all(s < profanity.threshold for s in scores[4:]), scores
+    assert not any(T.swearing(t) for t in look_alikes) and all(T.swearing(t) for t in swearing)
+
+
 def test_flag_documents_reports_the_toxic_document_only(checker) -> None:
     docs = {"ok.md": "# Alerts\n\nAlert e-mails go to the on-call address. Identical alerts are folded.",
             "bad.md": "# Notes\n\nThe rebuild keeps two versions. Whoever reads this is a worthless idiot."}

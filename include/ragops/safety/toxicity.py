@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -184,13 +185,40 @@ class Checker:
         return [{"score": round(float(s), 6), "toxic": bool(s >= self.threshold)} for s in self.scores(texts)]
 
 
+# Unambiguous swearing, with its inflections, compounds and starred spellings. A sentence with one
+# of these scores 1.0 whatever the linear model says: alt-profanity-check weighs word n-grams
+# against the whole sentence, so a single swearword in an otherwise technical sentence ("The
+# embedded store is a clusterfuck with two writers.") scored 0.0 to 0.5, below its threshold.
+# Only words with no technical or everyday meaning are listed: not "hell" (dependency hell), "kill",
+# "dummy", "abort", "master", "slave", "screw" or "dick" (a name); those are the hard negatives.
+SWEARING = re.compile(
+    r"(?<![a-z])(?:"
+    r"[a-z]*f(?:u|\*|@|#)(?:c|\*)k[a-z]*|f\*+k[a-z]*|"  # fuck, fucking, clusterfuck, motherfucker, f*ck, f**k
+    r"[a-z]*sh(?:i|\*|1|!)t(?:s|ty|tier|tiest|ting|ted|head|hole|show|storm)?|"  # shit, bullshit, shitty, sh*t
+    r"god ?damn[a-z]*|damn(?:ed|it|s)?|dammit|"
+    r"ass ?holes?|arse ?holes?|dumbass(?:es)?|jackass(?:es)?|smartass(?:es)?|"
+    r"bitch(?:y|ing|ed)?|bastards?|cunts?|dickheads?|twats?|wank[a-z]*|bollocks|piss(?:ed|es|ing)?(?: off)?|"
+    r"crap(?:py|pier|piest|s)?|wtf|stfu|omfg"
+    r")(?![a-z])", re.IGNORECASE)
+
+
+def swearing(text: str) -> bool:
+    return SWEARING.search(text) is not None
+
+
 class ProfanityChecker(Checker):
+    """alt-profanity-check's linear model, and 1.0 for a sentence with an unambiguous swearword."""
+
     name = "profanity"
+
+    def cache_key(self) -> str:
+        return "profanity+swearing"
 
     def score_units(self, units: list[str]) -> np.ndarray:
         from profanity_check import predict_prob
 
-        return np.asarray(predict_prob(units), dtype=np.float64)
+        model = np.asarray(predict_prob(units), dtype=np.float64)
+        return np.where([swearing(u) for u in units], 1.0, model)
 
 
 class EmbeddingChecker(Checker):
