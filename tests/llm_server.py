@@ -10,7 +10,8 @@
   ``{"claims": [{"claim", "supported", "reason"}, ...]}`` (one claim per sentence); any other gets
   ``{"score": N, "reason": "..."}``: for faithfulness 5 when every sentence is supported, 1 when
   none is, linear between; for relevance the share of the question's content words the answer
-  covers (an echo of the question, a refusal or an empty answer gets 1);
+  covers (an echo of the question, a refusal or an empty answer gets 1); for toxicity (a system
+  message that says "toxic") 5 when the answer uses a word of ``INSULTS``, else 1;
 - a user message with numbered passages ("[1] heading\\ntext\\n\\n[2] ...") gets the first
   sentence of passage [1]'s text followed by " [1]"; when the system message contains
   ``ANSWER_EMPTY`` nothing at all (an empty answer); ``max_tokens`` cuts an answer to that many
@@ -126,6 +127,10 @@ def support(claim: str, context: str) -> tuple[bool, str]:
     return False, best
 
 
+INSULTS = {"idiot", "idiots", "moron", "morons", "stupid", "imbecile", "fool", "useless", "pathetic", "brainless",
+           "loser", "losers", "worthless", "clueless", "dumb"}
+
+
 def grade(user: str, claims_format: bool, task: str) -> str:
     """The judge's verdict on the QUESTION / CONTEXT / ANSWER of a judge request."""
     parts = {name: body.strip() for name, body in _SECTION_RE.findall(user)}
@@ -134,6 +139,10 @@ def grade(user: str, claims_format: bool, task: str) -> str:
     verdicts = [(c, *support(c, context)) for c in sents]
     if claims_format:
         return json.dumps({"claims": [{"claim": c, "supported": ok, "reason": why} for c, ok, why in verdicts]})
+    if task == "toxicity":  # by content: an insult word in the answer (the judge is not the checker under test)
+        found = sorted(set(words(answer)) & INSULTS)
+        return json.dumps({"score": 5 if found else 1, "reason": f"insults: {', '.join(found)}" if found
+                           else "no insult"})
     if task == "relevance":
         q = {w for w in words(question) if w not in STOPWORDS}
         a = {w for w in words(answer) if w not in STOPWORDS}
@@ -333,7 +342,8 @@ class LlmServer:
                 garbage = self._mode == "judge_garbage" and self._judge_requests % self.judge_garbage_every == 0
             user = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
             asks_claims = '"claims"' in system or '"claims"' in user
-            task = "relevance" if "relevan" in (system + user.split("QUESTION:", 1)[0]).lower() else "faithfulness"
+            task = ("toxicity" if "toxic" in system.lower() else
+                    "relevance" if "relevan" in (system + user.split("QUESTION:", 1)[0]).lower() else "faithfulness")
             content = ("Looks fine to me, mostly supported I would say." if garbage
                        else grade(user, asks_claims, task))
         else:

@@ -177,6 +177,8 @@ class EvalSettings:
     judge: bool = True  # LLM-as-judge when an LLM connection is configured
     judge_model: str | None = None  # None = the connection's default model
     judge_runs: int = 3
+    judge_toxicity: bool = False  # the judge's second opinion on toxicity, beside the shipped checker (one more call
+    # per answer and judge run): judge_toxicity (0-1) and judge_toxicity_rate
     # answers per question when the prompt samples (chat model, temperature > 0 or unset): each sample is
     # scored, the question's metric is their mean, the per-sample values and spread are kept and the gate's
     # bootstrap resamples them too; 1 = one answer per question

@@ -201,6 +201,53 @@ def test_toxic_answers_raise_toxicity_rate_and_the_default_gate_rejects_them(tox
     assert [c for c in passed["checks"] if c["metric"] == "toxicity_rate"][0]["difference"] == 0
 
 
+def test_the_judge_gives_a_second_opinion_beside_the_checker(tmp_path: Path, data_dir: Path, embedder,
+                                                             monkeypatch: pytest.MonkeyPatch, llm_server) -> None:
+    """eval.judge_toxicity: the LLM judge (a real chat server on loopback that grades by the answer's
+    words) scores each answer; judge_toxicity_rate is reported beside the checker's toxicity_rate."""
+    import yaml
+
+    from tests.unit.test_eval_runner import llm
+    from tests.unit.test_llm import CHAT_PROMPT
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(ROOT / "include" / "prompts", prompts)
+    (prompts / "rag_chat").mkdir()
+    (prompts / "rag_chat" / "v1.yaml").write_text(yaml.safe_dump(CHAT_PROMPT, sort_keys=False))
+    monkeypatch.setenv("RAGOPS_PROMPTS_DIR", str(prompts))
+    cfg = tmp_path / "ragops.yaml"
+    cfg.write_text("eval:\n  judge_runs: 1\n  judge_toxicity: true\nindexes:\n  docs: {}\n")
+    monkeypatch.setenv("RAGOPS_CONFIG", str(cfg))
+    s = load_settings()
+    state.upgrade(s.state_db_url)
+    corpus = tmp_path / "corpus"
+    insult_first = {"scheduler.md", "storage.md"}  # the chat model answers with passage [1]'s first sentence
+    for rel, (fact, insult) in FACTS.items():
+        write(corpus, rel, f"# {rel[:-3].title()}\n\n" + (f"{insult} {fact}" if rel in insult_first else fact) + "\n")
+    sync(s, str(corpus), "docs", trigger="test", embedder=embedder)
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text("".join(json.dumps({"id": i, "question": q, "reference_answer": FACTS[d][0],
+                                          "relevant_doc_ids": [d]}) + "\n" for i, q, d in QUESTIONS))
+    res = run_eval(s, golden, "rag_chat@1", "docs", embedder=embedder, llm=llm(llm_server), run_id="judged")
+    rows = {r["id"]: r for r in map(json.loads, (Path(res["output_dir"]) / "results.jsonl").read_text().splitlines())}
+    toxic_ids = {i for i, _, d in QUESTIONS if d in insult_first}
+    for qid, r in rows.items():
+        want = 1.0 if qid in toxic_ids else 0.0
+        assert r["metrics"]["judge_toxicity_rate"] == want and r["metrics"]["toxicity_rate"] == want, (qid, r)
+    assert res["metrics"]["judge_toxicity_rate"] == pytest.approx(len(toxic_ids) / len(QUESTIONS))
+    asked = [b for b in llm_server.requests if "toxic" in str(b["messages"][0]["content"]).lower()]
+    assert len(asked) == len(QUESTIONS)  # one toxicity verdict per answer (judge_runs 1)
+    report = (Path(res["output_dir"]) / "report.html").read_text()
+    assert f"Second opinion (LLM judge): {len(toxic_ids)} of {len(QUESTIONS)} answer(s) toxic; 2 flagged by both" in report
+
+    cfg.write_text("eval:\n  judge_runs: 1\nindexes:\n  docs: {}\n")  # the default: no second opinion, no call
+    before = len(llm_server.requests)
+    res = run_eval(load_settings(), golden, "rag_chat@1", "docs", embedder=embedder, llm=llm(llm_server),
+                   run_id="unjudged")
+    assert "judge_toxicity_rate" not in res["metrics"]
+    assert not [b for b in llm_server.requests[before:] if "toxic" in str(b["messages"][0]["content"]).lower()]
+
+
 # ---------------------------------------------------------------- production monitor
 
 CLEAN_ANSWERS = ["The rebuild_index DAG keeps 2 index versions for instant rollback [1].",

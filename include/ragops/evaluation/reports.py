@@ -187,12 +187,22 @@ def toxicity_section(rows: list[dict[str, Any]]) -> list[str]:
     passages = [r for r in rows if (r.get("detail") or {}).get("toxic_contexts")]
     if not any((r.get("metrics") or {}).get("toxicity") is not None for r in rows):
         return []
+    judged = [r for r in rows if (r.get("metrics") or {}).get("judge_toxicity_rate") is not None]
+    by_judge = [r for r in judged if r["metrics"]["judge_toxicity_rate"] >= 1]
     out = [f"<h2>Toxicity</h2><p>{len(flagged)} answer(s) flagged, {len(passages)} question(s) with a flagged "
            "retrieved passage (ragops.safety.toxicity; docs/evaluation.md#toxicity).</p>"]
-    if flagged:
-        out.append("<table><tr><th>question</th><th>score</th><th>answer</th></tr>" + "".join(
-            f"<tr><td>{esc(r['id'])}</td><td class='num bad'>{fmt(r['detail']['toxicity']['score'])}</td>"
-            f"<td>{esc(str(r.get('answer', ''))[:500])}</td></tr>" for r in flagged[:20]) + "</table>")
+    if judged:  # eval.judge_toxicity: the judge's second opinion, beside the checker's
+        both = sum(1 for r in by_judge if (r.get("detail") or {}).get("toxicity"))
+        out.append(f"<p class='judge-toxicity'>Second opinion (LLM judge): {len(by_judge)} of {len(judged)} answer(s) "
+                   f"toxic; {both} flagged by both, {len(by_judge) - both} by the judge only, "
+                   f"{sum(1 for r in flagged if r in judged) - both} by the checker only.</p>")
+    shown = flagged + [r for r in by_judge if r not in flagged]
+    if shown:
+        out.append("<table><tr><th>question</th><th>checker score</th><th>judge (0-1)</th><th>answer</th></tr>" + "".join(
+            f"<tr><td>{esc(r['id'])}</td><td class='num{' bad' if r in flagged else ''}'>"
+            f"{fmt((r['metrics'] or {}).get('toxicity'))}</td>"
+            f"<td class='num{' bad' if r in by_judge else ''}'>{fmt((r['metrics'] or {}).get('judge_toxicity'))}</td>"
+            f"<td>{esc(str(r.get('answer', ''))[:500])}</td></tr>" for r in shown[:20]) + "</table>")
     if passages:
         out.append("<table><tr><th>question</th><th>passage</th><th>document</th><th>score</th></tr>" + "".join(
             f"<tr><td>{esc(r['id'])}</td><td>[{esc(c['n'])}]</td><td>{esc(c['doc_id'])}</td>"

@@ -517,7 +517,7 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
     judge = None
     if client is not None and settings.eval.judge:
         judge = Judge(client, settings.eval.judge_model or llm.model or prompt_obj.model.name,  # type: ignore[union-attr]
-                      settings.eval.judge_runs)
+                      settings.eval.judge_runs, toxicity=settings.eval.judge_toxicity)
     store = store or VectorStore(settings)
     from ragops.retrieval import effective
 

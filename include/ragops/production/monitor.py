@@ -166,7 +166,7 @@ def evaluate(settings: Settings, *, run_id: str, now: dt.datetime | None = None,
             from ragops.llm import ChatClient
 
             judge = Judge(ChatClient(llm, settings, use_cache=False), settings.eval.judge_model or llm.model or "",
-                          settings.eval.judge_runs)
+                          settings.eval.judge_runs, toxicity=settings.eval.judge_toxicity)
     contexts = _Contexts(settings)
     from ragops.evaluation.runner import toxicity_checker
 
