@@ -162,10 +162,14 @@ def read_source(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def chunk_record(chunker: Chunker, doc_id: str, record: dict[str, Any]) -> list[Any]:
-    """ragops' chunks of one SciFact record, exactly as ``process_batch`` makes them."""
+    """ragops' chunks of one SciFact record, exactly as ``process_batch`` makes them: parsed, then
+    repaired (ragops.repair: e.g. a Windows-1252 dash read as the C1 control U+0096 becomes "–"),
+    then split. Both systems are fed these chunks, and the stores are checked against them."""
+    from ragops.indexing import _repair
     from ragops.parsing import parse_record
 
-    return chunker.split(parse_record(doc_id, {"title": record.get("title"), "text": record["text"]}))
+    doc, _ = _repair(parse_record(doc_id, {"title": record.get("title"), "text": record["text"]}), "keep")
+    return chunker.split(doc)
 
 
 def expected_triples(source: Path, chunker: Chunker) -> Counter[Triple]:
