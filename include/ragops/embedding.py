@@ -88,6 +88,12 @@ class Embedder:
 
     @cached_property
     def tokenizer(self) -> Any:
+        """The model's tokenizer. For the exported backends it is :class:`FastTokenizer`, the same
+        ``tokenizer.json`` through the ``tokenizers`` library alone: transformers' AutoTokenizer
+        imports torch, which cost every ingest and evaluation process 231 MB of memory and seconds of
+        start-up only to count word pieces. Same ids and offsets (tests/unit/test_embedding_backends.py)."""
+        if self.settings.backend != "torch" and (self.path / "tokenizer.json").is_file():
+            return FastTokenizer(self.path)
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(str(self.path))
@@ -145,6 +151,59 @@ class Embedder:
         if len(texts) >= slice_size:  # a bulk encode; trimming after every query cost ms on a large heap
             _trim_heap()
         return out
+
+
+class FastTokenizer:
+    """A model's ``tokenizer.json`` called the way ragops calls a transformers tokenizer
+    (``tok(text or texts, add_special_tokens=, return_offsets_mapping=, padding=, truncation=,
+    max_length=, return_tensors="np")``), with the ``tokenizers`` library only.
+
+    The file's own truncation and padding (sentence-transformers saves 128 and a fixed 128) are
+    cleared, as transformers clears them, and set per call: truncation to ``max_length`` counts the
+    special tokens, padding pads to the longest text of the call."""
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._json = (path / "tokenizer.json").read_text(encoding="utf-8")
+        self._variants: dict[tuple[int | None, bool], Any] = {}
+        base = Tokenizer.from_str(self._json)
+        pad = "[PAD]"
+        cfg = path / "tokenizer_config.json"
+        if cfg.is_file():
+            pad = str(json.loads(cfg.read_text(encoding="utf-8")).get("pad_token") or pad)
+        pad_id = base.token_to_id(pad)
+        self._pad = (pad, 0 if pad_id is None else int(pad_id))
+
+    def _tokenizer(self, max_length: int | None, padding: bool) -> Any:
+        key = (max_length, padding)
+        if key not in self._variants:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_str(self._json)
+            tok.no_truncation()
+            tok.no_padding()
+            if max_length:
+                tok.enable_truncation(max_length)
+            if padding:
+                tok.enable_padding(pad_id=self._pad[1], pad_token=self._pad[0])
+            self._variants[key] = tok
+        return self._variants[key]
+
+    def __call__(self, text: str | list[str], add_special_tokens: bool = True, return_offsets_mapping: bool = False,
+                 padding: bool = False, truncation: bool = False, max_length: int | None = None,
+                 return_tensors: str | None = None, verbose: bool = True) -> dict[str, Any]:
+        single = isinstance(text, str)
+        texts = [text] if single else list(text)
+        tok = self._tokenizer(max_length if truncation else None, bool(padding))
+        encs = tok.encode_batch(texts, add_special_tokens=add_special_tokens)
+        out: dict[str, Any] = {"input_ids": [e.ids for e in encs], "token_type_ids": [e.type_ids for e in encs],
+                               "attention_mask": [e.attention_mask for e in encs]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [list(e.offsets) for e in encs]
+        if return_tensors == "np":
+            return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
+        return {k: v[0] for k, v in out.items()} if single else out
 
 
 BACKENDS = ("torch", "onnx", "openvino")

@@ -143,3 +143,34 @@ def test_pooling_of_either_sentence_transformers_format_is_read_and_others_refus
             _modules(tmp_path)
     else:
         assert _modules(tmp_path) == want
+
+
+def test_fast_tokenizer_gives_transformers_ids_offsets_and_batches_without_importing_torch() -> None:
+    """The exported backends tokenize with `tokenizers` alone; chunk boundaries and model inputs must
+    not move, so every call shape ragops makes is compared with transformers' tokenizer."""
+    from transformers import AutoTokenizer
+
+    from ragops.embedding import FastTokenizer, resolve_model_path
+
+    path = resolve_model_path("bundled:all-MiniLM-L6-v2")
+    fast, ref = FastTokenizer(path), AutoTokenizer.from_pretrained(str(path))
+    texts = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "include" / "corpus").rglob("*.md"))][:25]
+    texts += ["", "Café naïve – “quoted” 日本語 text\twith\u3000odd spaces", "word " * 400, "RAGOPS_HOME=/x [1]"]
+    for t in texts:
+        for kw in ({"add_special_tokens": False}, {"add_special_tokens": False, "return_offsets_mapping": True}):
+            got, want = fast(t, **kw), ref(t, verbose=False, **kw)
+            assert got["input_ids"] == want["input_ids"]
+            if "return_offsets_mapping" in kw:
+                assert [tuple(o) for o in got["offset_mapping"]] == [tuple(o) for o in want["offset_mapping"]]
+    batch = texts[:8] + texts[-4:]
+    got = fast(batch, padding=True, truncation=True, max_length=256, return_tensors="np")
+    want = ref(batch, padding=True, truncation=True, max_length=256, return_tensors="np")
+    for k in ("input_ids", "attention_mask", "token_type_ids"):
+        assert np.array_equal(got[k], want[k]), k
+    assert got["input_ids"].shape[1] == 256  # the long text was truncated, specials kept
+    # a fresh process that ingests with the default (onnx) backend never imports torch for tokenizing
+    code = ("import sys; from ragops.config import EmbeddingSettings; from ragops.embedding import Embedder; "
+            "e = Embedder(EmbeddingSettings(backend='onnx')); e.tokenizer('a text', add_special_tokens=False); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
