@@ -182,6 +182,8 @@ def child_main(argv: list[str]) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--allow-duplicates", action="store_true",
                         help="set quality.max_duplicate_text_share=1 (the repeated corpus is duplicates by design)")
+    parser.add_argument("--export-only", action="store_true",
+                        help="only load the embedder, so that the backend's export is written under --data-dir")
     args = parser.parse_args(argv)
     H.setup_logging(args.verbose, log)
     inherited = H.maxrss_kib()
@@ -189,6 +191,9 @@ def child_main(argv: list[str]) -> int:
     if args.allow_duplicates:
         settings = settings.replace(quality=dataclasses.replace(settings.quality, max_duplicate_text_share=1.0))
     embedder, load_s = H.warm_embedder(settings)
+    if args.export_only:
+        H.write_json(args.out, {"export_s": round(load_s, 3), "ru_maxrss_kib": H.maxrss_kib()})
+        return 0
     rss_ready = H.proc_status_kib("VmRSS")
     seconds, summary = timed_sync(settings, args.corpus, embedder)
     docs, chunks = state_counts(settings)
@@ -200,10 +205,23 @@ def child_main(argv: list[str]) -> int:
     return 0
 
 
-def run_child(corpus: Path, data_dir: Path, out: Path, verbose: bool, allow_duplicates: bool = False) -> dict[str, Any]:
+def run_child(corpus: Path, data_dir: Path, out: Path, verbose: bool, allow_duplicates: bool = False,
+              export_only: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, str(SCRIPT), CHILD_COMMAND, "--corpus", str(corpus), "--data-dir", str(data_dir),
-           "--out", str(out)] + (["--verbose"] if verbose else []) + (["--allow-duplicates"] if allow_duplicates else [])
+           "--out", str(out)] + (["--verbose"] if verbose else []) + (["--allow-duplicates"] if allow_duplicates else []) \
+        + (["--export-only"] if export_only else [])
     return H.run_child(cmd, out, logger=log)
+
+
+def with_export(export_data: Path, data_dir: Path) -> Path:
+    """A data dir holding the backend's export already, as every ingest but a machine's first finds it
+    (the export is written once under the data dir and reused; writing it loads torch and the
+    sentence-transformers model, which a normal ingest never does)."""
+    import shutil
+
+    if (export_data / "models").is_dir():
+        shutil.copytree(export_data / "models", data_dir / "models", dirs_exist_ok=True)
+    return data_dir
 
 
 def measure_memory(corpus: Path, tmp: Path, limit: int | None, verbose: bool,
@@ -217,18 +235,21 @@ def measure_memory(corpus: Path, tmp: Path, limit: int | None, verbose: bool,
     one = tmp / "memory" / "corpus-1x.jsonl"
     four = tmp / "memory" / f"corpus-{MEMORY_COPIES}x.jsonl"
     n1 = len(H.write_copy(corpus, one, limit))
+    export_data = tmp / "data-memory-export"
+    log.info("memory: writing the embedding backend's export in a child process first")
+    rx = run_child(one, export_data, tmp / "memory" / "result-export.json", verbose, export_only=True)
     log.info("memory 1x: ingesting %d documents in a child process", n1)
-    r1 = run_child(one, tmp / "data-memory-1x", tmp / "memory" / "result-1x.json", verbose)
+    r1 = run_child(one, with_export(export_data, tmp / "data-memory-1x"), tmp / "memory" / "result-1x.json", verbose)
     out: dict[str, Any] = {"parent_ru_maxrss_at_spawn_kib": parent_kib, "copies": copies, "documents_1x": n1,
-                           "run_1x": r1}
+                           "export_child": rx, "run_1x": r1}
     if "error" not in r1:
         out["peak_rss_1x_mb"] = round(r1["ru_maxrss_kib"] * 1024 / H.MB, 1)
     if copies == 1:
         return out
     n4 = write_repeated(corpus, four, limit, MEMORY_COPIES)
     log.info("memory %dx: ingesting %d documents in a child process", MEMORY_COPIES, n4)
-    r4 = run_child(four, tmp / "data-memory-4x", tmp / "memory" / f"result-{MEMORY_COPIES}x.json", verbose,
-                   allow_duplicates=True)
+    r4 = run_child(four, with_export(export_data, tmp / "data-memory-4x"),
+                   tmp / "memory" / f"result-{MEMORY_COPIES}x.json", verbose, allow_duplicates=True)
     out.update(documents_4x=n4, run_4x=r4)
     if "error" not in r1 and "error" not in r4:
         out["peak_rss_4x_mb"] = round(r4["ru_maxrss_kib"] * 1024 / H.MB, 1)
@@ -457,6 +478,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="ragops ingest benchmark on BEIR SciFact (see bench/README.md)")
     p.add_argument("--skip-memory", action="store_true", help="skip the child-process peak-memory runs")
     p.add_argument("--skip-4x", action="store_true", help="measure peak memory of the 1x ingest only")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only the peak-memory runs (1x and 4x, each in a fresh process): ingest_scifact.memory.{json,md}")
     p.add_argument("--baseline", default="torch", choices=["torch", "onnx", "openvino", "none"],
                    help="also encode the same texts with this backend, for the speedup (default torch)")
     H.add_common_args(p)
@@ -484,6 +507,8 @@ def main(argv: list[str]) -> int:
         memory = None if args.skip_memory else measure_memory(dataset / "corpus.jsonl", tmp, args.limit,
                                                               args.verbose,
                                                               copies=1 if args.skip_4x else MEMORY_COPIES)
+        if args.memory_only:
+            return publish_memory(args, started, load_start, memory or {})
         figures = run_main(source, tmp / "data-main", doc_ids, queries, qrels, args.baseline)
         figures["memory"] = memory
 
@@ -491,6 +516,26 @@ def main(argv: list[str]) -> int:
     dataset_facts = {"path": str(dataset), "documents": len(doc_ids), "test_queries": len(queries)}
     results = H.run_record(RESULT_STEM, SCRIPT, started, args.limit, dataset_facts, load_start, targets, figures)
     H.publish(args.results_dir, results, render)
+    return 0
+
+
+def publish_memory(args: argparse.Namespace, started: Any, load_start: Any, memory: dict[str, Any]) -> int:
+    """--memory-only: the peak-memory figures alone, with the command and the machine."""
+    one, four = memory.get("peak_rss_1x_mb"), memory.get("peak_rss_4x_mb")
+    results = {"benchmark": "ingest_scifact.memory", "command": H.command_line(SCRIPT), "date": H.iso(started),
+               "machine": H.machine_facts(load_start), "limit": args.limit, "memory": memory}
+    rows = [["peak RSS, 1x corpus (MB)", H.fmt(one), f"<= {PEAK_RSS_MAX_BYTES / H.MB:.0f}"],
+            [f"peak RSS, {MEMORY_COPIES}x corpus (MB)", H.fmt(four), f"<= {PEAK_RSS_MAX_BYTES / H.MB:.0f}"],
+            [f"peak RSS {MEMORY_COPIES}x / 1x", H.fmt(memory.get("ratio_4x_1x")), "about 1 (flat)"],
+            ["RSS after loading the model, 1x child (MB)",
+             H.fmt(round((memory.get("run_1x") or {}).get("rss_after_model_load_kib", 0) / 1024)), ""]]
+    md = ("# ragops ingest peak memory, BEIR SciFact\n\n"
+          f"command: `{results['command']}`\n\ndate {results['date']}; {H.load_averages(results['machine'])}. "
+          "Each ingest runs in a fresh process whose data dir already holds the embedding backend's export "
+          "(written once by another child first, as on any machine after its first ingest).\n\n"
+          + H.md_table(["figure", "value", "target"], rows) + "\n")
+    H.write_results(args.results_dir, "ingest_scifact.memory" + (".smoke" if args.limit else ""), results, md)
+    print(md)
     return 0
 
 
