@@ -20,6 +20,7 @@ import pytest
 from ragops.evaluation.bias import analyse, record
 from ragops.evaluation.bias_report import bias_tables_html, valid_test_id, write_bias_report
 from tests.unit.test_eval_runner import env  # noqa: F401 - a fixture: a real index and golden set
+from tests.unit.test_llmops_http import _User, get
 
 EVIL = "<script>alert('x')</script>"
 GROUPS = ["women", "men", "nonbinary"]
@@ -133,13 +134,6 @@ def test_test_id_pattern(bad: str) -> None:
     assert valid_test_id("bias-20261207T120000-abcdef") and not valid_test_id(bad)
 
 
-class _User:
-    role = "Admin"
-
-    def get_name(self) -> str:
-        return "alice"
-
-
 @pytest.fixture
 def client(settings, tmp_path: Path) -> Any:
     from fastapi.testclient import TestClient
@@ -154,12 +148,6 @@ def client(settings, tmp_path: Path) -> Any:
             yield c
     finally:
         llmops.app.dependency_overrides.clear()
-
-
-def get(client: Any, url: str, status: int = 200) -> Any:
-    r = client.get(url, headers={"Accept": "text/html"})
-    assert r.status_code == status, (url, r.status_code, r.text[:500])
-    return r
 
 
 def test_page_lists_a_recorded_test_and_shows_its_tables(client) -> None:

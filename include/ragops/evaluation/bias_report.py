@@ -128,12 +128,9 @@ def _attribute(a: dict[str, Any], examples: int, level: int) -> str:
     table = (f"<div class='scroll'><table class='bias-table'><tr><th>group</th><th>n</th>{heads}<th>verdict</th></tr>"
              + "".join(body) + "</table></div>") if rows else \
         "<p class='bias-reason'>no metric had two questions answered for every group: nothing could be compared</p>"
-    try:
-        from ragops.evaluation.bias import METRICS
+    from ragops.evaluation.bias import METRICS
 
-        missing = [m for m in METRICS if m not in metrics]
-    except ImportError:  # pragma: no cover - the module is part of the package
-        missing = []
+    missing = [m for m in METRICS if m not in metrics]
     gone = (f"<p class='muted'>not measured (fewer than two questions answered by every group): "
             f"{esc(', '.join(missing))}</p>" if missing and rows else "")
     return (f"<section class='bias-attr' data-attribute='{esc(name)}'>{head}{table}{gone}"
@@ -173,8 +170,7 @@ def write_bias_report(result: dict[str, Any], path: str | Path) -> Path:
             f"<h1>Bias test of {esc(result.get('prompt') or '?')}</h1>"
             + (f"<p class='muted'>test {esc(result['test_id'])}</p>" if result.get("test_id") else "")
             + bias_tables_html(result, level=2) + "</body></html>")
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
     return path
 
@@ -188,14 +184,6 @@ def public_result(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _prompt_matches(ref: Any, prompt: str | None) -> bool:
-    if not prompt:
-        return True
-    name, _, version = str(ref or "").partition("@")
-    want_name, at, want_version = prompt.partition("@")
-    return name == want_name and (not at or version == want_version)
-
-
 def recent_tests(settings: Any, f: Any = None) -> dict[str, Any]:
     """The bias tests kept (``bias_tested`` audit entries), newest first, narrowed by the page's
     time range, index and prompt (name or name@version), one page from ``f``'s "bias" offset."""
@@ -203,10 +191,12 @@ def recent_tests(settings: Any, f: Any = None) -> dict[str, Any]:
 
     f = f or Filters()
     rows = audit_log(settings, MAX_SCAN, Filters(since=f.since, until=f.until, index=f.index, action="bias_tested"))
+    want_name, want_version = f.prompt_parts()  # the page's prompt filter: name or name@version
     tests = []
     for a in rows:
         d = a.get("detail") if isinstance(a.get("detail"), dict) else {}
-        if not _prompt_matches(d.get("prompt"), f.prompt):
+        name, _, version = str(d.get("prompt") or "").partition("@")
+        if want_name and (name != want_name or (want_version is not None and version != str(want_version))):
             continue
         gate = d.get("gate") if isinstance(d.get("gate"), dict) else None
         tests.append({"test_id": d.get("test_id") if valid_test_id(d.get("test_id")) else None,
