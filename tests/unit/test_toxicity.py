@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,27 +152,35 @@ QUESTIONS = [
 ]
 
 
-@pytest.fixture
-def toxic_index(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, embedder):
+def facts_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder, config: str,
+                insult_first: frozenset[str] | set[str] = frozenset()) -> tuple[Any, Path, Path]:
+    """Settings, golden set and prompts dir of an index "docs" of FACTS: each document's fact, then
+    its insult (the insult first for ``insult_first``; the fact alone for the rest when that is given)."""
     prompts = tmp_path / "prompts"
     shutil.copytree(ROOT / "include" / "prompts", prompts)
-    v1 = (prompts / "rag_answer" / "v1.yaml").read_text()
-    one = v1.replace("max_sentences: 2", "max_sentences: 1")
-    (prompts / "rag_answer" / "v2.yaml").write_text(one.replace("version: 1", "version: 2"))
-    (prompts / "rag_answer" / "v3.yaml").write_text(one.replace("version: 1", "version: 3"))  # same as v2
     monkeypatch.setenv("RAGOPS_PROMPTS_DIR", str(prompts))
     cfg = tmp_path / "ragops.yaml"
-    cfg.write_text("indexes:\n  docs: {}\n")
+    cfg.write_text(config)
     monkeypatch.setenv("RAGOPS_CONFIG", str(cfg))
     s = load_settings()
     state.upgrade(s.state_db_url)
     corpus = tmp_path / "corpus"
     for rel, (fact, insult) in FACTS.items():
-        write(corpus, rel, f"# {rel[:-3].title()}\n\n{fact} {insult}\n")
+        body = f"{insult} {fact}" if rel in insult_first else fact if insult_first else f"{fact} {insult}"
+        write(corpus, rel, f"# {rel[:-3].title()}\n\n{body}\n")
     sync(s, str(corpus), "docs", trigger="test", embedder=embedder)
     golden = tmp_path / "golden.jsonl"
     golden.write_text("".join(json.dumps({"id": i, "question": q, "reference_answer": FACTS[d][0],
                                           "relevant_doc_ids": [d]}) + "\n" for i, q, d in QUESTIONS))
+    return s, golden, prompts
+
+
+@pytest.fixture
+def toxic_index(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, embedder):
+    s, golden, prompts = facts_index(tmp_path, monkeypatch, embedder, "indexes:\n  docs: {}\n")
+    one = (prompts / "rag_answer" / "v1.yaml").read_text().replace("max_sentences: 2", "max_sentences: 1")
+    (prompts / "rag_answer" / "v2.yaml").write_text(one.replace("version: 1", "version: 2"))
+    (prompts / "rag_answer" / "v3.yaml").write_text(one.replace("version: 1", "version: 3"))  # same as v2
     return s, golden
 
 
@@ -210,24 +219,12 @@ def test_the_judge_gives_a_second_opinion_beside_the_checker(tmp_path: Path, dat
     from tests.unit.test_eval_runner import llm
     from tests.unit.test_llm import CHAT_PROMPT
 
-    prompts = tmp_path / "prompts"
-    shutil.copytree(ROOT / "include" / "prompts", prompts)
+    insult_first = {"scheduler.md", "storage.md"}  # the chat model answers with passage [1]'s first sentence
+    s, golden, prompts = facts_index(tmp_path, monkeypatch, embedder,
+                                     "eval:\n  judge_runs: 1\n  judge_toxicity: true\nindexes:\n  docs: {}\n", insult_first)
+    cfg = tmp_path / "ragops.yaml"
     (prompts / "rag_chat").mkdir()
     (prompts / "rag_chat" / "v1.yaml").write_text(yaml.safe_dump(CHAT_PROMPT, sort_keys=False))
-    monkeypatch.setenv("RAGOPS_PROMPTS_DIR", str(prompts))
-    cfg = tmp_path / "ragops.yaml"
-    cfg.write_text("eval:\n  judge_runs: 1\n  judge_toxicity: true\nindexes:\n  docs: {}\n")
-    monkeypatch.setenv("RAGOPS_CONFIG", str(cfg))
-    s = load_settings()
-    state.upgrade(s.state_db_url)
-    corpus = tmp_path / "corpus"
-    insult_first = {"scheduler.md", "storage.md"}  # the chat model answers with passage [1]'s first sentence
-    for rel, (fact, insult) in FACTS.items():
-        write(corpus, rel, f"# {rel[:-3].title()}\n\n" + (f"{insult} {fact}" if rel in insult_first else fact) + "\n")
-    sync(s, str(corpus), "docs", trigger="test", embedder=embedder)
-    golden = tmp_path / "golden.jsonl"
-    golden.write_text("".join(json.dumps({"id": i, "question": q, "reference_answer": FACTS[d][0],
-                                          "relevant_doc_ids": [d]}) + "\n" for i, q, d in QUESTIONS))
     res = run_eval(s, golden, "rag_chat@1", "docs", embedder=embedder, llm=llm(llm_server), run_id="judged")
     rows = {r["id"]: r for r in map(json.loads, (Path(res["output_dir"]) / "results.jsonl").read_text().splitlines())}
     toxic_ids = {i for i, _, d in QUESTIONS if d in insult_first}
