@@ -162,23 +162,10 @@ def render(results: dict[str, Any], markdown: bool) -> str:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description="embedding backends on BEIR SciFact (see bench/README.md)")
     H.add_common_args(p, render=True)
-    args = H.check_common_args(p, p.parse_args(argv))
-    if args.render:
-        results = json.loads(args.render.read_text())
-        H.write_results(args.render.parent, args.render.stem, results, render(results, True))
-        return 0
-    H.setup_logging(args.verbose, log)
-    dataset = H.dataset_or_skip(args.dataset)
-    if dataset is None:
-        return 0
-    started = H.utc_now()
-    load_start = H.load_at_start(log)
-    with H.workspace("ragops-bench-backends-", args.keep_tmp, log) as tmp:
-        figures = measure(dataset, args.limit, tmp)
-    results = H.run_record(RESULT_STEM, SCRIPT, started, args.limit, {"path": str(dataset)}, load_start,
-                           evaluate(figures), figures)
-    H.publish(args.results_dir, results, render)
-    return 0
+    return H.dataset_main(p, argv, benchmark=RESULT_STEM, script=SCRIPT, logger=log,
+                          tmp_prefix="ragops-bench-backends-",
+                          measure=lambda dataset, args, tmp: measure(dataset, args.limit, tmp),
+                          evaluate=evaluate, render=render)
 
 
 if __name__ == "__main__":

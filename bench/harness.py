@@ -720,6 +720,32 @@ def publish(results_dir: Path, results: dict[str, Any], render: Callable[[dict[s
     print(f"results: {paths[0]} and {paths[1]}")
 
 
+def dataset_main(p: argparse.ArgumentParser, argv: list[str], *, benchmark: str, script: str | Path,
+                 logger: logging.Logger, tmp_prefix: str,
+                 measure: Callable[[Path, argparse.Namespace, Path], dict[str, Any]],
+                 evaluate: Callable[[dict[str, Any]], list[Target]],
+                 render: Callable[[dict[str, Any], bool], str]) -> int:
+    """The main of a benchmark on the dataset with targets (``p`` has the common args, render on):
+    ``--render FILE`` rewrites a report; else the dataset (or exit 0 when absent), a workspace,
+    ``measure(dataset, args, tmp)``, the targets, and the results written and printed."""
+    args = check_common_args(p, p.parse_args(argv))
+    if args.render:
+        results = json.loads(args.render.read_text())
+        write_results(args.render.parent, args.render.stem, results, render(results, True))
+        return 0
+    setup_logging(args.verbose, logger)
+    dataset = dataset_or_skip(args.dataset)
+    if dataset is None:
+        return 0
+    started = utc_now()
+    load_start = load_at_start(logger)
+    with workspace(tmp_prefix, args.keep_tmp, logger) as tmp:
+        figures = measure(dataset, args, tmp)
+    publish(args.results_dir, run_record(benchmark, script, started, args.limit, {"path": str(dataset)}, load_start,
+                                         evaluate(figures), figures), render)
+    return 0
+
+
 def rewrite_markdown(json_path: Path, render: Callable[[dict[str, Any]], str]) -> Path:
     """``--render FILE.json``: write the .md of an earlier results file again."""
     md_path = json_path.with_suffix(".md")
