@@ -90,7 +90,7 @@ class Embedder:
     def tokenizer(self) -> Any:
         """The model's tokenizer. For the exported backends it is :class:`FastTokenizer`, the same
         ``tokenizer.json`` through the ``tokenizers`` library alone: transformers' AutoTokenizer
-        imports torch, which cost every ingest and evaluation process 231 MB of memory and seconds of
+        imports torch, which cost every ingest and evaluation process hundreds of MB of memory and seconds of
         start-up only to count word pieces. Same ids and offsets (tests/unit/test_embedding_backends.py)."""
         if self.settings.backend != "torch" and (self.path / "tokenizer.json").is_file():
             return FastTokenizer(self.path)

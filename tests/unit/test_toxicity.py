@@ -75,6 +75,17 @@ def test_one_swearword_in_a_technical_sentence_is_caught_and_look_alikes_are_not
     assert not any(T.swearing(t) for t in look_alikes) and all(T.swearing(t) for t in swearing)
 
 
+def test_the_swearword_list_matches_nothing_in_the_bundled_corpus_or_scifact() -> None:
+    """docs/evaluation.md's claim: no false alarm from the list on real documentation or abstracts
+    (SciFact only where ../shared/datasets holds it)."""
+    texts = [p.read_text(encoding="utf-8") for p in (ROOT / "include" / "corpus").rglob("*.md")]
+    scifact = ROOT.parent / "shared" / "datasets" / "scifact" / "corpus.jsonl"
+    if scifact.is_file():
+        texts += [f"{d.get('title', '')} {d.get('text', '')}" for d in map(json.loads, scifact.open(encoding="utf-8"))]
+    hits = [m.group(0) for t in texts for m in T.SWEARING.finditer(t)]
+    assert len(texts) > 50 and not hits, hits[:10]
+
+
 def test_flag_documents_reports_the_toxic_document_only(checker) -> None:
     docs = {"ok.md": "# Alerts\n\nAlert e-mails go to the on-call address. Identical alerts are folded.",
             "bad.md": "# Notes\n\nThe rebuild keeps two versions. Whoever reads this is a worthless idiot."}
