@@ -6,8 +6,10 @@
 2. in a second child process, on the same warm model and collection:
    a. *raw*: embed the 300 test queries and search the top 10 chunks (batched as the eval does);
    b. *eval*: ``ragops eval run`` with the bundled offline prompt (``rag_answer@1``) on the same
-      queries, imported with ``ragops eval import-beir``;
-   and report both wall times, their ratio (target: eval <= 2x raw), and the child's peak RSS;
+      queries, imported with ``ragops eval import-beir``: once with an empty vector cache (the first
+      run on an index) and once more with the cache that run left (the next night's run); in-process
+      caches are cleared before each, as a new process has none;
+   and report the wall times, the ratios (target: eval <= 2x raw), and the child's peak RSS;
 3. nDCG@10 and Recall@10 from the eval run, to compare with the ingest benchmark's figures.
 
 Usage (from the project root)::
@@ -83,7 +85,24 @@ def measure(args: argparse.Namespace) -> int:
             store.query(collection, vec[0], 10)
         return time.perf_counter() - t0
 
-    def timed_eval(cfg: Any, tag: str, i: int) -> tuple[float, dict[str, Any]]:
+    from ragops.grounding import checker as G
+    from ragops.grounding import claims as C
+    from ragops.safety import toxicity as T
+    from ragops.vectorcache import path_for
+
+    cache_file = path_for(settings.data_dir, embedder.fingerprint)
+
+    def forget(disk: bool) -> None:
+        """In-process caches always go (a nightly run is a new process); the disk cache only for a cold run."""
+        T.clear_cache()
+        C.facts.cache_clear()
+        G._parts.cache_clear()
+        if disk:
+            for f in cache_file.parent.glob(cache_file.name + "*"):
+                f.unlink()
+
+    def timed_eval(cfg: Any, tag: str, i: int, cold: bool) -> tuple[float, dict[str, Any]]:
+        forget(cold)
         t0 = time.perf_counter()
         summary = run_eval(cfg, args.golden, "rag_answer@1", INDEX, embedder=embedder, store=store,
                            allow_unknown_docs=False,  # every abstract is indexed since the repair step
@@ -91,22 +110,30 @@ def measure(args: argparse.Namespace) -> int:
         return time.perf_counter() - t0, summary
 
     lexical_only = dataclasses.replace(settings, eval=dataclasses.replace(settings.eval, semantic_metrics=False))
-    raw_s, raw1_s, eval_s, eval_lex_s = [], [], [], []
+    raw_s, raw1_s, cold_s, warm_s, eval_lex_s = [], [], [], [], []
     summary: dict[str, Any] = {}
+    cache: dict[str, Any] = {}
     for i in range(args.repeat):  # interleaved, so drift of the machine affects all alike
         raw_s.append(raw())
         raw1_s.append(raw_one_by_one())
-        t, summary = timed_eval(settings, "eval", i)
-        eval_s.append(t)
-        eval_lex_s.append(timed_eval(lexical_only, "eval-no-semantic", i)[0])
-    med = {k: float(np.median(v)) for k, v in (("raw", raw_s), ("raw1", raw1_s), ("eval", eval_s),
+        t, cold = timed_eval(settings, "eval-cold", i, cold=True)
+        cold_s.append(t)
+        t, summary = timed_eval(settings, "eval-warm", i, cold=False)  # the next night: the vector cache is warm
+        warm_s.append(t)
+        cache = {"cold": cold["vector_cache"], "warm": summary["vector_cache"],
+                 "file_mb": round(cache_file.stat().st_size / 2**20, 1)}
+        if cold["metrics"] != summary["metrics"]:
+            raise SystemExit("a warm run scored differently from the cold run: the vector cache changed a result")
+        eval_lex_s.append(timed_eval(lexical_only, "eval-no-semantic", i, cold=True)[0])
+    med = {k: float(np.median(v)) for k, v in (("raw", raw_s), ("raw1", raw1_s), ("cold", cold_s), ("warm", warm_s),
                                                 ("eval_lex", eval_lex_s))}
-    out = {"queries": len(queries), "raw_s": raw_s, "raw_one_by_one_s": raw1_s, "eval_s": eval_s,
-           "eval_no_semantic_s": eval_lex_s,
-           "raw_s_median": med["raw"], "raw_one_by_one_s_median": med["raw1"], "eval_s_median": med["eval"],
-           "eval_no_semantic_s_median": med["eval_lex"],
-           "ratio": med["eval"] / med["raw"], "ratio_no_semantic": med["eval_lex"] / med["raw"],
-           "ratio_vs_one_by_one": med["eval"] / med["raw1"],
+    out = {"queries": len(queries), "raw_s": raw_s, "raw_one_by_one_s": raw1_s, "eval_cold_s": cold_s,
+           "eval_warm_s": warm_s, "eval_no_semantic_s": eval_lex_s,
+           "raw_s_median": med["raw"], "raw_one_by_one_s_median": med["raw1"], "eval_cold_s_median": med["cold"],
+           "eval_warm_s_median": med["warm"], "eval_no_semantic_s_median": med["eval_lex"],
+           "ratio_cold": med["cold"] / med["raw"], "ratio": med["warm"] / med["raw"],
+           "ratio_no_semantic": med["eval_lex"] / med["raw"], "ratio_vs_one_by_one": med["warm"] / med["raw1"],
+           "vector_cache": cache,
            "peak_rss_mb": round((H.vm_hwm_kib() or 0) / 1024, 1), "rss_before_runs_mb": round((rss_ready or 0) / 1024, 1),
            "metrics": summary["metrics"], "operations": summary["operations"], "counts": summary["counts"],
            "unknown_relevant_doc_ids": summary["dataset"]["unknown_relevant_doc_ids"]}
@@ -164,7 +191,9 @@ def main() -> int:
         "dataset": {"path": str(dataset), "limit": args.limit, "test_queries": golden["imported"]},
         "ingest": ingest_info, **m,
         "targets": {"ratio_eval_to_raw": {"target": "<= 2.0", "value": round(m["ratio"], 3),
-                                          "met": m["ratio"] <= 2.0},
+                                          "met": m["ratio"] <= 2.0, "run": "warm vector cache (a nightly run)"},
+                    "ratio_cold_eval_to_raw": {"target": "<= 2.0", "value": round(m["ratio_cold"], 3),
+                                               "met": m["ratio_cold"] <= 2.0, "run": "empty vector cache"},
                     "ratio_eval_no_semantic_to_raw": {"target": "<= 2.0", "value": round(m["ratio_no_semantic"], 3),
                                                       "met": m["ratio_no_semantic"] <= 2.0}},
     }
@@ -183,10 +212,16 @@ def render(result: dict[str, Any], repeat: int) -> str:
           "| figure | value | target |", "|---|---|---|",
           f"| raw query embedding + top-10 search, in blocks of 32 (as the eval retrieves) | {m['raw_s_median']:.2f} s | |",
           f"| raw, one query at a time (as an application searches) | {m['raw_one_by_one_s_median']:.2f} s | |",
-          f"| `run_eval` (retrieval, answers, every metric, files, state store) | {m['eval_s_median']:.2f} s | |",
-          f"| **ratio eval / raw (blocks)** | **{m['ratio']:.2f}** | <= 2.0 ({'met' if m['ratio'] <= 2 else 'NOT met'}) |",
+          f"| `run_eval`, empty vector cache (first run on an index) | {m['eval_cold_s_median']:.2f} s "
+          f"(ratio {m['ratio_cold']:.2f}) | |",
+          f"| `run_eval`, warm vector cache (the next run: {m['vector_cache']['warm']['hits']:,} hits, "
+          f"{m['vector_cache']['warm']['misses']:,} misses; file {m['vector_cache']['file_mb']} MB) | "
+          f"{m['eval_warm_s_median']:.2f} s | |",
+          f"| **ratio eval (warm) / raw (blocks)** | **{m['ratio']:.2f}** | <= 2.0 ({'met' if m['ratio'] <= 2 else 'NOT met'}) |",
+          f"| ratio eval (cold) / raw (blocks) | {m['ratio_cold']:.2f} | <= 2.0 "
+          f"({'met' if m['ratio_cold'] <= 2 else 'NOT met'}) |",
           f"| ratio eval / raw one at a time | {m['ratio_vs_one_by_one']:.2f} | |",
-          f"| `run_eval` with `eval.semantic_metrics: false` | {m['eval_no_semantic_s_median']:.2f} s "
+          f"| `run_eval` with `eval.semantic_metrics: false`, empty cache | {m['eval_no_semantic_s_median']:.2f} s "
           f"(ratio {m['ratio_no_semantic']:.2f}) | |",
           f"| peak RSS of the measuring process | {m['peak_rss_mb']:,.0f} MB | |",
           f"| latency per question p50 / p95 | {ops['latency_ms_p50']:.1f} / {ops['latency_ms_p95']:.1f} ms | |",

@@ -164,6 +164,9 @@ class EvalSettings:
     blocklist: tuple[str, ...] = ()  # words or phrases that must never appear in an answer
     # ragops.safety.toxicity checker of answers and retrieved passages: combined | embedding | profanity | none
     toxicity_checker: str = "combined"
+    # sentence vectors of passages and answers kept on disk (<data_dir>/cache, one file per embedder) so the next
+    # run does not embed them again; the oldest go first beyond this size; 0 = off
+    vector_cache_mb: int = 256
     baseline_runs: int = 7  # nightly_eval compares with the mean of this many previous runs
     regression_margin: float = 0.02  # a drop smaller than this is never a regression
     confidence: float = 0.95  # of the paired bootstrap interval on each metric's difference

@@ -28,7 +28,8 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 FORMAT_VERSION = 1
+BUILD_BATCH = 1000  # chunk texts tokenized (and read from the state store) at a time
 MANIFEST = "manifest.json"
 IDS_FILE = "ids.json"
 _FIX = ("re-run the ingest of that index (`ragops ingest SOURCE --index NAME` or the ingest_documents DAG): a sync "
@@ -147,7 +149,17 @@ class LexicalIndex:
         # chunk-id order whatever order the caller passed (e.g. a database's collation): the same
         # chunks give the same index, and equal scores rank in chunk-id order
         order = sorted(range(len(chunk_ids)), key=chunk_ids.__getitem__)
-        chunk_ids, texts, doc_ids = ([seq[i] for i in order] for seq in (chunk_ids, texts, doc_ids))
+        texts = list(texts)
+        return cls.build_sorted([chunk_ids[i] for i in order], [doc_ids[i] for i in order],
+                                ([texts[i] for i in order[b:b + BUILD_BATCH]]
+                                 for b in range(0, len(order), BUILD_BATCH)), settings)
+
+    @classmethod
+    def build_sorted(cls, chunk_ids: list[str], doc_ids: list[str], text_batches: Iterable[list[str]],
+                     settings: Bm25Settings = Bm25Settings()) -> LexicalIndex:
+        """Index chunks given in chunk-id order, their texts in batches (the same order), so a caller
+        can stream texts from a database. Only each chunk's token ids are kept (4 bytes a token),
+        never every text or a Python list of tokens: the build's memory is the index's, not the corpus'."""
         started = time.perf_counter()
         stem: Stem | None = None
         stemmer_applied = settings.stemmer
@@ -158,14 +170,22 @@ class LexicalIndex:
                 log.warning("PyStemmer is not installed: building the lexical index without stemming "
                             "(install it with `pip install -r requirements.txt -c constraints.txt` and rebuild)")
                 stemmer_applied = None
+        vocab: dict[str, int] = {}
+        docs: list[array] = []
+        for batch in text_batches:
+            if not batch:
+                continue
+            for toks in _tokenize(list(batch), settings.stopwords, stem, return_ids=False):
+                docs.append(array("i", [vocab.setdefault(t, len(vocab)) for t in toks]))
+        if len(docs) != len(chunk_ids):
+            raise LexicalIndexError(f"cannot build a lexical index from {len(chunk_ids)} chunk ids and "
+                                    f"{len(docs)} texts; pass one text per chunk id")
         bm25: bm25s.BM25 | None = None
-        if texts:
-            tokenized = _tokenize(list(texts), settings.stopwords, stem, return_ids=True)
-            if tokenized.vocab:  # bm25s cannot index a corpus without a single term
-                bm25 = bm25s.BM25(k1=settings.k1, b=settings.b)
-                bm25.index(tokenized, show_progress=False)
-                bm25.unique_token_ids_set = None  # only used by bm25s for int-id queries; saves memory
-            del tokenized
+        if vocab:  # bm25s cannot index a corpus without a single term
+            bm25 = bm25s.BM25(k1=settings.k1, b=settings.b)
+            bm25.index(bm25s.tokenization.Tokenized(ids=docs, vocab=vocab), show_progress=False)
+            bm25.unique_token_ids_set = None  # only used by bm25s for int-id queries; saves memory
+        del docs
         index = cls(list(chunk_ids), list(doc_ids), settings, stemmer_applied, bm25)
         log.info("built lexical index: %s chunks, %s terms in %.2f s", len(chunk_ids),
                  len(bm25.vocab_dict) - 1 if bm25 is not None else 0, time.perf_counter() - started)
@@ -409,12 +429,26 @@ def build_lexical(settings: Settings, index: str, collection: str) -> dict[str, 
     reader side (``retrieval``) loads it, so neither has to import the other."""
     t0 = time.perf_counter()
     with state.session_scope(settings.state_db_url) as s:
-        rows = s.execute(select(state.Chunk.chunk_id, state.Chunk.doc_id, state.Chunk.text)
-                         .where(state.Chunk.index_name == index)).all()
+        rows = sorted(s.execute(select(state.Chunk.chunk_id, state.Chunk.doc_id)
+                                .where(state.Chunk.index_name == index)).all())
+    ids = [r[0] for r in rows]
+
+    def texts() -> Iterator[list[str]]:  # in chunk-id order, a batch at a time: never every text at once
+        for b in range(0, len(ids), BUILD_BATCH):
+            part = ids[b:b + BUILD_BATCH]
+            with state.session_scope(settings.state_db_url) as s:
+                got = dict(s.execute(select(state.Chunk.chunk_id, state.Chunk.text).where(
+                    state.Chunk.index_name == index, state.Chunk.chunk_id.in_(part))).all())
+            missing = [c for c in part if c not in got]
+            if missing:
+                raise LexicalIndexError(f"chunks {missing[:3]} of {index!r} vanished while the BM25 index was "
+                                        "built (another sync wrote the index): run the sync again")
+            yield [got[c] for c in part]
+
     r = settings.retrieval
-    idx = LexicalIndex.build([row[0] for row in rows], [row[2] for row in rows], [row[1] for row in rows],
-                             Bm25Settings(k1=r.bm25_k1, b=r.bm25_b,
-                                          stemmer=None if r.stemmer.lower() in ("", "none") else r.stemmer))
+    idx = LexicalIndex.build_sorted(ids, [row[1] for row in rows], texts(),
+                                    Bm25Settings(k1=r.bm25_k1, b=r.bm25_b,
+                                                 stemmer=None if r.stemmer.lower() in ("", "none") else r.stemmer))
     folder = folder_for(settings.data_dir, collection)
     idx.save(folder)
     out = {"collection": collection, "chunks": len(rows), "seconds": round(time.perf_counter() - t0, 3),

@@ -31,6 +31,7 @@ from ragops.embedding import Embedder
 from ragops.errors import LlmError
 from ragops.evaluation.metrics import citations, normalize_answer, split_sentences
 from ragops.prompts import Prompt
+from ragops.vectorcache import VectorCache
 
 log = logging.getLogger(__name__)
 REFUSAL_PATTERNS = re.compile(r"^\s*(i (do not|don't|cannot|can't) (know|answer|find)|"
@@ -77,21 +78,35 @@ class Generator(Protocol):
 class SentenceEncoder:
     """Normalised sentence vectors with an LRU cache (contexts repeat across questions)."""
 
-    def __init__(self, embedder: Embedder, cache_size: int = 20000) -> None:
+    def __init__(self, embedder: Embedder, cache_size: int = 20000, persist: VectorCache | None = None) -> None:
+        """``persist``: a :class:`~ragops.vectorcache.VectorCache` of this embedder, read before the model
+        runs and written after, so the next run (or process) does not embed the same texts again."""
         self.embedder = embedder
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.cache_size = cache_size
+        self.persist = persist
+
+    def _remember(self, t: str, v: np.ndarray) -> None:
+        self.cache[t] = v
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if missing and self.persist is not None:
+            stored = self.persist.get_many(missing)
+            for t, v in stored.items():
+                self._remember(t, v)
+            missing = [t for t in missing if t not in stored]
         if missing:
             vecs = self.embedder.model.encode(missing, batch_size=self.embedder.settings.batch_size,
                                               normalize_embeddings=True, convert_to_numpy=True,
                                               show_progress_bar=False)
-            for t, v in zip(missing, vecs, strict=True):
-                self.cache[t] = np.asarray(v, dtype=np.float32)
-                if len(self.cache) > self.cache_size:
-                    self.cache.popitem(last=False)
+            fresh = {t: np.asarray(v, dtype=np.float32) for t, v in zip(missing, vecs, strict=True)}
+            for t, v in fresh.items():
+                self._remember(t, v)
+            if self.persist is not None:
+                self.persist.put_many(fresh)
         out = np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 1), dtype=np.float32)
         for t in texts:
             self.cache.move_to_end(t)

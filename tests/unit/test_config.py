@@ -46,6 +46,8 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     ("drift:\n  current_window: 1 day\n", "expected a duration like 90m, 12h, 7d or 2w, got '1 day'"),
     ("drift:\n  gap_threshold: 1.5\n", "drift.gap_threshold must be in (0, 1]"),
     ("drift:\n  cluster_size: 3\n", "unknown key(s) cluster_size"),
+    ("eval:\n  vector_cache_mb: -1\n", "eval.vector_cache_mb: must not be negative, got -1"),
+    ("eval:\n  vector_cache_mb: lots\n", "eval.vector_cache_mb"),
 ])
 def test_bad_settings_name_file_and_field(tmp_path: Path, text: str, needle: str) -> None:
     cfg = tmp_path / "bad.yaml"

@@ -288,3 +288,30 @@ def test_scifact_bm25_ndcg(tmp_path: Path) -> None:
     assert mean >= 0.67
     idx.save(tmp_path / "scifact")
     assert LexicalIndex.load(tmp_path / "scifact").query_many([queries[q] for q in qids[:20]], k=10) == results[:20]
+
+
+def test_batched_build_scores_equal_bm25s_built_from_all_texts_at_once() -> None:
+    """The build tokenizes a batch at a time into compact token ids (memory): the scores must be the
+    ones bm25s gives when it indexes every text in one call, whatever the batch size."""
+    import bm25s
+    import numpy as np
+
+    import ragops.lexical as L
+
+    texts = [CHUNKS[c][1] for c in sorted(CHUNKS)] + ["retry retry retry backoff", "the of and"]
+    ids = [f"c{i:02d}" for i in range(len(texts))]
+    stem = L._stemmer("english")
+    ref = bm25s.BM25()
+    ref.index(bm25s.tokenize(texts, lower=True, stopwords="en", stemmer=stem, show_progress=False),
+              show_progress=False)
+    for batch in (1, 3, 1000):
+        old, L.BUILD_BATCH = L.BUILD_BATCH, batch
+        try:
+            idx = LexicalIndex.build(ids, texts, ids)
+        finally:
+            L.BUILD_BATCH = old
+        for q in ("retries backoff", "zygomorphic code", "chroma alias live"):
+            toks = bm25s.tokenize([q], lower=True, stopwords="en", stemmer=stem, return_ids=False,
+                                  show_progress=False)[0]
+            np.testing.assert_allclose(idx._bm25.get_scores(toks), ref.get_scores(toks), rtol=1e-6)
+        assert idx.query("retries backoff", k=1)[0][0] == "c06"

@@ -213,7 +213,10 @@ def run_bias(settings: Settings, dataset: str | Path | None = None, prompt: Any 
     from ragops.embedding import Embedder
 
     embedder = embedder or Embedder(pipelines.for_index(settings, index).embedding)
-    encoder = SentenceEncoder(embedder)
+    from ragops.vectorcache import VectorCache
+
+    encoder = SentenceEncoder(embedder, persist=VectorCache.for_embedder(settings.data_dir, embedder.fingerprint,
+                                                                         settings.eval.vector_cache_mb))
     llm = llm or LlmSettings.from_env(settings)
     client = ChatClient(llm, settings, cache_scope=None) if llm is not None else None
     generator = make_generator(prompt_obj, encoder, client)

@@ -40,6 +40,7 @@ from ragops.llm import (
 from ragops.progress import Progress
 from ragops.prompts import Prompt
 from ragops.registry import load_prompt
+from ragops.vectorcache import VectorCache
 from ragops.vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
@@ -509,7 +510,8 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
 
     llm = llm or LlmSettings.from_env(settings)
     embedder = embedder or Embedder(pipelines.for_index(settings, index).embedding)  # the index's own model
-    encoder = SentenceEncoder(embedder)
+    persist = VectorCache.for_embedder(settings.data_dir, embedder.fingerprint, settings.eval.vector_cache_mb)
+    encoder = SentenceEncoder(embedder, persist=persist)
     run_id = run_id or new_run_id()
     client = ChatClient(llm, settings, cache_scope=None if reuse_cache else run_id) if llm is not None else None
     generator = make_generator(prompt_obj, encoder, client)
@@ -654,9 +656,12 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                     "generator": f"{generator.name}:{model_name}", "retrieval": mode,
                     "retrieval_detail": eff.describe(),
                     "llm_calls": client.calls if client else 0,
+                    "vector_cache": persist.stats() if persist is not None else None,
                     "wall_seconds": round(time.perf_counter() - t_start, 2), "output_dir": str(out),
                     "started_at": started_at.isoformat(), "trigger": trigger, "purpose": purpose})
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    if persist is not None:
+        persist.close()
     with state.session_scope(settings.state_db_url) as s:
         run = s.get(state.EvalRun, run_id)
         run.status, run.finished_at, run.metrics, run.error = status, state.utcnow(), summary, error  # type: ignore[union-attr]

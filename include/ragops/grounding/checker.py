@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -56,9 +57,14 @@ class Passage:
 
     @classmethod
     def of(cls, n: int, text: str) -> Passage:
-        sents = [c for s in split_sentences(text) for c in split_clauses(s)] or ([text] if text.strip() else [])
-        return cls(n, text, sents, facts(text), [facts(s) for s in sents], " " + " ".join(text.lower().split()) + " ",
-                   len(sents))
+        sents, f, sf, lower = _parts(text)
+        return cls(n, text, list(sents), f, list(sf), lower, len(sents))
+
+
+@lru_cache(maxsize=8192)  # a passage is retrieved for many questions: split and read it once
+def _parts(text: str) -> tuple[tuple[str, ...], Facts, tuple[Facts, ...], str]:
+    sents = [c for s in split_sentences(text) for c in split_clauses(s)] or ([text] if text.strip() else [])
+    return tuple(sents), facts(text), tuple(facts(s) for s in sents), " " + " ".join(text.lower().split()) + " "
 
 
 @dataclass

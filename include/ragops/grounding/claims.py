@@ -206,6 +206,7 @@ def content_terms(text: str) -> set[str]:
     return out
 
 
+@lru_cache(maxsize=65536)  # passages repeat across the questions of a run; Facts is immutable
 def facts(text: str) -> Facts:
     clean = CITATION_RE.sub(" ", text)
     nums, units = numbers(clean)

@@ -157,7 +157,12 @@ def evaluate(settings: Settings, *, run_id: str, now: dt.datetime | None = None,
     if not ids:
         return out
     t0 = time.perf_counter()
-    encoder = encoder or SentenceEncoder(Embedder(settings.embedding))
+    if encoder is None:
+        from ragops.vectorcache import VectorCache
+
+        embedder = Embedder(settings.embedding)
+        encoder = SentenceEncoder(embedder, persist=VectorCache.for_embedder(
+            settings.data_dir, embedder.fingerprint, settings.eval.vector_cache_mb))
     checker = GroundednessChecker(encoder)
     judge = None
     if settings.production.judge:
