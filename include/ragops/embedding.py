@@ -175,6 +175,10 @@ class FastTokenizer:
         pad_id = base.token_to_id(pad)
         self._pad = (pad, 0 if pad_id is None else int(pad_id))
 
+    @property
+    def pad_token_id(self) -> int:
+        return self._pad[1]
+
     def _tokenizer(self, max_length: int | None, padding: bool) -> Any:
         key = (max_length, padding)
         if key not in self._variants:

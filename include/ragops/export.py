@@ -42,6 +42,7 @@ PROBES = (
     "Aspirin reduces the risk of myocardial infarction in patients with stable angina.",
     "ok",
 )
+MAX_PASS = 256  # texts per model pass at most, however short
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -222,11 +223,34 @@ class ExportedModel:
 
     def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = False,
                **_ignored: Any) -> np.ndarray:
-        out: list[np.ndarray] = []
-        for start in range(0, len(texts), batch_size):
-            enc = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                                 max_length=self.max_seq_length, return_tensors="np")
-            feed = {n: np.asarray(enc[n], dtype=np.int64) for n in self.inputs}
+        """Vectors in the order of ``texts``. Like sentence-transformers, texts are run longest first so
+        a pass pads little; a pass holds at most ``batch_size`` full-length texts' worth of tokens, so
+        short texts (sentences, queries) go many to a pass at the activation memory of ``batch_size``
+        chunks."""
+        if not texts:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length)
+        ids, types, masks = enc["input_ids"], enc.get("token_type_ids"), enc["attention_mask"]
+        lens = np.array([len(x) for x in ids])
+        order = np.argsort(-lens, kind="stable")
+        budget = max(1, batch_size) * self.max_seq_length
+        pad = int(getattr(self.tokenizer, "pad_token_id", None) or 0)
+        out = np.empty((len(texts), 0), dtype=np.float32)
+        start = 0
+        while start < len(texts):
+            width = int(max(lens[order[start]], 1))
+            idx = order[start:start + max(1, min(budget // width, MAX_PASS))]
+            start += len(idx)
+            feed = {"input_ids": np.full((len(idx), width), pad, dtype=np.int64),
+                    "attention_mask": np.zeros((len(idx), width), dtype=np.int64),
+                    "token_type_ids": np.zeros((len(idx), width), dtype=np.int64)}
+            for row, i in enumerate(idx):
+                n = len(ids[i])
+                feed["input_ids"][row, :n] = ids[i]
+                feed["attention_mask"][row, :n] = masks[i]
+                if types is not None:
+                    feed["token_type_ids"][row, :n] = types[i]
+            feed = {n: feed[n] for n in self.inputs}
             hidden = np.asarray(self._run(feed), dtype=np.float32)
             if self.manifest["pooling"] == "cls":
                 vec = hidden[:, 0]
@@ -235,8 +259,10 @@ class ExportedModel:
                 vec = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
             if normalize_embeddings or self.manifest["normalize"]:
                 vec = vec / np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
-            out.append(vec.astype(np.float32))
-        return np.concatenate(out) if out else np.zeros((0, self._dim or 0), dtype=np.float32)
+            if out.shape[1] == 0:
+                out = np.empty((len(texts), vec.shape[1]), dtype=np.float32)
+            out[idx] = vec
+        return out
 
 
 def _openvino() -> Any:

@@ -174,3 +174,27 @@ def test_fast_tokenizer_gives_transformers_ids_offsets_and_batches_without_impor
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_exported_encode_runs_longest_first_within_a_token_budget_and_keeps_the_callers_order(torch_vectors) -> None:
+    """Short texts (clauses, queries) go many to a pass and long ones few, so no pass holds more tokens
+    than ``batch_size`` full-length texts; padding follows length, never the caller's order."""
+    model = Embedder(EmbeddingSettings()).model
+    passes: list[tuple[int, int]] = []
+    run = model._run
+
+    def counting(feed):
+        passes.append(feed["input_ids"].shape)
+        return run(feed)
+
+    model._run = counting
+    try:
+        mixed = [TEXTS[i % 4] for i in range(40)]  # long and short texts interleaved
+        got = model.encode(mixed, batch_size=2, normalize_embeddings=True)
+    finally:
+        model._run = run
+    assert np.sum(got * torch_vectors[[i % 4 for i in range(40)]], axis=1).min() >= 0.9999  # order kept
+    assert all(rows * width <= 2 * model.max_seq_length for rows, width in passes)
+    widths = [w for _, w in passes]
+    assert widths == sorted(widths, reverse=True)  # longest first: a pass pads to its own longest text
+    assert passes[-1][0] > 2 and len(passes) < 20  # the short texts shared passes (20 at 2 a pass before)
