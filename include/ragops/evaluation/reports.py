@@ -189,19 +189,21 @@ def toxicity_section(rows: list[dict[str, Any]]) -> list[str]:
         return []
     judged = [r for r in rows if (r.get("metrics") or {}).get("judge_toxicity_rate") is not None]
     by_judge = [r for r in judged if r["metrics"]["judge_toxicity_rate"] >= 1]
+    # rows are dicts (unhashable, and == compares whole rows): membership by identity
+    flagged_ids, judged_ids, by_judge_ids = ({id(r) for r in rs} for rs in (flagged, judged, by_judge))
     out = [f"<h2>Toxicity</h2><p>{len(flagged)} answer(s) flagged, {len(passages)} question(s) with a flagged "
            "retrieved passage (ragops.safety.toxicity; docs/evaluation.md#toxicity).</p>"]
     if judged:  # eval.judge_toxicity: the judge's second opinion, beside the checker's
         both = sum(1 for r in by_judge if (r.get("detail") or {}).get("toxicity"))
         out.append(f"<p class='judge-toxicity'>Second opinion (LLM judge): {len(by_judge)} of {len(judged)} answer(s) "
                    f"toxic; {both} flagged by both, {len(by_judge) - both} by the judge only, "
-                   f"{sum(1 for r in flagged if r in judged) - both} by the checker only.</p>")
-    shown = flagged + [r for r in by_judge if r not in flagged]
+                   f"{sum(1 for r in flagged if id(r) in judged_ids) - both} by the checker only.</p>")
+    shown = flagged + [r for r in by_judge if id(r) not in flagged_ids]
     if shown:
         out.append("<table><tr><th>question</th><th>checker score</th><th>judge (0-1)</th><th>answer</th></tr>" + "".join(
-            f"<tr><td>{esc(r['id'])}</td><td class='num{' bad' if r in flagged else ''}'>"
+            f"<tr><td>{esc(r['id'])}</td><td class='num{' bad' if id(r) in flagged_ids else ''}'>"
             f"{fmt((r['metrics'] or {}).get('toxicity'))}</td>"
-            f"<td class='num{' bad' if r in by_judge else ''}'>{fmt((r['metrics'] or {}).get('judge_toxicity'))}</td>"
+            f"<td class='num{' bad' if id(r) in by_judge_ids else ''}'>{fmt((r['metrics'] or {}).get('judge_toxicity'))}</td>"
             f"<td>{esc(str(r.get('answer', ''))[:500])}</td></tr>" for r in shown[:20]) + "</table>")
     if passages:
         out.append("<table><tr><th>question</th><th>passage</th><th>document</th><th>score</th></tr>" + "".join(
