@@ -560,6 +560,49 @@ def test_filters_paging_and_every_link_type_inside_airflows_frame(airflow, brows
     page.wait_for_url("**/dags/promote_prompt/runs/**", timeout=60000)
 
 
+def test_a_bias_test_from_the_page_to_its_tables_its_audit_entry_and_back(airflow, browser) -> None:
+    """A kept bias test (one group refused far more often: a flagged gap) is listed in the page's Bias
+    tests section; its link opens the per-group tables inside Airflow's frame with the GAP badge on
+    the flagged cell only and the not-applicable attribute saying why; its audit entry links back to
+    the same tables; the page fits 1280 px."""
+    from ragops.evaluation.bias import record
+    from tests.unit.test_bias_report import EVIL, make_result
+
+    page, base = browser, airflow["base"]
+    result = make_result()
+    tid = record(airflow["settings"], result, actor="test")
+    frame = open_llmops(airflow, page)
+    row = frame.locator(f"#bias-{tid}")
+    row.wait_for(timeout=30000)
+    cells = row.locator("td").all_inner_texts()
+    assert cells[2:6] == ["rag_answer@2", "docs", "gap beyond noise", str(len(result["attributes"][0]["flagged"]))]
+    row.locator("a.bias-test").click()
+    frame.get_by_role("heading", name=f"Bias test {tid}").wait_for(timeout=30000)
+    women = frame.locator("tr[data-group='women']")
+    assert women.locator("td[data-metric='refusal_rate'] .bias-badge").inner_text().strip() == "GAP"
+    assert frame.locator("tr[data-group] td[data-metric='answer_words'] .bias-badge", has_text="GAP").count() == 0
+    text = frame.locator("body").inner_text()
+    assert "not applicable" in text and "no question mentions one of its terms" in text
+    # the example answers (folded away) hold a script tag as text, never as an element
+    assert EVIL in frame.locator("body").text_content() and frame.locator("script", has_text="alert('x')").count() == 0
+    page.set_viewport_size({"width": 1280, "height": 900})
+    try:
+        wide = llmops_frame(page).evaluate("() => [document.documentElement.scrollWidth, "
+                                           "document.documentElement.clientWidth]")
+        assert wide[0] <= wide[1], wide
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "llmops-bias.png"), full_page=True)
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})
+    frame.locator("a.bias-audit").click()
+    frame.get_by_role("heading", name="bias_tested").wait_for(timeout=30000)
+    frame.locator("a.to-bias").click()
+    frame.get_by_role("heading", name=f"Bias test {tid}").wait_for(timeout=30000)
+    frame.locator("a.back-to-bias").click()
+    frame.locator(f"#bias-{tid}").wait_for(timeout=30000)
+    assert llmops_frame(page).url.startswith(f"{base}/ragops/")
+
+
 def test_review_a_production_trace_and_the_page_fits_1280_px(airflow, browser) -> None:
     """A failing production trace opened from the review queue and from the production table's
     traces; at 1280 px no page is wider than the window, links take keyboard focus visibly, and
