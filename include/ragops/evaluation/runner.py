@@ -595,6 +595,11 @@ def run_eval(settings: Settings, dataset: str | Path | None = None, prompt: str 
                 if settings.eval.semantic_metrics:
                     encoder([t for q, g in zip(block, gens, strict=False) if isinstance(g, Generation) and not g.refused
                              for t in (M.strip_citations(g.answer), q.reference_answer) if t])
+                tox = toxicity_checker(settings, encoder)
+                if tox is not None:  # the block's answers and passages in one call (the classifiers' per-call
+                    # overhead was a third of a warm run); each question's scores then come from the cache
+                    tox.scores([g.answer or "" for g in gens if isinstance(g, Generation)]
+                               + [c.text for _, contexts, _ in retrieved for c in contexts])
                 block_rows = []
                 for q, (docs, contexts, chunk_docs), gen in zip(block, retrieved, gens, strict=False):
                     if q.id in more:

@@ -44,6 +44,11 @@ UNITS = {"ms": "ms", "millisecond": "ms", "milliseconds": "ms", "s": "s", "sec":
          "gb": "gb", "gib": "gb", "tb": "tb", "%": "%", "percent": "%", "x": "x", "times": "x"}
 _NUM_RE = re.compile(r"(?<![\w.])(\d+(?:[.,:]\d+)*)(?:\s*(%|[a-zA-Z]+))?")
 _WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@/:'-]*[A-Za-z0-9%]|[A-Za-z0-9]")
+# per-token tests, compiled once (facts() runs on every clause of every retrieved passage)
+_ALPHA = re.compile(r"[a-z]+").fullmatch
+_CAMEL = re.compile(r"[a-z][A-Z]").search
+_DIGIT = re.compile(r"[0-9]").search
+_NAME_TOK = re.compile(r"[A-Za-z_][A-Za-z0-9_./@-]*[A-Za-z0-9_]|[A-Za-z]")
 _CLAUSE_SPLIT = re.compile(r"\s*;\s+|\s+(?:—|--|–)\s+")
 _CONJ_SPLIT = re.compile(r",?\s+(?:and then|but|whereas|while|so that|so)\s+|,\s+and\s+(?=(?:it|they|the|this|that|"
                          r"a|an|each|every|its|their|ragops|airflow|chroma)\b)", re.I)
@@ -165,7 +170,7 @@ def negated_terms(text: str) -> frozenset[str]:
             while j < len(low) and taken < 5 and low[j] not in _SCOPE_END:
                 tok = low[j].strip("'")
                 if tok not in STOPWORDS and tok not in NEGATIONS and not tok.isdigit() and len(tok) > 1:
-                    out.add(stem(tok) if re.fullmatch(r"[a-z]+", tok) else tok)
+                    out.add(stem(tok) if _ALPHA(tok) else tok)
                     taken += 1
                 j += 1
             i = j
@@ -181,12 +186,12 @@ def names(text: str) -> set[str]:
     for code in re.findall(r"`([^`]{1,80})`", text):
         out.add(code.lower().strip())
     text = re.sub(r"`([^`]{1,80})`", r"\1", text)
-    toks = re.findall(r"[A-Za-z_][A-Za-z0-9_./@-]*[A-Za-z0-9_]|[A-Za-z]", text)
+    toks = _NAME_TOK.findall(text)
     start = True
     for tok in toks:
         low = tok.lower()
         ident = ("_" in tok or ("." in tok and not tok.endswith(".")) or "/" in tok or "@" in tok
-                 or re.search(r"[a-z][A-Z]", tok) is not None or any(c.isdigit() for c in tok))
+                 or _CAMEL(tok) is not None or _DIGIT(tok) is not None)  # tok is ASCII (_NAME_TOK)
         acronym = len(tok) >= 2 and tok.isupper()
         proper = tok[0].isupper() and not start and low not in STOPWORDS
         if ident or acronym or proper:
@@ -202,7 +207,7 @@ def content_terms(text: str) -> set[str]:
         low = w.lower().strip("'").removesuffix("'s")
         if low in STOPWORDS or low in NEGATIONS or len(low) < 2 or low.isdigit():
             continue
-        out.add(stem(low) if re.fullmatch(r"[a-z]+", low) else low)
+        out.add(stem(low) if _ALPHA(low) else low)
     return out
 
 
