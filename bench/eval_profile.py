@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import harness as H
+
 WATCH = {  # label -> (file suffix, function name)
     "run_eval": ("evaluation/runner.py", "run_eval"),
     "groundedness (claim check)": ("grounding/checker.py", "check"),
@@ -55,21 +57,10 @@ def main(argv: list[str]) -> int:
     embedder, store = Embedder(settings.embedding), VectorStore(settings)
     run_eval(settings, args.golden, args.prompt, args.index, embedder=embedder, store=store,
              run_id=f"profile-warm-{int(time.time())}", sample_size=20)
-    from ragops.grounding import checker as G
-    from ragops.grounding import claims as C
-    from ragops.safety import toxicity as T
-    from ragops.vectorcache import path_for
-
-    cache_file = path_for(settings.data_dir, embedder.fingerprint)
     if args.cache == "warm":
         run_eval(settings, args.golden, args.prompt, args.index, embedder=embedder, store=store,
                  run_id=f"profile-fill-{int(time.time())}")
-    else:
-        for f in cache_file.parent.glob(cache_file.name + "*"):
-            f.unlink()
-    T.clear_cache()  # in-process caches: a nightly run is a new process
-    C.facts.cache_clear()
-    G._parts.cache_clear()
+    H.forget_eval_caches(settings.data_dir, embedder.fingerprint, disk=args.cache == "cold")
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()

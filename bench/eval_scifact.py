@@ -95,24 +95,12 @@ def measure(args: argparse.Namespace) -> int:
             store.query(collection, vec[0], 10)
         return time.perf_counter() - t0
 
-    from ragops.grounding import checker as G
-    from ragops.grounding import claims as C
-    from ragops.safety import toxicity as T
     from ragops.vectorcache import path_for
 
     cache_file = path_for(settings.data_dir, embedder.fingerprint)
 
-    def forget(disk: bool) -> None:
-        """In-process caches always go (a nightly run is a new process); the disk cache only for a cold run."""
-        T.clear_cache()
-        C.facts.cache_clear()
-        G._parts.cache_clear()
-        if disk:
-            for f in cache_file.parent.glob(cache_file.name + "*"):
-                f.unlink()
-
     def timed_eval(cfg: Any, tag: str, i: int, cold: bool) -> tuple[float, dict[str, Any]]:
-        forget(cold)
+        H.forget_eval_caches(settings.data_dir, embedder.fingerprint, disk=cold)
         t0 = time.perf_counter()
         summary = run_eval(cfg, args.golden, "rag_answer@1", INDEX, embedder=embedder, store=store,
                            allow_unknown_docs=False,  # every abstract is indexed since the repair step

@@ -746,6 +746,23 @@ def dataset_main(p: argparse.ArgumentParser, argv: list[str], *, benchmark: str,
     return 0
 
 
+def forget_eval_caches(data_dir: str | Path, fingerprint: str, disk: bool) -> None:
+    """Before a timed eval run: drop the in-process caches (toxicity scores, claim facts, passage
+    splits), as a new process has none, and with ``disk`` the embedder's vector cache file too (a
+    cold run, the first on an index)."""
+    from ragops.grounding import checker, claims
+    from ragops.safety import toxicity
+    from ragops.vectorcache import path_for
+
+    toxicity.clear_cache()
+    claims.facts.cache_clear()
+    checker._parts.cache_clear()
+    if disk:
+        cache_file = path_for(data_dir, fingerprint)
+        for f in cache_file.parent.glob(cache_file.name + "*"):
+            f.unlink()
+
+
 def rewrite_markdown(json_path: Path, render: Callable[[dict[str, Any]], str]) -> Path:
     """``--render FILE.json``: write the .md of an earlier results file again."""
     md_path = json_path.with_suffix(".md")

@@ -235,7 +235,7 @@ class ExportedModel:
         order = np.argsort(-lens, kind="stable")
         budget = max(1, batch_size) * self.max_seq_length
         pad = int(getattr(self.tokenizer, "pad_token_id", None) or 0)
-        out = np.empty((len(texts), 0), dtype=np.float32)
+        out: np.ndarray | None = None
         start = 0
         while start < len(texts):
             width = int(max(lens[order[start]], 1))
@@ -259,9 +259,10 @@ class ExportedModel:
                 vec = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
             if normalize_embeddings or self.manifest["normalize"]:
                 vec = vec / np.clip(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12, None)
-            if out.shape[1] == 0:
+            if out is None:
                 out = np.empty((len(texts), vec.shape[1]), dtype=np.float32)
             out[idx] = vec
+        assert out is not None
         return out
 
 

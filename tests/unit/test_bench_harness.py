@@ -168,3 +168,16 @@ def test_isolated_env_and_args(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         H.check_common_args(p, p.parse_args(["--limit", "0"]))
     with pytest.raises(SystemExit):
         H.check_common_args(p, p.parse_args(["--data-dir", str(ROOT / ".ragops" / "x")]))
+
+
+def test_forget_eval_caches_clears_the_process_caches_and_only_a_cold_run_the_vector_cache(tmp_path: Path) -> None:
+    from ragops.grounding import claims
+    from ragops.vectorcache import VectorCache, path_for
+
+    path = path_for(tmp_path, "fp")
+    VectorCache(path, "fp").put_many({"x": np.ones(4, dtype=np.float32)})
+    claims.facts("The ingest runs daily.")
+    H.forget_eval_caches(tmp_path, "fp", disk=False)
+    assert claims.facts.cache_info().currsize == 0 and path.is_file()
+    H.forget_eval_caches(tmp_path, "fp", disk=True)
+    assert not list(path.parent.glob(path.name + "*"))
